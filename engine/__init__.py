@@ -1,0 +1,12 @@
+"""medexport.engine: the clinic runtime. Opens bundles and turns studies into results.
+
+Imports neither torch nor Qt; heavy runtimes load only when a backend is used.
+"""
+from .bundle import Model, open_bundle, read_manifest
+from .errors import (BackendUnavailableError, BundleError, ConfigurationError, ExportError,
+                     InvalidInputError, MedError, ValidationError)
+from .results import DISCLAIMER, ClassificationResult
+
+__all__ = ["open_bundle", "read_manifest", "Model", "ClassificationResult", "DISCLAIMER", "MedError",
+           "InvalidInputError", "BundleError", "BackendUnavailableError", "ConfigurationError",
+           "ExportError", "ValidationError"]

@@ -1,0 +1,29 @@
+"""ONNX Runtime backend: the portable fallback (CPU execution provider)."""
+from __future__ import annotations
+
+from .base import Backend
+
+
+class ONNXRuntimeBackend(Backend):
+    name = "onnxruntime"
+    module = "onnxruntime"
+    extra = "onnxruntime"
+    targets = ("onnxruntime",)
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            options.intra_op_num_threads = int(self.threads)
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(self.files["model"]), options,
+                                             providers=["CPUExecutionProvider"])
+        self._names = [o.name for o in self._session.get_outputs()]
+
+    def _infer(self, feeds):
+        return dict(zip(self._names, self._session.run(self._names, feeds)))
+
+    def _close(self) -> None:
+        self._session = None

@@ -1,0 +1,55 @@
+"""Image classification: greyscale study -> scores per label (+ class activation map)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..compare import activate
+from ..io.image import ImageStudy, read_image
+from ..preprocess import image_to_tensor, map_to_source
+
+CAM_METHOD = "class activation map computed in the compiled graph (where the model looked; not a localisation)"
+
+
+class ClassificationTask:
+    result_kind = "classification"
+
+    def __init__(self, manifest):
+        self.manifest = manifest
+        self.input_name = manifest.input.name
+
+    def read(self, source, **options) -> ImageStudy:
+        return read_image(source, frame=options.get("frame"))
+
+    def preprocess(self, study: ImageStudy) -> tuple[dict, dict]:
+        tensor, geometry = image_to_tensor(study.pixels, self.manifest.preprocess)
+        return {self.input_name: tensor}, {"geometry": geometry}
+
+    def postprocess(self, outputs: dict, meta: dict, index: int = 0) -> dict:
+        post = self.manifest.postprocess
+        probs = activate(outputs[post.score_output][index], post.activation)
+        scores = {label: float(p) for label, p in zip(self.manifest.labels, probs)}
+        fields = {"scores": scores, "thresholds": dict(post.thresholds)}
+        if post.heatmap_output and post.heatmap_output in outputs:
+            label = self._heatmap_label(scores)
+            cam = outputs[post.heatmap_output][index][self.manifest.labels.index(label)]
+            fields.update(heatmap=_normalise(map_to_source(cam, meta["geometry"])),
+                          heatmap_label=label, heatmap_method=CAM_METHOD)
+        return fields
+
+    def scores(self, outputs: dict) -> np.ndarray:
+        """(N, labels) probabilities for a batch, for validation and benchmarks."""
+        post = self.manifest.postprocess
+        return activate(outputs[post.score_output], post.activation)
+
+    def _heatmap_label(self, scores: dict) -> str:
+        """The finding the map explains: the top positive label, else the top score."""
+        thresholds = self.manifest.postprocess.thresholds
+        positive = [k for k in scores if k in thresholds and scores[k] >= thresholds[k]]
+        pool = positive or list(thresholds) or list(scores)
+        return max(pool, key=scores.get)
+
+
+def _normalise(cam: np.ndarray) -> np.ndarray:
+    cam = np.maximum(cam, 0)
+    top = float(cam.max())
+    return (cam / top).astype(np.float32) if top > 0 else cam.astype(np.float32)

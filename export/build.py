@@ -1,0 +1,270 @@
+"""``medexport build``: source -> ONNX -> compiled artifacts -> validated, checksummed bundle.
+
+The plan runs small steps in order and records each in the bundle's provenance. Nothing
+reaches ``out`` unless every artifact passed validation and the finished bundle opens and
+self-tests through the engine, exactly as it will on the target.
+"""
+from __future__ import annotations
+
+import importlib
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from medexport.engine.bundle import open_bundle
+from medexport.engine.errors import ConfigurationError, ValidationError
+from medexport.engine.manifest import Artifact, Manifest
+from medexport.engine.tasks import task_for
+
+from . import source as sources
+from .datasets import Dataset, load_dataset, load_many
+from .steps import validate, write_bundle
+from .targets import SELFTEST_TOLERANCE, SOURCE_TOLERANCE, check_options, get_target
+
+
+@dataclass
+class BuildOptions:
+    targets: list
+    precisions: list = field(default_factory=lambda: ["fp32"])
+    golden: str | None = None
+    calib: str | None = None
+    calib_size: int | None = None
+    val: str | None = None
+    metric: str | None = None
+    max_drop: float | None = None
+    overwrite: bool = False
+    # for ONNX sources
+    task: str | None = None
+    labels: list | None = None
+    input_size: int | None = None
+    mean: tuple = (0.0,)
+    std: tuple = (1.0,)
+    activation: str | None = None
+    threshold: float = 0.5
+    model_id: str | None = None
+
+
+class Log:
+    """Prints each step with its time; the CLI passes ``print`` to stderr, tests pass a list."""
+
+    def __init__(self, emit=print):
+        self.emit, self.steps = emit, []
+
+    def step(self, name: str):
+        log = self
+
+        class _Step:
+            def __enter__(self):
+                self.start = time.perf_counter()
+                log.emit(f"[build] {name} ...")
+                return self
+
+            def __exit__(self, exc_type, *rest):
+                seconds = round(time.perf_counter() - self.start, 2)
+                log.steps.append({"step": name, "seconds": seconds, "ok": exc_type is None})
+                if exc_type is None:
+                    log.emit(f"[build] {name}: done in {seconds:.1f} s")
+
+        return _Step()
+
+
+def build(model: str, out, options: BuildOptions, emit=print) -> Path:
+    """Build a bundle at ``out`` from a registered model name or an .onnx path."""
+    out = Path(out)
+    log = Log(emit)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="medexport-") as work:
+        with log.step("load source model"):
+            source = _load_source(model, Path(work), options)
+        check_options(options.targets, options.precisions, source.task, calib=options.calib,
+                      calib_size=options.calib_size, val=options.val, metric=options.metric,
+                      max_drop=options.max_drop)
+        stage = write_bundle.staging_dir(out, options.overwrite)
+        try:
+            manifest = _build_into(stage, source, options, log)
+            with log.step("self-test the finished bundle through the engine"):
+                for artifact in manifest.artifacts:
+                    with open_bundle(stage, backend=get_target(artifact.target).backend,
+                                     precision=artifact.precision) as bundle:
+                        check = bundle.self_test()
+                    log.emit(f"[build]   {check.line()}")
+                    if not check.passed:
+                        raise ValidationError(f"the written bundle failed its own self-test: {check.line()}")
+            path = write_bundle.finish(stage, out)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    emit(f"[build] wrote {path} in {time.perf_counter() - started:.1f} s")
+    return path
+
+
+def _load_source(model: str, work: Path, options: BuildOptions):
+    if model.endswith(".onnx") or Path(model).is_file():
+        return sources.from_onnx(Path(model), task=options.task, labels=options.labels,
+                                 input_size=options.input_size, mean=options.mean, std=options.std,
+                                 activation=options.activation, threshold=options.threshold,
+                                 model_id=options.model_id)
+    given = [f for f, v in (("--task", options.task), ("--labels", options.labels),
+                            ("--input-size", options.input_size)) if v]
+    if given:
+        raise ConfigurationError(f"{', '.join(given)} only apply to ONNX files; {model!r} is a registered model "
+                                 "with its own settings", fix=f"drop {', '.join(given)}")
+    return sources.from_registry(model, work)
+
+
+def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifest:
+    with log.step("read golden inputs"):
+        golden = _golden(source, options)
+    task = task_for(_draft_manifest(source, ()))
+    ref_scores = task.scores(source.reference(golden.inputs))
+    val = None
+    if options.val:
+        with log.step(f"read validation data {options.val}"):
+            val = load_dataset(options.val, source.preprocess, labels=source.labels)
+            if val.labels is None:
+                raise ConfigurationError(f"validation data {options.val} has no labels",
+                                         fix="use an .npz with *_labels or a folder with labels.csv")
+            val_ref = _batched_scores(task, source.reference, val.inputs)
+    golden_arrays = {"inputs": golden.inputs, "scores_source": ref_scores.astype(np.float32)}
+    artifacts, reports = [], {}
+    for name in options.targets:
+        target = get_target(name)
+        compiler = _compiler(target)
+        for precision in options.precisions:
+            key = f"{name}-{precision}"
+            with log.step(f"compile {key}"):
+                files = compiler(source, precision, stage / key, _step_options(options, source))
+            backend_cls = _backend(target.backend)
+            with backend_cls(files, precision=precision) as runtime, log.step(f"validate {key}"):
+                scores = _batched_scores(task, runtime.infer, golden.inputs, source.input.name)
+                report = {"target": name, "precision": precision,
+                          "golden": validate.golden_agreement(ref_scores, scores, golden.names,
+                                                              SOURCE_TOLERANCE.get(precision))}
+                if val is not None:
+                    art = _batched_scores(task, runtime.infer, val.inputs, source.input.name)
+                    report["validation"] = validate.metric_report(
+                        val.labels, val_ref, art, source.labels, source.postprocess.thresholds, val.names,
+                        max_drop=options.max_drop)
+            _raise_if_failed(key, report)
+            golden_arrays[f"scores_{key}"] = scores.astype(np.float32)
+            rel = {role: str(Path(p).relative_to(stage)) for role, p in files.items()}
+            reports[key] = report
+            write_bundle.write_json(stage / "reports" / f"{key}.json", report)
+            artifacts.append(Artifact(name, precision, rel, SELFTEST_TOLERANCE[precision],
+                                      f"reports/{key}.json", {}))
+    np.savez_compressed(stage / "golden.npz", **golden_arrays)
+    (stage / "MODEL_CARD.md").write_text(source.card_text)
+    draft = _draft_manifest(source, artifacts, steps=log.steps)
+    manifest = Manifest(**{**draft.__dict__, "files": write_bundle.checksums(stage)})
+    write_bundle.write_manifest(stage, manifest.to_json())
+    return manifest
+
+
+def _draft_manifest(source, artifacts, steps=()) -> Manifest:
+    return Manifest(
+        model_id=source.model_id, model_version=source.version, task=source.task, labels=source.labels,
+        input=source.input, outputs=source.outputs, preprocess=source.preprocess,
+        postprocess=source.postprocess, artifacts=tuple(artifacts), files={}, golden="golden.npz",
+        card="MODEL_CARD.md", intended_use=source.intended_use, medical_device=False,
+        provenance={"source": source.kind, "source_sha256": source.source_sha256,
+                    "training": source.training, "tools": _tool_versions(),
+                    "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "machine": {"platform": platform.platform(), "processor": _cpu_name(),
+                                "python": platform.python_version()},
+                    "steps": list(steps)})
+
+
+def _golden(source, options: BuildOptions) -> Dataset:
+    if options.golden:
+        return load_dataset(options.golden, source.preprocess, limit=32)
+    if source.default_golden:
+        return load_many(source.default_golden, source.preprocess)
+    from medexport.models.data import shared_data
+
+    try:
+        pngs = sorted((shared_data() / "images" / "cxr-nih").glob("*.png"))
+    except ConfigurationError:
+        pngs = []
+    if pngs:
+        return load_many([str(p) for p in pngs], source.preprocess)
+    raise ConfigurationError("no golden inputs: the bundle needs a few real studies for on-target self-checks",
+                             fix="pass --golden DATA (a folder of studies or an .npz)")
+
+
+def _batched_scores(task, run, inputs: np.ndarray, input_name: str | None = None, batch: int = 32) -> np.ndarray:
+    """Scores for many inputs; one item at a time when the model's batch is fixed at 1."""
+    out = []
+    for i in range(0, len(inputs), batch):
+        chunk = np.ascontiguousarray(inputs[i:i + batch])
+        try:
+            outputs = run({input_name: chunk}) if input_name else run(chunk)
+        except Exception:
+            if len(chunk) == 1:
+                raise
+            outputs = None
+        if outputs is None:
+            out += [_batched_scores(task, run, chunk[j:j + 1], input_name) for j in range(len(chunk))]
+        else:
+            out.append(task.scores(outputs))
+    return np.concatenate(out)
+
+
+def _raise_if_failed(key: str, report: dict) -> None:
+    problems = []
+    g = report["golden"]
+    if not g["passed"]:
+        problems.append(f"golden inputs differ from the source model by up to {g['max_abs_score_diff']:.2e} "
+                        f"(tolerance {g['tolerance']:.0e}, worst {g['worst_item']})")
+    v = report.get("validation")
+    if v and not v["passed"]:
+        problems.append(f"AUROC drops by {v['auroc_drop']:.4f} on validation (budget {v['max_drop']}), "
+                        f"{v['n_flips']} decisions flip")
+    if problems:
+        raise ValidationError(f"{key} failed validation: " + "; ".join(problems) + "; no bundle was written",
+                              fix="raise the budget only if that is clinically acceptable, or choose another precision",
+                              report=report)
+
+
+def _compiler(target):
+    module, func = target.compiler.split(":")
+    return getattr(importlib.import_module(f"medexport.export.steps.{module}"), func)
+
+
+def _backend(name: str):
+    from medexport.engine.backends import get_backend
+
+    cls = get_backend(name)
+    cls.require()
+    return cls
+
+
+def _step_options(options: BuildOptions, source) -> dict:
+    return {"calib": options.calib, "calib_size": options.calib_size or 300, "val": options.val,
+            "max_drop": options.max_drop}
+
+
+def _tool_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("medexport", "torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy", "pydicom"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

@@ -1,0 +1,174 @@
+"""The ``medexport`` command: build, predict, inspect, selftest, doctor, models.
+
+A MedError is printed as one line on stderr (exit code 2), never as a traceback.
+torch is imported only by ``build`` from a registered model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from medexport.engine.errors import MedError, ValidationError
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _floats(text: str) -> tuple:
+    return tuple(float(t) for t in _csv(text))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medexport", description="Export, compile, verify and run medical models offline.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build a bundle from a registered model or an .onnx file")
+    b.add_argument("model", help="registered model name (see 'medexport models') or path to an .onnx file")
+    b.add_argument("-o", "--out", required=True, help="bundle folder to write (or a .zip)")
+    b.add_argument("--target", type=_csv, required=True, help="openvino, onnxruntime, tensorrt (comma-separated)")
+    b.add_argument("--precision", type=_csv, default=["fp32"], help="fp32, fp16, int8 (comma-separated; default fp32)")
+    b.add_argument("--golden", help="studies for on-target self-checks (default: shared real chest X-rays)")
+    b.add_argument("--calib", help="calibration data for int8 (folder of studies or .npz[:split[:n]])")
+    b.add_argument("--calib-size", type=int, help="number of calibration studies (default 300)")
+    b.add_argument("--val", help="labelled validation data: the build reports metrics and guards int8 on them")
+    b.add_argument("--metric", help="task metric for the guard (classification: auroc)")
+    b.add_argument("--max-drop", type=float, help="largest metric drop allowed against the source model")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    g = b.add_argument_group("ONNX sources (a registered model brings its own)")
+    g.add_argument("--task", choices=["classification"])
+    g.add_argument("--labels", type=_csv, help="output labels in order, comma-separated")
+    g.add_argument("--input-size", type=int, help="square input size in pixels")
+    g.add_argument("--mean", type=_floats, default=(0.0,), help="normalisation mean on [0,1] pixels (default 0)")
+    g.add_argument("--std", type=_floats, default=(1.0,), help="normalisation std (default 1)")
+    g.add_argument("--activation", choices=["softmax", "sigmoid"], help="default: softmax for >1 label")
+    g.add_argument("--threshold", type=float, default=0.5, help="operating threshold (default 0.5)")
+    g.add_argument("--model-id", help="model id in the bundle (default: the file name)")
+
+    r = sub.add_parser("predict", help="run studies through a bundle")
+    r.add_argument("bundle")
+    r.add_argument("inputs", nargs="+", help="DICOM, PNG or JPEG files")
+    r.add_argument("--backend", default="auto", help="auto, openvino, onnxruntime")
+    r.add_argument("--precision", default="auto", help="auto, fp32, fp16, int8")
+    r.add_argument("--frame", type=int, help="frame of a multi-frame DICOM")
+    r.add_argument("--json", action="store_true", help="print results as JSON")
+
+    i = sub.add_parser("inspect", help="show a bundle's manifest, card, artifacts and validation")
+    i.add_argument("bundle")
+    i.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("selftest", help="verify checksums and run golden inputs on every artifact that runs here")
+    s.add_argument("bundles", nargs="+")
+
+    d = sub.add_parser("doctor", help="what this machine has and which targets it can build and run")
+    d.add_argument("--json", action="store_true")
+
+    sub.add_parser("models", help="list registered models")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except ValidationError as exc:
+        if exc.report:
+            print(json.dumps(exc.report, indent=2, default=str), file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_build(args) -> int:
+    from .build import BuildOptions, build
+
+    options = BuildOptions(targets=args.target, precisions=args.precision, golden=args.golden, calib=args.calib,
+                           calib_size=args.calib_size, val=args.val, metric=args.metric, max_drop=args.max_drop,
+                           overwrite=args.overwrite, task=args.task, labels=args.labels,
+                           input_size=args.input_size, mean=args.mean, std=args.std, activation=args.activation,
+                           threshold=args.threshold, model_id=args.model_id)
+    build(args.model, args.out, options, emit=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from medexport.engine import open_bundle
+
+    from .render import render_result
+
+    failures, results = 0, []
+    with open_bundle(args.bundle, backend=args.backend, precision=args.precision) as model:
+        for path in args.inputs:
+            try:
+                result = model.predict(path, frame=args.frame)
+            except MedError as exc:  # one bad study must not hide the others' results
+                failures += 1
+                results.append({"source": path, "error": str(exc)})
+                if not args.json:
+                    print(f"{path}: error: {exc}", file=sys.stderr)
+                continue
+            results.append(result.to_dict())
+            if not args.json:
+                print(render_result(result))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failures else 0
+
+
+def cmd_inspect(args) -> int:
+    from .render import inspect_bundle
+
+    text, data = inspect_bundle(args.bundle)
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+    return 0
+
+
+def cmd_selftest(args) -> int:
+    from medexport.engine import open_bundle, read_manifest
+    from medexport.engine.backends import available_backends, get_backend
+
+    failed = 0
+    for path in args.bundles:
+        manifest, _, _ = read_manifest(path)
+        for a in manifest.artifacts:
+            backend = get_backend(a.target) if a.target in available_backends() else None
+            if backend is None:
+                print(f"SKIP {manifest.model_id} [{a.target} {a.precision}] runtime not available here")
+                continue
+            with open_bundle(path, backend=a.target, precision=a.precision) as model:
+                check = model.self_test()
+            failed += not check.passed
+            print(check.line())
+    return 1 if failed else 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import render, report
+
+    info = report()
+    print(json.dumps(info, indent=2) if args.json else render(info))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from medexport.models.registry import get_config, list_models
+
+    for name in list_models():
+        c = get_config(name)
+        state = "trained" if c.trained else "random weights (speed work)"
+        print(f"{name:<18} {c.version:<7} {c.task:<15} {'x'.join(map(str, c.input_shape)):<10} {state}")
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "predict": cmd_predict, "inspect": cmd_inspect, "selftest": cmd_selftest,
+            "doctor": cmd_doctor, "models": cmd_models}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Where a build starts: a registered model (torch) or a user's ONNX file, plus its reference runner."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medexport.engine.errors import ConfigurationError, ExportError
+from medexport.engine.manifest import ImagePreprocess, Postprocess, TensorSpec
+
+
+@dataclass
+class Source:
+    """A model ready to compile: its ONNX graph, metadata, and a runner for reference outputs."""
+
+    model_id: str
+    version: str
+    task: str
+    labels: tuple
+    onnx_path: Path
+    input: TensorSpec
+    outputs: tuple
+    preprocess: ImagePreprocess
+    postprocess: Postprocess
+    intended_use: str
+    kind: str  # registered | onnx
+    source_sha256: str
+    card_text: str = ""
+    training: dict = field(default_factory=dict)
+    torch_model: object = None
+    default_golden: tuple = ()  # dataset specs for golden inputs when none are given
+
+    def reference(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs of the source model itself (torch eager, or ONNX Runtime on the given ONNX)."""
+        if self.torch_model is not None:
+            import torch
+
+            with torch.no_grad():
+                outs = self.torch_model.forward_with_cam(torch.from_numpy(batch)) \
+                    if "cam" in [o.name for o in self.outputs] else (self.torch_model(torch.from_numpy(batch)),)
+            return {o.name: t.numpy() for o, t in zip(self.outputs, outs)}
+        if not hasattr(self, "_ort"):
+            import onnxruntime as ort
+
+            self._ort = ort.InferenceSession(str(self.onnx_path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in self.outputs]
+        return dict(zip(names, self._ort.run(names, {self.input.name: batch})))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def from_registry(name: str, workdir: Path) -> Source:
+    from medexport.models.registry import create_model, get_config
+    from medexport.models.archs.cam import CAMClassifier
+
+    from .steps.to_onnx import torch_to_onnx
+
+    config = get_config(name)
+    model = create_model(name, pretrained=True)
+    with_cam = isinstance(model, CAMClassifier)
+    onnx_path = workdir / "source.onnx"
+    outputs = torch_to_onnx(model, config.input_shape, onnx_path, with_cam=with_cam)
+    c, h, w = config.input_shape
+    out_specs = [TensorSpec("logits", (-1, len(config.labels)))]
+    if with_cam:
+        out_specs.append(TensorSpec("cam", (-1, len(config.labels), -1, -1)))
+    weights_sha = _sha256(config.weights_path) if config.trained else "random-init"
+    from medexport.models.data import shared_data
+
+    golden = ()
+    try:
+        root = shared_data()
+        golden = tuple(str(p) for p in sorted((root / "images" / "cxr-nih").glob("*.png")))
+        golden += (f"{root / 'images' / 'pneumoniamnist_trainval.npz'}:val:14",)
+    except ConfigurationError:
+        pass
+    return Source(
+        model_id=name, version=config.version, task=config.task, labels=config.labels, onnx_path=onnx_path,
+        input=TensorSpec("image", (-1, c, h, w)), outputs=tuple(out_specs),
+        preprocess=ImagePreprocess(**config.preprocess),
+        postprocess=Postprocess(config.activation, config.thresholds(), "logits", "cam" if with_cam else None),
+        intended_use=config.intended_use, kind="registered", source_sha256=weights_sha,
+        card_text=config.card_path.read_text() if config.card_path.is_file() else _untrained_card(config),
+        training=config.training_record(), torch_model=model, default_golden=golden)
+
+
+def _untrained_card(config) -> str:
+    return (f"# Model card: {config.name} {config.version}\n\n**Random weights: for speed work only. "
+            f"Its scores mean nothing. Not a medical device.**\n\n{config.intended_use}\n")
+
+
+def from_onnx(path: Path, *, task: str | None, labels: list[str] | None, input_size: int | None,
+              mean: tuple = (0.0,), std: tuple = (1.0,), activation: str | None = None,
+              threshold: float = 0.5, model_id: str | None = None, version: str = "0.0.0") -> Source:
+    """A user's ONNX classifier. Everything the file cannot tell us must be given explicitly."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"{path} does not exist", fix="give a registered model name or an .onnx path")
+    missing = [flag for flag, v in (("--task", task), ("--labels", labels), ("--input-size", input_size)) if not v]
+    if missing:
+        raise ConfigurationError(f"building from an ONNX file needs {', '.join(missing)}",
+                                 fix="e.g. --task classification --labels normal,abnormal --input-size 224")
+    if task != "classification":
+        raise ConfigurationError(f"task {task!r} is not supported for ONNX files yet", expected="classification")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ExportError(f"{path} is not a valid ONNX model ({exc})", fix="re-export it from its framework") from None
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if len(inputs) != 1:
+        raise ConfigurationError(f"{path} has {len(inputs)} inputs", expected="one image input (N, C, H, W)")
+    dims = [d.dim_value if d.dim_value > 0 else -1 for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        raise ConfigurationError(f"{path} input {inputs[0].name!r} has rank {len(dims)}", expected="rank 4 (N, C, H, W)")
+    channels = dims[1] if dims[1] > 0 else 1
+    if dims[2] > 0 and dims[2] != input_size or dims[3] > 0 and dims[3] != input_size:
+        raise ConfigurationError(f"--input-size {input_size} conflicts with the model's input {dims[2]}x{dims[3]}",
+                                 fix=f"use --input-size {dims[2]}")
+    out = model.graph.output[0]
+    out_dims = [d.dim_value for d in out.type.tensor_type.shape.dim]
+    if out_dims and out_dims[-1] > 0 and out_dims[-1] != len(labels):
+        raise ConfigurationError(f"{len(labels)} labels given but the model's output {out.name!r} has {out_dims[-1]} values",
+                                 fix="give one label per output value")
+    activation = activation or ("softmax" if len(labels) > 1 else "sigmoid")
+    positive = labels[1:] if activation == "softmax" and len(labels) == 2 else labels
+    return Source(
+        model_id=model_id or path.stem, version=version, task=task, labels=tuple(labels), onnx_path=path,
+        input=TensorSpec(inputs[0].name, (dims[0], channels, input_size, input_size)),
+        outputs=(TensorSpec(out.name, (-1, len(labels))),),
+        preprocess=ImagePreprocess(size=(input_size, input_size), channels=channels, mean=tuple(mean), std=tuple(std)),
+        postprocess=Postprocess(activation, {lab: threshold for lab in positive}, out.name, None),
+        intended_use="User-supplied model; intended use not stated.", kind="onnx", source_sha256=_sha256(path),
+        card_text=f"# {model_id or path.stem}\n\nBuilt from `{path.name}`; no model card was supplied.\n")

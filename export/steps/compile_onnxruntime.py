@@ -1,0 +1,23 @@
+"""Step: ONNX -> ONNX Runtime artifact at fp32 / fp16 (int8 through steps.quantize)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+def compile_onnxruntime(source, precision: str, out_dir: Path, options: dict) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.onnx"
+    if precision == "fp32":
+        shutil.copyfile(source.onnx_path, path)
+    elif precision == "fp16":
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(str(source.onnx_path)), keep_io_types=True)
+        onnx.save(model, str(path))
+    else:
+        from .quantize import quantize_onnxruntime
+
+        quantize_onnxruntime(source, path, options)
+    return {"model": path}

@@ -1,0 +1,42 @@
+"""Step: a torch module -> ONNX (opset 17, dynamic batch); CAM models get a second output."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from medexport.engine.errors import ExportError
+
+OPSET = 17
+
+
+class _WithCAM:
+    """Wraps a CAMClassifier so the exported graph returns (logits, cam)."""
+
+    def __new__(cls, model):
+        import torch
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                return self.inner.forward_with_cam(x)
+
+        return Wrapper(model).eval()
+
+
+def torch_to_onnx(model, input_shape: tuple, path: Path, *, with_cam: bool) -> list[str]:
+    """Export with a batch-2 example (a batch-1 example can freeze the batch dim); return output names."""
+    import torch
+
+    outputs = ["logits", "cam"] if with_cam else ["logits"]
+    module = _WithCAM(model) if with_cam else model.eval()
+    example = torch.zeros(2, *input_shape)
+    dynamic = {name: {0: "batch"} for name in ["image", *outputs]}
+    try:
+        torch.onnx.export(module, (example,), str(path), input_names=["image"], output_names=outputs,
+                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export failed: {exc}",
+                          fix="check the model traces with a batch-2 example of shape (2, *input_shape)") from exc
+    return outputs

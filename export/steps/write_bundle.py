@@ -1,0 +1,63 @@
+"""Step: write the bundle folder atomically (staging folder, checksums, manifest last, rename)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+from medexport.engine.bundle import MANIFEST, sha256_file
+from medexport.engine.errors import ConfigurationError
+
+
+def staging_dir(out: Path, overwrite: bool) -> Path:
+    """A fresh hidden folder beside ``out`` (same filesystem, so the final rename is atomic)."""
+    if out.exists() and not overwrite:
+        raise ConfigurationError(f"{out} already exists", fix="choose another -o path or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.building-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    return stage
+
+
+def checksums(stage: Path) -> dict:
+    return {str(p.relative_to(stage)): sha256_file(p) for p in sorted(stage.rglob("*"))
+            if p.is_file() and p.name != MANIFEST}
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_manifest(stage: Path, manifest_json: str) -> None:
+    """Written last: a folder without a manifest is never mistaken for a bundle."""
+    (stage / MANIFEST).write_text(manifest_json)
+
+
+def finish(stage: Path, out: Path) -> Path:
+    """Move the staged, verified bundle into place (zip it when ``out`` ends in .zip)."""
+    if out.suffix == ".zip":
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for p in sorted(stage.rglob("*")):
+                if p.is_file():
+                    zf.write(p, p.relative_to(stage))
+        os.replace(tmp, out)
+        shutil.rmtree(stage)
+        return out
+    if out.exists():  # --overwrite: swap, then remove the old bundle
+        old = out.with_name(f".{out.name}.old{os.getpid()}")
+        os.replace(out, old)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(stage, out)
+    return out
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

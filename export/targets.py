@@ -1,0 +1,83 @@
+"""The one table of export targets; every build option is checked against it.
+
+Like Ultralytics' ``export_formats()``, but options that conflict or do not apply are an
+error naming the fix, never silently changed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medexport.engine.errors import ConfigurationError, suggest
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    backend: str  # engine backend that runs the artifact
+    artifact: str  # what lands in the bundle
+    precisions: tuple
+    hardware: str
+    build_needs: tuple  # modules needed to build (beyond torch/onnx)
+    extra: str  # pip extra to install them
+    compiler: str  # "module:function" in medexport.export.steps
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("openvino", "openvino", "OpenVINO IR (.xml + .bin)", ("fp32", "fp16", "int8"),
+           "x86-64 / ARM CPUs (Intel, AMD)", ("openvino",), "openvino",
+           "compile_openvino:compile_openvino"),
+    Target("onnxruntime", "onnxruntime", "ONNX (.onnx)", ("fp32", "fp16", "int8"),
+           "any CPU (portable fallback)", ("onnxruntime",), "onnxruntime",
+           "compile_onnxruntime:compile_onnxruntime"),
+    Target("tensorrt", "tensorrt", "TensorRT-ready ONNX + build settings; engine built on the target GPU",
+           ("fp16", "int8", "fp32"), "NVIDIA GPU (compute capability >= 7.5)", ("tensorrt",), "tensorrt",
+           "compile_tensorrt:compile_tensorrt"),
+)}
+
+# Tolerances on |score difference| against the source model (build) and against the
+# artifact's own build-time outputs (on-target self-test).
+SOURCE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
+SELFTEST_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-3, "int8": 2e-2}
+
+TASK_METRICS = {"classification": ("auroc",)}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ConfigurationError(f"unknown target {name!r}.{suggest(name, TARGETS)}",
+                                 expected=f"one of {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+def check_options(targets: list[str], precisions: list[str], task: str, *, calib=None, calib_size=None,
+                  val=None, metric=None, max_drop=None) -> None:
+    """Refuse option combinations that do not apply; never drop or change one silently."""
+    if not targets:
+        raise ConfigurationError("no target given", expected=f"--target with one of {', '.join(TARGETS)}")
+    for name in targets:
+        target = get_target(name)
+        for p in precisions:
+            if p not in target.precisions:
+                raise ConfigurationError(f"target {name!r} does not build precision {p!r}",
+                                         expected=f"one of {', '.join(target.precisions)}",
+                                         fix=f"drop {p} or choose another target")
+    if len(set(precisions)) != len(precisions) or len(set(targets)) != len(targets):
+        raise ConfigurationError("a target or precision is given twice", fix="list each once")
+    int8 = "int8" in precisions
+    if (calib is not None or calib_size is not None) and not int8:
+        raise ConfigurationError("--calib/--calib-size given but no int8 precision was asked for",
+                                 fix="add '--precision int8' or drop --calib")
+    if int8 and calib is None:
+        raise ConfigurationError("int8 needs calibration data", expected="--calib DATA (real studies)",
+                                 fix="pass --calib with a folder of studies or an .npz (e.g. file.npz:train)")
+    if max_drop is not None and val is None:
+        raise ConfigurationError("--max-drop given without --val", fix="add --val DATA with labels to measure the drop")
+    if max_drop is not None and not 0 <= max_drop < 1:
+        raise ConfigurationError(f"--max-drop is {max_drop}", expected="a metric drop between 0 and 1, e.g. 0.005")
+    if metric is not None:
+        allowed = TASK_METRICS.get(task, ())
+        if metric not in allowed:
+            raise ConfigurationError(f"metric {metric!r} does not apply to task {task!r}",
+                                     expected=f"one of {', '.join(allowed) or 'none'}")
+    if calib_size is not None and calib_size < 1:
+        raise ConfigurationError(f"--calib-size is {calib_size}", expected="a positive number of studies")

@@ -1,0 +1,18 @@
+"""Locating the project's shared data (read in place, never copied or downloaded)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from medexport.engine.errors import ConfigurationError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_data() -> Path:
+    """``$MEDEXPORT_DATA`` or ``../shared/data`` beside the repository."""
+    root = Path(os.environ.get("MEDEXPORT_DATA") or REPO.parent / "shared" / "data")
+    if not root.is_dir():
+        raise ConfigurationError(f"shared data folder {root} does not exist",
+                                 fix="set MEDEXPORT_DATA to the folder holding ecg/, images/, segmentation/")
+    return root

@@ -1,0 +1,71 @@
+"""Pieces every training recipe shares: seeding, splits, threshold choice, records and cards."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from medexport.engine.compare import sens_spec
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with ``fraction`` of every class held out."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n = int(round(len(idx) * fraction))
+        held.append(idx[:n])
+        keep.append(idx[n:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Threshold maximising sensitivity + specificity - 1 (ties: the lower threshold)."""
+    candidates = np.unique(np.round(scores, 4))
+    best = max(candidates, key=lambda t: (sum(sens_spec(labels, scores, t)) - 1, -t))
+    return round(float(best), 4)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def training_environment() -> dict:
+    import torch
+
+    return {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "threads": torch.get_num_threads(),
+            "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def save_record(config, record: dict) -> None:
+    write_atomic(config.metrics_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def fmt_metric(m: dict) -> str:
+    lo, hi = m["ci95"]
+    return f"{m['value']:.3f} (95 % CI {lo:.3f}-{hi:.3f})"

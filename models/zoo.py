@@ -1,0 +1,39 @@
+"""The built-in models. Each entry: a factory plus the config that travels into bundles."""
+from __future__ import annotations
+
+from .archs.densenet import DenseNet
+from .archs.small_cnn import SmallCNN
+from .registry import ModelConfig, register_model
+
+NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+                "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+
+PNEUMONIA_CXR = ModelConfig(
+    name="pneumonia-cxr", version="1.0.0", task="classification", labels=("normal", "pneumonia"),
+    input_shape=(1, 28, 28),
+    preprocess={"size": (28, 28), "channels": 1, "crop": "center_square", "resample": "box",
+                "mean": (0.5,), "std": (0.5,)},
+    activation="softmax", positive_labels=("pneumonia",),
+    intended_use=("Demonstration of the medexport pipeline: flags paediatric chest X-rays (AP) that look "
+                  "like pneumonia, at 28x28 resolution. Not a medical device; not for diagnosis."),
+    recipe="medexport.models.recipes.pneumonia_cxr",
+)
+
+DENSENET121_CXR = ModelConfig(
+    name="densenet121-cxr", version="0.0.0", task="classification", labels=NIH_FINDINGS,
+    input_shape=(1, 224, 224),
+    preprocess={"size": (224, 224), "channels": 1, "crop": "center_square", "resample": "bilinear",
+                "mean": (0.5,), "std": (0.25,)},
+    activation="sigmoid", positive_labels=NIH_FINDINGS, trained=False,
+    intended_use="Speed work only: a realistic chest X-ray architecture with random weights. Its scores mean nothing.",
+)
+
+
+@register_model(PNEUMONIA_CXR)
+def pneumonia_cxr(**kwargs):
+    return SmallCNN(in_channels=1, num_classes=2, **kwargs)
+
+
+@register_model(DENSENET121_CXR)
+def densenet121_cxr(**kwargs):
+    return DenseNet(in_channels=1, num_classes=len(NIH_FINDINGS), **kwargs)
