@@ -110,6 +110,13 @@ class SelfTest:
                 f"{self.ms_per_item:.2f} ms/item")
 
 
+def in_chunks(run, inputs: np.ndarray, fixed_batch: int = -1, chunk: int = 32) -> dict[str, np.ndarray]:
+    """Run ``run(array) -> {name: array}`` over ``inputs`` in chunks (of the model's fixed batch, if any)."""
+    size = fixed_batch if fixed_batch > 0 else chunk
+    parts = [run(inputs[i:i + size]) for i in range(0, len(inputs), size)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 class Model:
     """An opened bundle bound to one backend and artifact. Use as a context manager."""
 
@@ -150,7 +157,9 @@ class Model:
         if tuple(batch.shape[1:]) != tuple(expected):
             raise InvalidInputError(f"batch has shape {batch.shape}", expected=f"(N, {', '.join(map(str, expected))})",
                                     fix="preprocess inputs with the bundle's preprocessing (model.predict does)")
-        return self.runtime.infer({self.manifest.input.name: np.ascontiguousarray(batch, np.float32)})
+        name = self.manifest.input.name
+        return in_chunks(lambda x: self.runtime.infer({name: x}), np.ascontiguousarray(batch, np.float32),
+                         self.manifest.input.shape[0])
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         return self.task.scores(self.infer(batch))

@@ -11,13 +11,13 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from medexport.engine.bundle import open_bundle
+from medexport.engine.bundle import in_chunks, open_bundle
 from medexport.engine.errors import ConfigurationError, ValidationError
 from medexport.engine.manifest import Artifact, Manifest
 from medexport.engine.tasks import task_for
@@ -26,6 +26,14 @@ from . import source as sources
 from .datasets import Dataset, load_dataset, load_many
 from .steps import validate, write_bundle
 from .targets import SELFTEST_TOLERANCE, SOURCE_TOLERANCE, check_options, get_target
+
+
+DEFAULT_MAX_DROP = 0.005
+DEFAULT_MAX_DECISION_DROP = 0.02
+
+
+def _default(value, default):
+    return default if value is None else value
 
 
 @dataclass
@@ -38,6 +46,7 @@ class BuildOptions:
     val: str | None = None
     metric: str | None = None
     max_drop: float | None = None
+    max_decision_drop: float | None = None
     overwrite: bool = False
     # for ONNX sources
     task: str | None = None
@@ -84,7 +93,12 @@ def build(model: str, out, options: BuildOptions, emit=print) -> Path:
             source = _load_source(model, Path(work), options)
         check_options(options.targets, options.precisions, source.task, calib=options.calib,
                       calib_size=options.calib_size, val=options.val, metric=options.metric,
-                      max_drop=options.max_drop)
+                      max_drop=options.max_drop, max_decision_drop=options.max_decision_drop)
+        if "int8" in options.precisions:
+            options = replace(options, max_drop=_default(options.max_drop, DEFAULT_MAX_DROP),
+                              max_decision_drop=_default(options.max_decision_drop, DEFAULT_MAX_DECISION_DROP))
+            log.emit(f"[build] int8 guard: AUROC may drop by at most {options.max_drop} (--max-drop), sensitivity "
+                     f"and specificity at the threshold by {options.max_decision_drop} (--max-decision-drop)")
         stage = write_bundle.staging_dir(out, options.overwrite)
         try:
             manifest = _build_into(stage, source, options, log)
@@ -121,7 +135,8 @@ def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifes
     with log.step("read golden inputs"):
         golden = _golden(source, options)
     task = task_for(_draft_manifest(source, ()))
-    ref_scores = task.scores(source.reference(golden.inputs))
+    ref_outputs = in_chunks(source.reference, golden.inputs, source.input.shape[0])
+    ref_scores = task.scores(ref_outputs)
     val = None
     if options.val:
         with log.step(f"read validation data {options.val}"):
@@ -129,27 +144,35 @@ def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifes
             if val.labels is None:
                 raise ConfigurationError(f"validation data {options.val} has no labels",
                                          fix="use an .npz with *_labels or a folder with labels.csv")
-            val_ref = _batched_scores(task, source.reference, val.inputs)
+            val_ref = _scores(task, source.reference, val.inputs, source.input)
     golden_arrays = {"inputs": golden.inputs, "scores_source": ref_scores.astype(np.float32)}
     artifacts, reports = [], {}
+    with log.step("prepare calibration data"):
+        step_options = _step_options(options, source, task, val, log)
     for name in options.targets:
         target = get_target(name)
         compiler = _compiler(target)
         for precision in options.precisions:
             key = f"{name}-{precision}"
             with log.step(f"compile {key}"):
-                files = compiler(source, precision, stage / key, _step_options(options, source))
+                files = compiler(source, precision, stage / key, step_options)
             backend_cls = _backend(target.backend)
             with backend_cls(files, precision=precision) as runtime, log.step(f"validate {key}"):
-                scores = _batched_scores(task, runtime.infer, golden.inputs, source.input.name)
+                run = lambda x: runtime.infer({source.input.name: x})  # noqa: E731
+                outputs = in_chunks(run, golden.inputs, source.input.shape[0])
+                scores = task.scores(outputs)
                 report = {"target": name, "precision": precision,
                           "golden": validate.golden_agreement(ref_scores, scores, golden.names,
                                                               SOURCE_TOLERANCE.get(precision))}
+                heatmap = source.postprocess.heatmap_output
+                if heatmap:
+                    report["golden"]["heatmap_correlation"] = validate.heatmap_correlation(
+                        ref_outputs[heatmap], outputs[heatmap], ref_scores)
                 if val is not None:
-                    art = _batched_scores(task, runtime.infer, val.inputs, source.input.name)
+                    art = _scores(task, run, val.inputs, source.input)
                     report["validation"] = validate.metric_report(
                         val.labels, val_ref, art, source.labels, source.postprocess.thresholds, val.names,
-                        max_drop=options.max_drop)
+                        max_drop=options.max_drop, max_decision_drop=options.max_decision_drop)
             _raise_if_failed(key, report)
             golden_arrays[f"scores_{key}"] = scores.astype(np.float32)
             rel = {role: str(Path(p).relative_to(stage)) for role, p in files.items()}
@@ -196,22 +219,9 @@ def _golden(source, options: BuildOptions) -> Dataset:
                              fix="pass --golden DATA (a folder of studies or an .npz)")
 
 
-def _batched_scores(task, run, inputs: np.ndarray, input_name: str | None = None, batch: int = 32) -> np.ndarray:
-    """Scores for many inputs; one item at a time when the model's batch is fixed at 1."""
-    out = []
-    for i in range(0, len(inputs), batch):
-        chunk = np.ascontiguousarray(inputs[i:i + batch])
-        try:
-            outputs = run({input_name: chunk}) if input_name else run(chunk)
-        except Exception:
-            if len(chunk) == 1:
-                raise
-            outputs = None
-        if outputs is None:
-            out += [_batched_scores(task, run, chunk[j:j + 1], input_name) for j in range(len(chunk))]
-        else:
-            out.append(task.scores(outputs))
-    return np.concatenate(out)
+def _scores(task, run, inputs: np.ndarray, input_spec) -> np.ndarray:
+    """Scores for many preprocessed inputs, chunked by the model's batch dimension."""
+    return task.scores(in_chunks(run, inputs, input_spec.shape[0]))
 
 
 def _raise_if_failed(key: str, report: dict) -> None:
@@ -222,8 +232,9 @@ def _raise_if_failed(key: str, report: dict) -> None:
                         f"(tolerance {g['tolerance']:.0e}, worst {g['worst_item']})")
     v = report.get("validation")
     if v and not v["passed"]:
-        problems.append(f"AUROC drops by {v['auroc_drop']:.4f} on validation (budget {v['max_drop']}), "
-                        f"{v['n_flips']} decisions flip")
+        problems.append(f"on validation AUROC drops by {v['auroc_drop']:.4f} (budget {v['max_drop']}) and "
+                        f"sensitivity/specificity at the threshold by up to {v['decision_drop']:.4f} "
+                        f"(budget {v['max_decision_drop']}); {v['n_flips']} decisions flip")
     if problems:
         raise ValidationError(f"{key} failed validation: " + "; ".join(problems) + "; no bundle was written",
                               fix="raise the budget only if that is clinically acceptable, or choose another precision",
@@ -243,9 +254,24 @@ def _backend(name: str):
     return cls
 
 
-def _step_options(options: BuildOptions, source) -> dict:
-    return {"calib": options.calib, "calib_size": options.calib_size or 300, "val": options.val,
-            "max_drop": options.max_drop}
+def _step_options(options: BuildOptions, source, task, val: Dataset | None, log: Log) -> dict:
+    """What compile steps may use: calibration inputs and, with --val, the guarded metric."""
+    out = {"emit": log.emit, "max_drop": options.max_drop, "metric_name": "AUROC"}
+    if "int8" in options.precisions:
+        calib = load_dataset(options.calib, source.preprocess, limit=options.calib_size or 300)
+        out["calib_inputs"] = calib.inputs
+        log.emit(f"[build]   {len(calib)} calibration studies from {options.calib}")
+    if val is not None:
+        out["val_inputs"] = val.inputs
+
+        def val_metric(run, inputs=None) -> float:
+            inputs = val.inputs if inputs is None else inputs
+            scores = _scores(task, run, inputs, source.input)
+            return validate.mean_auroc(val.labels[:len(inputs)], scores, source.labels,
+                                       source.postprocess.thresholds)
+
+        out["val_metric"] = val_metric
+    return out
 
 
 def _tool_versions() -> dict:

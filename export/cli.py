@@ -35,7 +35,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--calib-size", type=int, help="number of calibration studies (default 300)")
     b.add_argument("--val", help="labelled validation data: the build reports metrics and guards int8 on them")
     b.add_argument("--metric", help="task metric for the guard (classification: auroc)")
-    b.add_argument("--max-drop", type=float, help="largest metric drop allowed against the source model")
+    b.add_argument("--max-drop", type=float, help="largest AUROC drop allowed against the source model (int8 default 0.005)")
+    b.add_argument("--max-decision-drop", type=float,
+                   help="largest sensitivity/specificity drop at the operating threshold (int8 default 0.02)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     g = b.add_argument_group("ONNX sources (a registered model brings its own)")
     g.add_argument("--task", choices=["classification"])
@@ -66,6 +68,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
 
     sub.add_parser("models", help="list registered models")
+
+    m = sub.add_parser("demo", help="build the demo bundles, then open the viewer (headless: print results)")
+    m.add_argument("--bundles", default="bundles", help="folder for the demo bundles (default ./bundles)")
+    m.add_argument("--build-only", action="store_true")
+    m.add_argument("--headless", action="store_true", help="print results even when a display exists")
     return p
 
 
@@ -90,7 +97,7 @@ def cmd_build(args) -> int:
     from .build import BuildOptions, build
 
     options = BuildOptions(targets=args.target, precisions=args.precision, golden=args.golden, calib=args.calib,
-                           calib_size=args.calib_size, val=args.val, metric=args.metric, max_drop=args.max_drop,
+                           calib_size=args.calib_size, val=args.val, metric=args.metric, max_drop=args.max_drop, max_decision_drop=args.max_decision_drop,
                            overwrite=args.overwrite, task=args.task, labels=args.labels,
                            input_size=args.input_size, mean=args.mean, std=args.std, activation=args.activation,
                            threshold=args.threshold, model_id=args.model_id)
@@ -167,7 +174,13 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "predict": cmd_predict, "inspect": cmd_inspect, "selftest": cmd_selftest,
+def cmd_demo(args) -> int:
+    from .demo import main as demo
+
+    return demo(args.bundles, build_only=args.build_only, headless=args.headless)
+
+
+COMMANDS = {"demo": cmd_demo, "build": cmd_build, "predict": cmd_predict, "inspect": cmd_inspect, "selftest": cmd_selftest,
             "doctor": cmd_doctor, "models": cmd_models}
 
 if __name__ == "__main__":

@@ -34,8 +34,17 @@ class Dataset:
         return Dataset(self.inputs[:n], None if self.labels is None else self.labels[:n], self.names[:n])
 
 
+def subset(total: int, limit: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of a seeded random subset (sorted), so that ``limit`` items represent the whole
+    set: the first N of a sorted dataset can be all one class."""
+    if limit is None or limit >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
+
+
 def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None = None) -> Dataset:
-    """Read ``spec`` (see module doc), preprocess every item as the engine will, keep ``limit`` items."""
+    """Read ``spec`` (see module doc), preprocess every item as the engine will; ``limit`` keeps a
+    seeded random subset."""
     path_text, _, rest = str(spec).partition(".npz:")
     if rest or str(spec).endswith(".npz"):
         path = Path(path_text if rest else spec)
@@ -60,16 +69,18 @@ def _from_npz(path: Path, split: str, preprocess, limit: int | None) -> Dataset:
     if key not in data:
         raise ConfigurationError(f"{path} has no '{split}_images' or 'images' array (has {sorted(data.files)})",
                                  fix="name the split, e.g. file.npz:train")
-    images = data[key][:limit]
+    idx = subset(len(data[key]), limit)
+    images = data[key][idx]
     label_key = key.replace("images", "labels")
-    labels = data[label_key][:limit].reshape(len(images), -1)[:, 0].astype(np.int64) if label_key in data else None
+    labels = data[label_key][idx].reshape(len(images), -1)[:, 0].astype(np.int64) if label_key in data else None
     scale = 255.0 if images.dtype == np.uint8 else 1.0
     inputs = np.concatenate([image_to_tensor(img.astype(np.float32) / scale, preprocess)[0] for img in images])
-    return Dataset(inputs, labels, tuple(f"{path.name}:{split}[{i}]" for i in range(len(images))))
+    return Dataset(inputs, labels, tuple(f"{path.name}:{split}[{i}]" for i in idx))
 
 
 def _from_folder(folder: Path, preprocess, label_names: tuple, limit: int | None) -> Dataset:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in STUDY_SUFFIXES)[:limit]
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in STUDY_SUFFIXES)
+    files = [files[i] for i in subset(len(files), limit)]
     if not files:
         raise ConfigurationError(f"{folder} holds no DICOM, PNG or JPEG files", fix="point to a folder of studies")
     table = None

@@ -45,20 +45,15 @@ def inspect_bundle(path) -> tuple[str, dict]:
         f"built      {manifest.provenance.get('built_at')} on {manifest.provenance.get('machine', {}).get('processor')}",
         f"tools      " + ", ".join(f"{k} {v}" for k, v in manifest.provenance.get("tools", {}).items()),
         "",
-        f"{'artifact':<20} {'size MB':>8} {'golden max diff':>16} {'tolerance':>10}  validation",
+        f"{'artifact':<18} {'MB':>6} {'golden diff':>11} {'heatmap r':>9}  validation (source -> artifact)",
     ]
     for a in manifest.artifacts:
         size = sum((root / p).stat().st_size for p in a.files.values()) / 1e6
         rep = reports.get(a.key, {})
         g = rep.get("golden", {})
-        v = rep.get("validation")
-        vtext = "-"
-        if v:
-            (label, m), = list(v["per_label"].items())[:1]
-            vtext = (f"AUROC {m['artifact']['auroc']['value']:.4f} vs source {m['source']['auroc']['value']:.4f} "
-                     f"(drop {v['auroc_drop']:+.4f}, budget {v['max_drop']}), {v['n_flips']} flips, n={v['n']}")
-        lines.append(f"{a.key:<20} {size:8.2f} {g.get('max_abs_score_diff', float('nan')):16.2e} "
-                     f"{g.get('tolerance') or 0:10.0e}  {vtext}")
+        corr = g.get("heatmap_correlation", {}).get("mean")
+        lines.append(f"{a.key:<18} {size:6.2f} {g.get('max_abs_score_diff', float('nan')):11.1e} "
+                     f"{'-' if corr is None else f'{corr:.3f}':>9}  {_validation_text(rep.get('validation'))}")
     training = manifest.provenance.get("training") or {}
     if training.get("validation"):
         v = training["validation"]
@@ -70,3 +65,16 @@ def inspect_bundle(path) -> tuple[str, dict]:
         lines += ["", f"model card: {root / manifest.card}"]
     data = {"path": str(root), "sha256": sha, "manifest": manifest.to_dict(), "reports": reports}
     return "\n".join(lines), data
+
+
+def _validation_text(v: dict | None) -> str:
+    if not v:
+        return "- (build with --val to measure)"
+    parts = []
+    for label, m in v["per_label"].items():
+        src, art = m["source"], m["artifact"]
+        parts.append(f"{label}: AUROC {src['auroc']['value']:.4f}->{art['auroc']['value']:.4f}, "
+                     f"sens {src['sensitivity']['value']:.3f}->{art['sensitivity']['value']:.3f}, "
+                     f"spec {src['specificity']['value']:.3f}->{art['specificity']['value']:.3f}")
+    budget = "" if v["max_drop"] is None else f"; budget AUROC {v['max_drop']}, decisions {v['max_decision_drop']}"
+    return "; ".join(parts) + f"; {v['n_flips']} flips of {v['n']}{budget}"

@@ -50,7 +50,7 @@ def get_target(name: str) -> Target:
 
 
 def check_options(targets: list[str], precisions: list[str], task: str, *, calib=None, calib_size=None,
-                  val=None, metric=None, max_drop=None) -> None:
+                  val=None, metric=None, max_drop=None, max_decision_drop=None) -> None:
     """Refuse option combinations that do not apply; never drop or change one silently."""
     if not targets:
         raise ConfigurationError("no target given", expected=f"--target with one of {', '.join(TARGETS)}")
@@ -70,10 +70,15 @@ def check_options(targets: list[str], precisions: list[str], task: str, *, calib
     if int8 and calib is None:
         raise ConfigurationError("int8 needs calibration data", expected="--calib DATA (real studies)",
                                  fix="pass --calib with a folder of studies or an .npz (e.g. file.npz:train)")
-    if max_drop is not None and val is None:
-        raise ConfigurationError("--max-drop given without --val", fix="add --val DATA with labels to measure the drop")
-    if max_drop is not None and not 0 <= max_drop < 1:
-        raise ConfigurationError(f"--max-drop is {max_drop}", expected="a metric drop between 0 and 1, e.g. 0.005")
+    if int8 and val is None:
+        raise ConfigurationError("int8 needs labelled validation data to prove it is safe",
+                                 expected="--val DATA with labels (and optionally --max-drop, default 0.005)",
+                                 fix="pass --val, e.g. an .npz split or a folder with labels.csv")
+    for flag, value in (("--max-drop", max_drop), ("--max-decision-drop", max_decision_drop)):
+        if value is not None and val is None:
+            raise ConfigurationError(f"{flag} given without --val", fix="add --val DATA with labels to measure the drop")
+        if value is not None and not 0 <= value < 1:
+            raise ConfigurationError(f"{flag} is {value}", expected="a drop between 0 and 1, e.g. 0.005")
     if metric is not None:
         allowed = TASK_METRICS.get(task, ())
         if metric not in allowed:

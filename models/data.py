@@ -16,3 +16,12 @@ def shared_data() -> Path:
         raise ConfigurationError(f"shared data folder {root} does not exist",
                                  fix="set MEDEXPORT_DATA to the folder holding ecg/, images/, segmentation/")
     return root
+
+
+def pydicom_data() -> Path | None:
+    """Folder of the real DICOM files shipped by the ``pydicom-data`` package, if installed."""
+    try:
+        import data_store
+    except ImportError:
+        return None
+    return Path(data_store.__file__).parent / "data"

@@ -12,13 +12,15 @@ from ..errors import InvalidInputError
 GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 
 
-def read_dataset(path: str):
-    """Read a DICOM file, refusing anything that is not one with a clear message."""
+def read_dataset(path: str, data: bytes | None = None):
+    """Read a DICOM file (or its bytes, already read), refusing anything that is not one."""
+    import io
+
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(io.BytesIO(data) if data is not None else path)
     except InvalidDicomError:
         raise InvalidInputError(f"{path} is not a DICOM file (no 'DICM' preamble)",
                                 expected="a DICOM Part 10 file, PNG or JPEG",
@@ -47,17 +49,36 @@ def decode_pixels(ds, path: str) -> np.ndarray:
 
 
 def to_display(ds, arr: np.ndarray, path: str) -> tuple[np.ndarray, dict]:
-    """Apply Modality LUT, VOI and MONOCHROME1 inversion; return [0, 1] float32 and how."""
-    from pydicom.pixels import apply_modality_lut, apply_voi
+    """Apply Modality LUT, VOI and MONOCHROME1 inversion; return [0, 1] float32 and how.
 
+    For 8/16-bit stored values the whole chain is one lookup table indexed by the stored
+    value (one pass over the pixels); wider data goes through the float path.
+    """
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric not in GREYSCALE:
         raise InvalidInputError(
             f"{path} has (0028,0004) Photometric Interpretation {photometric or 'missing'}",
             expected="a greyscale image (MONOCHROME1 or MONOCHROME2)",
             fix="use the original greyscale radiograph, not a colour secondary capture")
-    values = apply_modality_lut(arr, ds).astype(np.float32)
-    how: dict = {"photometric": photometric}
+    if arr.dtype in (np.uint8, np.uint16, np.int8, np.int16):
+        info = np.iinfo(arr.dtype)
+        stored = np.arange(info.min, info.max + 1, dtype=np.int32)
+        extent = (int(arr.min()), int(arr.max()))
+        curve, how = display_curve(ds, stored, path, extent)
+        index = arr if info.min == 0 else arr.view(np.uint16 if info.bits == 16 else np.uint8) ^ (1 << (info.bits - 1))
+        out = curve[index]
+    else:
+        out, how = display_curve(ds, arr, path, (float(arr.min()), float(arr.max())))
+    return out, how | {"photometric": photometric}
+
+
+def display_curve(ds, stored: np.ndarray, path: str, extent: tuple) -> tuple[np.ndarray, dict]:
+    """Map stored values to display greyscale in [0, 1] (1 = white). ``extent`` is the image's
+    stored-value range, used when the header gives no window or VOI LUT (min-max)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi
+
+    values = apply_modality_lut(stored, ds).astype(np.float32)
+    how: dict = {}
     if "WindowCenter" in ds and "WindowWidth" in ds:
         center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
         if not width or width <= 0:
@@ -73,9 +94,10 @@ def to_display(ds, arr: np.ndarray, path: str) -> tuple[np.ndarray, dict]:
         out /= float(2 ** int(lut.LUTDescriptor[2]) - 1)
         how.update(voi="lut")
     else:
-        out = minmax(values)
+        lo, hi = apply_modality_lut(np.array(extent, dtype=stored.dtype), ds).astype(np.float32)
+        out = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
         how.update(voi="min-max")
-    if photometric == "MONOCHROME1":
+    if str(ds.get("PhotometricInterpretation")) == "MONOCHROME1":
         out = 1.0 - out
     return np.clip(out, 0.0, 1.0).astype(np.float32), how
 

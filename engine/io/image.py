@@ -110,7 +110,10 @@ def _grey_from_colour(rgb: np.ndarray, where: str) -> np.ndarray:
 
 
 def _from_dicom(path: str, frame: int | None) -> ImageStudy:
-    ds = dicom.read_dataset(path)
+    with open(path, "rb") as fh:
+        data = fh.read()  # read once: hashed for the audit trail and parsed from memory
+    digest = _hasher().submit(lambda: hashlib.sha256(data).hexdigest())  # hashlib releases the GIL
+    ds = dicom.read_dataset(path, data)
     arr = dicom.decode_pixels(ds, path)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
@@ -124,4 +127,17 @@ def _from_dicom(path: str, frame: int | None) -> ImageStudy:
         arr = arr[frame]
     pixels, how = dicom.to_display(ds, arr, path)
     meta = dicom.describe(ds) | {"greyscale": how}
-    return ImageStudy(pixels, path, "dicom", file_sha256(path), meta, frames)
+    return ImageStudy(pixels, path, "dicom", digest.result(), meta, frames)
+
+
+_POOL = None
+
+
+def _hasher():
+    """One background thread that hashes input files while they are decoded."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(1, thread_name_prefix="medexport-hash")
+    return _POOL

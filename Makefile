@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip -q --disable-pip-version-check
+BUNDLES ?= bundles
+
+.PHONY: run test install bundles bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[export,ecg,desktop,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+bundles: install
+	$(VENV)/bin/medexport demo --bundles $(BUNDLES) --build-only
+
+run: install
+	$(VENV)/bin/medexport demo --bundles $(BUNDLES)
+
+test: install
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+bench: install
+	$(VENV)/bin/medexport bench densenet121-cxr pneumonia-cxr --out bench-results
+
+clean:
+	rm -rf $(BUNDLES) build dist *.egg-info

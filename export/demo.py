@@ -1,0 +1,95 @@
+"""``medexport demo``: build the demo bundles from the shipped weights, then open the viewer
+(or, with no display, run the same pipeline headless and print the results)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from medexport.engine.bundle import read_manifest
+from medexport.engine.errors import MedError
+
+from .build import BuildOptions, build
+
+# model -> build options of its demo bundle (nothing is trained here: shipped weights only)
+DEMOS = {
+    "pneumonia-cxr": dict(targets=["openvino", "onnxruntime"], precisions=["fp32"]),
+}
+
+
+def demo_studies() -> list[str]:
+    """Real studies to run headless: the NIH chest X-rays and pydicom-data radiographs."""
+    from medexport.models.data import shared_data
+
+    from medexport.models.data import pydicom_data
+
+    studies = [str(p) for p in sorted((shared_data() / "images" / "cxr-nih").glob("*.png"))]
+    root = pydicom_data()
+    if root:
+        studies += [str(root / n) for n in ("RG1_UNCI.dcm", "RG3_J2KR.dcm") if (root / n).is_file()]
+    return studies
+
+
+def is_current(bundle: Path, model: str, options: dict) -> bool:
+    """True when the bundle holds the wanted artifacts, built from the shipped weights by this version."""
+    from importlib.metadata import version
+
+    from medexport.models.registry import get_config
+    from .source import _sha256
+
+    try:
+        manifest, _, _ = read_manifest(bundle, verify=True)
+    except MedError:
+        return False
+    config = get_config(model)
+    want = {f"{t}-{p}" for t in options["targets"] for p in options["precisions"]}
+    return (want <= {a.key for a in manifest.artifacts}
+            and manifest.provenance.get("source_sha256") == _sha256(config.weights_path)
+            and manifest.provenance.get("tools", {}).get("medexport") == version("medexport"))
+
+
+def build_demos(folder: Path, emit=print) -> list[Path]:
+    paths = []
+    for model, opts in DEMOS.items():
+        out = folder / model
+        if is_current(out, model, opts):
+            emit(f"[demo] {out} is up to date")
+        else:
+            build(model, out, BuildOptions(overwrite=True, **opts), emit=emit)
+        paths.append(out)
+    return paths
+
+
+def run_headless(bundles: list[Path], studies: list[str]) -> int:
+    from medexport.engine import open_bundle
+
+    from .render import render_result
+
+    failures = 0
+    for path in bundles:
+        with open_bundle(path) as model:
+            print(model.self_test().line())
+            for study in studies:
+                try:
+                    print(render_result(model.predict(study)))
+                except MedError as exc:
+                    failures += 1
+                    print(f"{study}: error: {exc}")
+    return 1 if failures else 0
+
+
+def has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform in ("win32", "darwin")
+
+
+def main(folder: str, build_only: bool = False, headless: bool = False) -> int:
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    bundles = build_demos(Path(folder), emit=log)
+    if build_only:
+        return 0
+    if has_display() and not headless:
+        from medexport.desktop.app import main as viewer
+
+        return viewer(["--bundles", folder, *demo_studies()[:1]])
+    log("[demo] no display: running the viewer's pipeline headless")
+    return run_headless(bundles, demo_studies())

@@ -1,0 +1,56 @@
+"""Shared fixtures: real data locations and demo bundles built once per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def shared():
+    from medexport.models.data import shared_data
+
+    return shared_data()
+
+
+@pytest.fixture(scope="session")
+def dcm():
+    """Real DICOM files from pydicom-data (and pydicom's own bundled test files)."""
+    from medexport.models.data import pydicom_data
+
+    root = pydicom_data()
+    assert root is not None, "pydicom-data is part of the dev extra"
+    return lambda name: str(root / name)
+
+
+@pytest.fixture(scope="session")
+def pydicom_file():
+    from pydicom.data import get_testdata_file
+
+    return lambda name: get_testdata_file(name)
+
+
+@pytest.fixture(scope="session")
+def cxr(shared):
+    return sorted(str(p) for p in (shared / "images" / "cxr-nih").glob("*.png"))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["MEDEXPORT_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pneumonia_bundle(tmp_path_factory, cache_dir):
+    """pneumonia-cxr built for OpenVINO and ONNX Runtime at fp32 and fp16."""
+    from medexport.export.build import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("bundles") / "pneumonia-cxr"
+    build("pneumonia-cxr", out, BuildOptions(targets=["openvino", "onnxruntime"], precisions=["fp32", "fp16"]),
+          emit=lambda m: None)
+    return out

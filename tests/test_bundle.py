@@ -1,0 +1,122 @@
+"""Bundles: checksums, tamper refusal, backend choice, parity, predictions with provenance."""
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+from medexport.engine import BackendUnavailableError, BundleError, ConfigurationError, open_bundle, read_manifest
+from medexport.engine.compare import max_abs_diff
+
+
+def test_manifest_lists_every_file_with_its_hash(pneumonia_bundle):
+    manifest, sha, root = read_manifest(pneumonia_bundle)
+    on_disk = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert on_disk == set(manifest.files)
+    assert {a.key for a in manifest.artifacts} == {"openvino-fp32", "openvino-fp16", "onnxruntime-fp32",
+                                                   "onnxruntime-fp16"}
+    assert manifest.provenance["source_sha256"] and manifest.provenance["training"]["validation"]["auroc"]
+    assert len(sha) == 64
+
+
+def test_changed_byte_is_refused(pneumonia_bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(pneumonia_bundle, copy)
+    weights = copy / "openvino-fp32" / "model.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"openvino-fp32/model.bin has SHA-256"):
+        open_bundle(copy)
+
+
+def test_missing_file_and_bad_schema_are_refused(pneumonia_bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(pneumonia_bundle, copy)
+    (copy / "golden.npz").unlink()
+    with pytest.raises(BundleError, match="golden.npz listed in the manifest is missing"):
+        open_bundle(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["schema"] = "medexport.bundle/99"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="schema 'medexport.bundle/99'"):
+        open_bundle(copy)
+    with pytest.raises(BundleError, match="does not exist"):
+        open_bundle(tmp_path / "nothing")
+
+
+def test_auto_picks_openvino_and_explicit_choice_is_honoured(pneumonia_bundle):
+    with open_bundle(pneumonia_bundle) as m:
+        assert (m.backend, m.precision) == ("openvino", "fp32")
+    with open_bundle(pneumonia_bundle, backend="onnxruntime", precision="fp16") as m:
+        assert (m.backend, m.precision) == ("onnxruntime", "fp16")
+
+
+def test_unrunnable_choice_is_an_error_not_a_fallback(pneumonia_bundle):
+    with pytest.raises(BackendUnavailableError, match="has no artifact for backend 'openvino' at precision 'int8'"):
+        open_bundle(pneumonia_bundle, backend="openvino", precision="int8")
+    with pytest.raises(ConfigurationError, match="Did you mean 'openvino'"):
+        open_bundle(pneumonia_bundle, backend="openvno")
+
+
+def test_backend_parity_on_golden_set(pneumonia_bundle):
+    """OpenVINO and ONNX Runtime agree with the torch source (stored at build time) on real studies."""
+    golden = np.load(pneumonia_bundle / "golden.npz")
+    source = golden["scores_source"]
+    for backend in ("openvino", "onnxruntime"):
+        for precision, tol in (("fp32", 1e-4), ("fp16", 1e-2)):
+            with open_bundle(pneumonia_bundle, backend=backend, precision=precision) as m:
+                scores = m.scores(golden["inputs"])
+            assert max_abs_diff(scores, source) < tol, (backend, precision)
+
+
+def test_self_test_passes_on_every_artifact(pneumonia_bundle):
+    for backend in ("openvino", "onnxruntime"):
+        with open_bundle(pneumonia_bundle, backend=backend) as m:
+            check = m.self_test()
+        assert check.passed and check.n >= 3, check.line()
+
+
+def test_predict_png_dicom_and_array_with_provenance(pneumonia_bundle, cxr, dcm):
+    _, sha, _ = read_manifest(pneumonia_bundle)
+    with open_bundle(pneumonia_bundle) as m:
+        png = m.predict(cxr[0])
+        dicom = m.predict(dcm("RG3_UNCI.dcm"))
+        arr = m.predict(np.random.default_rng(0).integers(0, 255, (300, 417), dtype=np.uint8))
+    for r in (png, dicom, arr):
+        assert set(r.scores) == {"normal", "pneumonia"} and abs(sum(r.scores.values()) - 1) < 1e-5
+        assert (r.model_id, r.backend, r.precision, r.bundle_sha256) == ("pneumonia-cxr", "openvino", "fp32", sha)
+        assert r.heatmap is not None and r.heatmap.max() <= 1.0
+        assert "not a medical device" in r.disclaimer
+    assert png.heatmap.shape == (512, 512) and dicom.heatmap.shape == (1760, 1760)
+    assert arr.heatmap.shape == (300, 417) and arr.heatmap[:, :50].max() == 0  # outside the centre crop
+    assert png.scores["pneumonia"] < png.thresholds["pneumonia"]  # an adult NIH film labelled no finding
+    json.dumps(dicom.to_dict())
+
+
+def test_same_answer_through_both_runtimes(pneumonia_bundle, cxr, dcm):
+    studies = [*cxr, dcm("RG1_J2KR.dcm")]
+    with open_bundle(pneumonia_bundle, backend="openvino") as ov, \
+            open_bundle(pneumonia_bundle, backend="onnxruntime") as ort:
+        for s in studies:
+            a, b = ov.predict(s), ort.predict(s)
+            assert max(abs(a.scores[k] - b.scores[k]) for k in a.scores) < 1e-4
+            assert np.abs(a.heatmap - b.heatmap).max() < 1e-3
+
+
+def test_zipped_bundle_opens(pneumonia_bundle, tmp_path, cxr):
+    z = tmp_path / "b.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in pneumonia_bundle.rglob("*"):
+            zf.write(p, p.relative_to(pneumonia_bundle))
+    with open_bundle(z) as m, open_bundle(pneumonia_bundle) as ref:
+        assert m.sha256 == ref.sha256
+        assert m.predict(cxr[0]).scores == ref.predict(cxr[0]).scores
+
+
+def test_batch_shape_mismatch_is_explained(pneumonia_bundle):
+    from medexport.engine import InvalidInputError
+
+    with open_bundle(pneumonia_bundle) as m, pytest.raises(InvalidInputError, match=r"\(N, 1, 28, 28\)"):
+        m.infer(np.zeros((1, 1, 32, 32), np.float32))

@@ -1,0 +1,113 @@
+"""The medexport command end to end, as a user types it."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def medexport(*args, cwd=None):
+    exe = Path(sys.executable).with_name("medexport")
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def user_onnx(tmp_path_factory):
+    """A small image classifier as a user might bring it: ONNX only, fixed batch 1, 64x64 input."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (3, 4)).astype(np.float32), "fc"),
+             numpy_helper.from_array(np.zeros(3, np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "b"], ["out"], transB=1)]
+    graph = helper.make_graph(nodes, "user", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64, 64])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("user") / "my_model.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_build_from_user_onnx_inspect_and_predict(user_onnx, tmp_path, cxr, dcm, cache_dir):
+    out = tmp_path / "x"
+    proc = medexport("build", user_onnx, "--task", "classification", "--labels", "a,b,c", "--input-size", 64,
+                     "--target", "openvino,onnxruntime", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "PASS my_model [openvino fp32]" in proc.stderr and "PASS my_model [onnxruntime fp32]" in proc.stderr
+    proc = medexport("inspect", out)
+    assert proc.returncode == 0 and "checksums verified" in proc.stdout and "onnxruntime-fp32" in proc.stdout
+    proc = medexport("predict", out, cxr[0], dcm("RG1_UNCI.dcm"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["backend"] for r in results] == ["openvino", "openvino"]
+    assert all(set(r["scores"]) == {"a", "b", "c"} for r in results)
+    proc = medexport("predict", out, cxr[0], "--backend", "onnxruntime", "--json")
+    ort = json.loads(proc.stdout)[0]
+    assert max(abs(ort["scores"][k] - results[0]["scores"][k]) for k in "abc") < 1e-4
+
+
+def test_predict_prints_backend_precision_and_disclaimer(pneumonia_bundle, cxr):
+    proc = medexport("predict", pneumonia_bundle, cxr[1])
+    assert proc.returncode == 0
+    assert "[openvino fp32]" in proc.stdout and "not a medical device" in proc.stdout
+    assert "threshold" in proc.stdout
+
+
+def test_bad_input_is_one_line_without_traceback(pneumonia_bundle, pydicom_file, cxr):
+    proc = medexport("predict", pneumonia_bundle, pydicom_file("waveform_ecg.dcm"), cxr[0])
+    assert proc.returncode == 1  # the good study still gets its result
+    assert "Traceback" not in proc.stderr and "(7FE0,0010) Pixel Data" in proc.stderr
+    assert "pneumonia" in proc.stdout
+    proc = medexport("predict", "no/such/bundle", cxr[0])
+    assert proc.returncode == 2 and proc.stderr.startswith("error: bundle no/such/bundle does not exist")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--target", "openvno"], "unknown target 'openvno'. Did you mean 'openvino'?"),
+    (["--target", "openvino", "--calib", "x"], "--calib/--calib-size given but no int8"),
+    (["--target", "openvino", "--precision", "int8"], "int8 needs calibration data"),
+    (["--target", "openvino", "--max-drop", "0.01"], "--max-drop given without --val"),
+    (["--target", "openvino", "--input-size", "64"], "--input-size only apply to ONNX files"),
+])
+def test_conflicting_options_are_refused_with_a_fix(args, message, tmp_path):
+    proc = medexport("build", "pneumonia-cxr", "-o", tmp_path / "b", *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_existing_output_is_not_overwritten(pneumonia_bundle):
+    proc = medexport("build", "pneumonia-cxr", "--target", "openvino", "-o", pneumonia_bundle)
+    assert proc.returncode == 2 and "already exists" in proc.stderr and "--overwrite" in proc.stderr
+
+
+def test_onnx_needs_its_settings(user_onnx, tmp_path):
+    proc = medexport("build", user_onnx, "--target", "openvino", "-o", tmp_path / "b")
+    assert proc.returncode == 2 and "needs --task, --labels, --input-size" in proc.stderr
+    proc = medexport("build", user_onnx, "--task", "classification", "--labels", "a,b", "--input-size", 64,
+                     "--target", "openvino", "-o", tmp_path / "b")
+    assert proc.returncode == 2 and "2 labels given but the model's output 'out' has 3" in proc.stderr
+    proc = medexport("build", user_onnx, "--task", "classification", "--labels", "a,b,c", "--input-size", 224,
+                     "--target", "openvino", "-o", tmp_path / "b")
+    assert "conflicts with the model's input 64x64" in proc.stderr
+
+
+def test_doctor_and_models():
+    proc = medexport("doctor")
+    assert proc.returncode == 0 and "openvino" in proc.stdout and "not been run in CI" in proc.stdout
+    proc = medexport("models")
+    assert "pneumonia-cxr" in proc.stdout and "densenet121-cxr" in proc.stdout
+
+
+def test_selftest_command(pneumonia_bundle):
+    proc = medexport("selftest", pneumonia_bundle)
+    assert proc.returncode == 0 and proc.stdout.count("PASS") == 4

@@ -1,0 +1,40 @@
+"""The walls between layers: engine and desktop never import torch; engine never imports Qt."""
+import subprocess
+import sys
+
+import pytest
+
+BLOCK = "import sys\nfor m in {mods!r}: sys.modules[m] = None\n"
+
+
+def run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module", ["medexport.engine", "medexport.engine.bundle", "medexport.desktop.app"])
+def test_imports_without_torch(module):
+    proc = run(BLOCK.format(mods=["torch", "torchvision"]) + f"import {module}\nprint('ok')")
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+
+
+def test_engine_never_imports_qt():
+    proc = run(BLOCK.format(mods=["PySide6", "PyQt5", "PyQt6"]) + "import medexport.engine\nprint('ok')")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_engine_runs_a_bundle_without_torch(pneumonia_bundle, cxr):
+    code = BLOCK.format(mods=["torch"]) + (
+        "from medexport.engine import open_bundle\n"
+        f"with open_bundle({str(pneumonia_bundle)!r}) as m:\n"
+        f"    r = m.predict({cxr[0]!r})\n"
+        "print(round(sum(r.scores.values()), 4), r.backend)\n"
+        "assert not any(k == 'torch' or k.startswith('torch.') for k in sys.modules if sys.modules[k] is not None)\n")
+    proc = run(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "1.0"
+
+
+def test_heavy_runtimes_are_lazy():
+    proc = run("import sys, medexport.engine\n"
+               "print(sorted(m for m in ('openvino', 'onnxruntime', 'tensorrt') if m in sys.modules))")
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
