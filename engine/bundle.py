@@ -15,7 +15,7 @@ from .backends.base import default_cache_dir
 from .compare import max_abs_diff
 from .errors import BundleError, InvalidInputError
 from .manifest import Manifest
-from .results import ClassificationResult, Provenance
+from .results import Provenance
 from .tasks import task_for
 
 MANIFEST = "manifest.json"
@@ -135,12 +135,16 @@ class Model:
     backend = property(lambda self: self.provenance.backend)
     precision = property(lambda self: self.provenance.precision)
 
-    def predict(self, source, **options) -> ClassificationResult:
-        """Run one study (a path or a 2-D array) end to end and return its result."""
+    def predict(self, source, **options):
+        """Run one study end to end and return its result.
+
+        Images: a path (DICOM, PNG, JPEG) or a 2-D array; ``frame=`` for multi-frame DICOM.
+        ECGs: a path (DICOM waveform, WFDB, aECG, CSV) or an array with ``fs=``; ``lead=`` to choose.
+        """
         t0 = time.perf_counter()
         study = self.task.read(source, **options)
         t1 = time.perf_counter()
-        feeds, meta = self.task.preprocess(study)
+        feeds, meta = self.task.preprocess(study, **({"lead": options["lead"]} if options.get("lead") else {}))
         t2 = time.perf_counter()
         outputs = self.runtime.infer(feeds)
         t3 = time.perf_counter()
@@ -148,8 +152,8 @@ class Model:
         t4 = time.perf_counter()
         timings = {"read": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "infer": (t3 - t2) * 1e3,
                    "postprocess": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}
-        return ClassificationResult(self.provenance, study.source, study.sha256, timings_ms=timings,
-                                    input_meta=study.meta, **fields)
+        return self.task.result_type(self.provenance, study.source, study.sha256, timings_ms=timings,
+                                     input_meta=study.meta, **fields)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs for an already-preprocessed (N, ...) float32 batch."""

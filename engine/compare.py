@@ -79,3 +79,18 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, *, 
         lo, hi = bootstrap_ci(fn, labels, scores, n=n_boot)
         out[name] = {"value": round(fn(labels, scores), 4), "ci95": [round(lo, 4), round(hi, 4)]}
     return out
+
+
+def f1_per_class(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """F1 of each class (NaN for a class absent from both truth and prediction)."""
+    out = np.full(n_classes, np.nan)
+    for k in range(n_classes):
+        tp = np.sum((pred == k) & (labels == k))
+        denom = np.sum(pred == k) + np.sum(labels == k)
+        if denom:
+            out[k] = 2 * tp / denom
+    return out
+
+
+def macro_f1(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    return float(np.nanmean(f1_per_class(labels, pred, n_classes)))

@@ -60,6 +60,28 @@ class ImagePreprocess:
 
 
 @dataclass(frozen=True)
+class EcgPreprocess:
+    """How an ECG becomes windows of beat tokens (see engine/ecg_beats.py)."""
+
+    fs: float = 250.0  # model's sampling rate; records are resampled to it
+    lead: str = "II"  # default lead for multi-lead records
+    band: tuple = (0.5, 40.0)  # band-pass in Hz
+    beat_window: tuple = (-0.24, 0.40)  # seconds around each R peak
+    beats: int = 32  # beats per window
+    stride: int = 16  # window stride in beats
+    detector: str = "wfdb.xqrs"
+    kind: str = "ecg"
+
+    def __post_init__(self):
+        for name in ("band", "beat_window"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def beat_samples(self) -> int:
+        return int(round(-self.beat_window[0] * self.fs)) + int(round(self.beat_window[1] * self.fs))
+
+
+@dataclass(frozen=True)
 class Postprocess:
     """Scores from outputs; decisions from thresholds on the listed labels."""
 
@@ -98,7 +120,7 @@ class Manifest:
     labels: tuple
     input: TensorSpec
     outputs: tuple
-    preprocess: ImagePreprocess
+    preprocess: ImagePreprocess | EcgPreprocess
     postprocess: Postprocess
     artifacts: tuple
     files: dict  # relative path -> sha256 of every file in the bundle but manifest.json
@@ -148,4 +170,4 @@ class Manifest:
         return cls.from_dict(data)
 
 
-PREPROCESS_KINDS: dict[str, Any] = {"image": ImagePreprocess}
+PREPROCESS_KINDS: dict[str, Any] = {"image": ImagePreprocess, "ecg": EcgPreprocess}

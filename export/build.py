@@ -23,12 +23,11 @@ from medexport.engine.manifest import Artifact, Manifest
 from medexport.engine.tasks import task_for
 
 from . import source as sources
-from .datasets import Dataset, load_dataset, load_many
+from .datasets import Dataset, load_dataset
 from .steps import validate, write_bundle
-from .targets import SELFTEST_TOLERANCE, SOURCE_TOLERANCE, check_options, get_target
+from .targets import SELFTEST_TOLERANCE, SOURCE_TOLERANCE, TASK_METRICS, check_options, get_target
 
 
-DEFAULT_MAX_DROP = 0.005
 DEFAULT_MAX_DECISION_DROP = 0.02
 
 
@@ -91,14 +90,16 @@ def build(model: str, out, options: BuildOptions, emit=print) -> Path:
     with tempfile.TemporaryDirectory(prefix="medexport-") as work:
         with log.step("load source model"):
             source = _load_source(model, Path(work), options)
-        check_options(options.targets, options.precisions, source.task, calib=options.calib,
+        check_options(options.targets, options.precisions, source.task, clinical=source.clinical, calib=options.calib,
                       calib_size=options.calib_size, val=options.val, metric=options.metric,
                       max_drop=options.max_drop, max_decision_drop=options.max_decision_drop)
         if "int8" in options.precisions:
-            options = replace(options, max_drop=_default(options.max_drop, DEFAULT_MAX_DROP),
+            metric, default_drop = TASK_METRICS[source.task]
+            options = replace(options, max_drop=_default(options.max_drop, default_drop),
                               max_decision_drop=_default(options.max_decision_drop, DEFAULT_MAX_DECISION_DROP))
-            log.emit(f"[build] int8 guard: AUROC may drop by at most {options.max_drop} (--max-drop), sensitivity "
-                     f"and specificity at the threshold by {options.max_decision_drop} (--max-decision-drop)")
+            log.emit(f"[build] int8 guard: {metric.upper()} may drop by at most {options.max_drop} (--max-drop)"
+                     + (f", sensitivity and specificity at the threshold by {options.max_decision_drop} "
+                        "(--max-decision-drop)" if source.postprocess.thresholds else ""))
         stage = write_bundle.staging_dir(out, options.overwrite)
         try:
             manifest = _build_into(stage, source, options, log)
@@ -169,10 +170,8 @@ def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifes
                     report["golden"]["heatmap_correlation"] = validate.heatmap_correlation(
                         ref_outputs[heatmap], outputs[heatmap], ref_scores)
                 if val is not None:
-                    art = _scores(task, run, val.inputs, source.input)
-                    report["validation"] = validate.metric_report(
-                        val.labels, val_ref, art, source.labels, source.postprocess.thresholds, val.names,
-                        max_drop=options.max_drop, max_decision_drop=options.max_decision_drop)
+                    report["validation"] = _validation(source, val, val_ref, _scores(task, run, val.inputs, source.input),
+                                                       options)
             _raise_if_failed(key, report)
             golden_arrays[f"scores_{key}"] = scores.astype(np.float32)
             rel = {role: str(Path(p).relative_to(stage)) for role, p in files.items()}
@@ -202,21 +201,40 @@ def _draft_manifest(source, artifacts, steps=()) -> Manifest:
                     "steps": list(steps)})
 
 
-def _golden(source, options: BuildOptions) -> Dataset:
-    if options.golden:
-        return load_dataset(options.golden, source.preprocess, limit=32)
-    if source.default_golden:
-        return load_many(source.default_golden, source.preprocess)
-    from medexport.models.data import shared_data
+GOLDEN_ROWS = 48
 
-    try:
-        pngs = sorted((shared_data() / "images" / "cxr-nih").glob("*.png"))
-    except ConfigurationError:
-        pngs = []
-    if pngs:
-        return load_many([str(p) for p in pngs], source.preprocess)
-    raise ConfigurationError("no golden inputs: the bundle needs a few real studies for on-target self-checks",
-                             fix="pass --golden DATA (a folder of studies or an .npz)")
+
+def _golden(source, options: BuildOptions) -> Dataset:
+    """Real studies stored in the bundle for self-checks, one named row per model input."""
+    if options.golden:
+        data = load_dataset(options.golden, source.preprocess, limit=32)
+    elif source.default_golden:
+        data = load_dataset(list(source.default_golden), source.preprocess)
+    else:
+        from medexport.models.data import shared_data
+
+        try:
+            pngs = sorted((shared_data() / "images" / "cxr-nih").glob("*.png"))
+        except ConfigurationError:
+            pngs = []
+        if not pngs:
+            raise ConfigurationError("no golden inputs: the bundle needs a few real studies for on-target self-checks",
+                                     fix="pass --golden DATA (a folder of studies or an .npz)")
+        data = load_dataset([str(p) for p in pngs], source.preprocess)
+    groups = data.row_groups
+    rows = np.concatenate([np.flatnonzero(groups == g)[:6] for g in range(len(data))])[:GOLDEN_ROWS]
+    names = tuple(data.names[groups[r]] + (f"#{r}" if data.groups is not None else "") for r in rows)
+    return Dataset(data.inputs[rows], None, names)
+
+
+def _validation(source, val: Dataset, source_rows: np.ndarray, artifact_rows: np.ndarray, options) -> dict:
+    """Item-level comparison of artifact and source on labelled data (AUROC or F1 by task)."""
+    src, art = val.item_scores(source_rows), val.item_scores(artifact_rows)
+    thresholds = source.postprocess.thresholds
+    if thresholds:
+        return validate.metric_report(val.labels, src, art, source.labels, thresholds, val.names,
+                                      max_drop=options.max_drop, max_decision_drop=options.max_decision_drop)
+    return validate.f1_report(val.labels, src, art, source.labels, val.names, max_drop=options.max_drop)
 
 
 def _scores(task, run, inputs: np.ndarray, input_spec) -> np.ndarray:
@@ -231,10 +249,13 @@ def _raise_if_failed(key: str, report: dict) -> None:
         problems.append(f"golden inputs differ from the source model by up to {g['max_abs_score_diff']:.2e} "
                         f"(tolerance {g['tolerance']:.0e}, worst {g['worst_item']})")
     v = report.get("validation")
-    if v and not v["passed"]:
+    if v and not v["passed"] and v["metric"] == "auroc":
         problems.append(f"on validation AUROC drops by {v['auroc_drop']:.4f} (budget {v['max_drop']}) and "
                         f"sensitivity/specificity at the threshold by up to {v['decision_drop']:.4f} "
                         f"(budget {v['max_decision_drop']}); {v['n_flips']} decisions flip")
+    elif v and not v["passed"]:
+        problems.append(f"on validation macro F1 drops by {v['f1_drop']:.4f} (budget {v['max_drop']}); "
+                        f"{v['n_flips']} decisions flip")
     if problems:
         raise ValidationError(f"{key} failed validation: " + "; ".join(problems) + "; no bundle was written",
                               fix="raise the budget only if that is clinically acceptable, or choose another precision",
@@ -256,7 +277,8 @@ def _backend(name: str):
 
 def _step_options(options: BuildOptions, source, task, val: Dataset | None, log: Log) -> dict:
     """What compile steps may use: calibration inputs and, with --val, the guarded metric."""
-    out = {"emit": log.emit, "max_drop": options.max_drop, "metric_name": "AUROC"}
+    out = {"emit": log.emit, "max_drop": options.max_drop,
+           "metric_name": "AUROC" if source.postprocess.thresholds else "macro F1"}
     if "int8" in options.precisions:
         calib = load_dataset(options.calib, source.preprocess, limit=options.calib_size or 300)
         out["calib_inputs"] = calib.inputs
@@ -264,11 +286,9 @@ def _step_options(options: BuildOptions, source, task, val: Dataset | None, log:
     if val is not None:
         out["val_inputs"] = val.inputs
 
-        def val_metric(run, inputs=None) -> float:
-            inputs = val.inputs if inputs is None else inputs
-            scores = _scores(task, run, inputs, source.input)
-            return validate.mean_auroc(val.labels[:len(inputs)], scores, source.labels,
-                                       source.postprocess.thresholds)
+        def val_metric(run, inputs=None) -> float:  # NNCF passes the whole validation set back
+            scores = val.item_scores(_scores(task, run, val.inputs, source.input))
+            return validate.guarded_metric(source.task, val.labels, scores, source.labels, source.postprocess.thresholds)
 
         out["val_metric"] = val_metric
     return out

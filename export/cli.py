@@ -69,6 +69,16 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list registered models")
 
+    be = sub.add_parser("bench", help="benchmark every target x precision side by side (+ torch eager)")
+    be.add_argument("items", nargs="+", help="registered model names and/or bundle folders")
+    be.add_argument("--targets", type=_csv, default=["openvino", "onnxruntime"])
+    be.add_argument("--precisions", type=_csv, default=["fp32", "fp16", "int8"])
+    be.add_argument("--data", help="labelled data for the metric column (default: the model's validation data)")
+    be.add_argument("--batch", type=int, default=8, help="batch size for the throughput column")
+    be.add_argument("--threads", type=int, help="inference threads (default: all cores)")
+    be.add_argument("--study", help="file for the end-to-end column (default: a real CR radiograph DICOM)")
+    be.add_argument("--out", help="folder for bench.csv and bench.json")
+
     m = sub.add_parser("demo", help="build the demo bundles, then open the viewer (headless: print results)")
     m.add_argument("--bundles", default="bundles", help="folder for the demo bundles (default ./bundles)")
     m.add_argument("--build-only", action="store_true")
@@ -174,13 +184,25 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import bench, render, write
+
+    rows = bench(args.items, args.targets, args.precisions, data=args.data, batch=args.batch, threads=args.threads,
+                 study=args.study, emit=lambda m: print(m, file=sys.stderr, flush=True))
+    print(render(rows, args.threads, args.study or __import__("medexport.export.bench", fromlist=["x"]).default_study()))
+    if args.out:
+        for path in write(rows, Path(args.out)):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import main as demo
 
     return demo(args.bundles, build_only=args.build_only, headless=args.headless)
 
 
-COMMANDS = {"demo": cmd_demo, "build": cmd_build, "predict": cmd_predict, "inspect": cmd_inspect, "selftest": cmd_selftest,
+COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "build": cmd_build, "predict": cmd_predict, "inspect": cmd_inspect, "selftest": cmd_selftest,
             "doctor": cmd_doctor, "models": cmd_models}
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 A DATA spec is one of:
 - ``file.npz[:split[:count]]``: arrays ``{split}_images`` (N, H, W) uint8 and ``{split}_labels``
   (MedMNIST layout; split defaults to ``val``), or plain ``images`` / ``labels``;
-- a folder of DICOM / PNG / JPEG files, labelled by an optional ``labels.csv`` (``file,label``);
+- a folder of DICOM / PNG / JPEG files (images) or ECG records (WFDB .hea, aECG .xml, DICOM,
+  CSV), labelled by an optional ``labels.csv`` (``file,label``) or a CinC-style
+  ``REFERENCE.csv`` (``record,code``; codes N, A, O, ~ map to normal, af, other, noisy);
 - a single study file.
+An ECG record yields several beat windows: ``groups`` maps each input row to its record.
 """
 from __future__ import annotations
 
@@ -19,19 +22,35 @@ from medexport.engine.io.image import read_image
 from medexport.engine.preprocess import image_to_tensor
 
 STUDY_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
+ECG_SUFFIXES = (".hea", ".xml", ".dcm", ".csv")
+CINC_CODES = {"N": "normal", "A": "af", "O": "other", "~": "noisy"}
 
 
 @dataclass(frozen=True)
 class Dataset:
-    inputs: np.ndarray  # (N, C, H, W) float32, preprocessed
-    labels: np.ndarray | None  # (N,) int, or None when unlabelled
+    inputs: np.ndarray  # (rows, ...) float32, preprocessed model inputs
+    labels: np.ndarray | None  # (items,) int, or None when unlabelled
     names: tuple  # one per item, for reports (file name or npz index)
+    groups: np.ndarray | None = None  # (rows,) item index of each input row; None: one row per item
 
     def __len__(self) -> int:
-        return len(self.inputs)
+        return len(self.names)
 
-    def take(self, n: int) -> "Dataset":
-        return Dataset(self.inputs[:n], None if self.labels is None else self.labels[:n], self.names[:n])
+    @property
+    def row_groups(self) -> np.ndarray:
+        return np.arange(len(self.inputs)) if self.groups is None else self.groups
+
+    def item_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Per-item scores: rows of one item averaged, weighted by valid beats for ECG windows."""
+        if self.groups is None:
+            return scores
+        weights = self.inputs[:, :, -1].sum(1) if self.inputs.ndim == 3 else np.ones(len(self.inputs))
+        weights = np.maximum(weights, 1e-6)
+        out = np.zeros((len(self.names), scores.shape[1]))
+        np.add.at(out, self.groups, scores * weights[:, None])
+        total = np.zeros(len(self.names))
+        np.add.at(total, self.groups, weights)
+        return out / total[:, None]
 
 
 def subset(total: int, limit: int | None, seed: int = 0) -> np.ndarray:
@@ -43,8 +62,13 @@ def subset(total: int, limit: int | None, seed: int = 0) -> np.ndarray:
 
 
 def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None = None) -> Dataset:
-    """Read ``spec`` (see module doc), preprocess every item as the engine will; ``limit`` keeps a
-    seeded random subset."""
+    """Read ``spec`` (see module doc; a list of specs is concatenated), preprocess every item as
+    the engine will; ``limit`` keeps a seeded random subset."""
+    if isinstance(spec, (list, tuple)):
+        parts = [load_dataset(s, preprocess, labels=labels) for s in spec]
+        return _limit(_concat(parts), limit)
+    if getattr(preprocess, "kind", "image") == "ecg":
+        return _ecg_dataset(Path(spec), preprocess, labels, limit)
     path_text, _, rest = str(spec).partition(".npz:")
     if rest or str(spec).endswith(".npz"):
         path = Path(path_text if rest else spec)
@@ -59,6 +83,82 @@ def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None
         return _from_files([path], preprocess, None)
     raise ConfigurationError(f"data {spec!r} does not exist",
                              expected="an .npz[:split[:count]], a folder of studies, or a study file")
+
+
+def _concat(parts: list[Dataset]) -> Dataset:
+    has_labels = all(p.labels is not None for p in parts)
+    offsets = np.cumsum([0] + [len(p) for p in parts])
+    grouped = any(p.groups is not None for p in parts)
+    return Dataset(np.concatenate([p.inputs for p in parts]),
+                   np.concatenate([p.labels for p in parts]) if has_labels else None,
+                   tuple(n for p in parts for n in p.names),
+                   np.concatenate([p.row_groups + o for p, o in zip(parts, offsets)]) if grouped else None)
+
+
+def _limit(ds: Dataset, limit: int | None) -> Dataset:
+    """A seeded random subset of items (all rows of each kept item)."""
+    keep = subset(len(ds), limit)
+    if len(keep) == len(ds):
+        return ds
+    rows = np.flatnonzero(np.isin(ds.row_groups, keep))
+    remap = {old: new for new, old in enumerate(keep)}
+    return Dataset(ds.inputs[rows], None if ds.labels is None else ds.labels[keep],
+                   tuple(ds.names[i] for i in keep),
+                   None if ds.groups is None else np.array([remap[g] for g in ds.groups[rows]]))
+
+
+def _label_table(folder: Path, label_names: tuple) -> dict | None:
+    """file/record name -> label index from labels.csv or a CinC REFERENCE.csv."""
+    for name in ("labels.csv", "REFERENCE.csv"):
+        path = folder / name
+        if path.is_file():
+            with open(path, newline="") as fh:
+                rows = {r[0]: r[1] for r in csv.reader(fh) if len(r) >= 2 and r[0] not in ("file", "record")}
+            return {k: _label_index(v, label_names, path) for k, v in rows.items()}
+    return None
+
+
+def _label_index(value: str, label_names: tuple, where: Path) -> int:
+    value = value.strip()
+    if value in label_names:
+        return label_names.index(value)
+    if value in CINC_CODES and CINC_CODES[value] in label_names:
+        return label_names.index(CINC_CODES[value])
+    if value.isdigit() and int(value) < max(len(label_names), 2):
+        return int(value)
+    raise ConfigurationError(f"{where}: label {value!r} is not one of the model's labels {list(label_names)}",
+                             fix="use the model's label names (or their index) in the CSV")
+
+
+def _ecg_dataset(path: Path, preprocess, label_names: tuple, limit: int | None) -> Dataset:
+    from medexport.engine.io.ecg import read_ecg
+    from medexport.engine.tasks.ecg_rhythm import record_windows
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in ECG_SUFFIXES)
+        table = _label_table(path, label_names)
+    elif path.exists() or path.with_suffix(".hea").is_file():
+        files, table = [path], None
+    else:
+        raise ConfigurationError(f"ECG data {path} does not exist", expected="a folder of records or one record")
+    files = [files[i] for i in subset(len(files), limit)]
+    inputs, groups, names, labels = [], [], [], []
+    for f in files:
+        try:
+            rows, _ = record_windows(read_ecg(f), preprocess)
+        except InvalidInputError:
+            continue  # records without enough beats cannot be scored by the model either
+        inputs.append(rows)
+        groups += [len(names)] * len(rows)
+        names.append(f.stem)
+        if table is not None:
+            if f.stem not in table:
+                raise ConfigurationError(f"no label for record {f.stem}", fix="add it to labels.csv / REFERENCE.csv")
+            labels.append(table[f.stem])
+    if not inputs:
+        raise ConfigurationError(f"{path} holds no readable ECG record with enough beats")
+    return Dataset(np.concatenate(inputs), np.array(labels) if table is not None else None, tuple(names),
+                   np.array(groups))
 
 
 def _from_npz(path: Path, split: str, preprocess, limit: int | None) -> Dataset:
@@ -83,17 +183,15 @@ def _from_folder(folder: Path, preprocess, label_names: tuple, limit: int | None
     files = [files[i] for i in subset(len(files), limit)]
     if not files:
         raise ConfigurationError(f"{folder} holds no DICOM, PNG or JPEG files", fix="point to a folder of studies")
+    rows = _label_table(folder, label_names)
     table = None
-    csv_path = folder / "labels.csv"
-    if csv_path.is_file():
-        with open(csv_path, newline="") as fh:
-            rows = {r[0]: r[1] for r in csv.reader(fh) if len(r) >= 2 and r[0] != "file"}
+    if rows is not None:
         table = {}
         for f in files:
             value = rows.get(f.name, rows.get(str(f.relative_to(folder))))
             if value is None:
-                raise ConfigurationError(f"{csv_path} has no label for {f.name}", fix="add a 'file,label' row for it")
-            table[f] = label_names.index(value) if value in label_names else int(value)
+                raise ConfigurationError(f"labels for {folder} have none for {f.name}", fix="add a 'file,label' row for it")
+            table[f] = value
     return _from_files(files, preprocess, table)
 
 
@@ -106,9 +204,3 @@ def _from_files(files: list, preprocess, table: dict | None) -> Dataset:
             raise ConfigurationError(f"dataset item {f} cannot be used: {exc}", fix="remove it from the data folder") from None
     labels = None if table is None else np.array([table[f] for f in files], np.int64)
     return Dataset(np.concatenate(inputs), labels, tuple(Path(f).name for f in files))
-
-
-def load_many(specs, preprocess, limit_each: int | None = None) -> Dataset:
-    """Concatenate several specs (e.g. the default golden set); labels dropped."""
-    parts = [load_dataset(s, preprocess, limit=limit_each) for s in specs]
-    return Dataset(np.concatenate([p.inputs for p in parts]), None, tuple(n for p in parts for n in p.names))

@@ -13,7 +13,7 @@ from .build import BuildOptions, build
 
 # model -> build options of its demo bundle (nothing is trained here: shipped weights only)
 DEMOS = {
-    "pneumonia-cxr": dict(targets=["openvino", "onnxruntime"], precisions=["fp32"]),
+    "pneumonia-cxr": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"]),
 }
 
 
@@ -55,7 +55,13 @@ def build_demos(folder: Path, emit=print) -> list[Path]:
         if is_current(out, model, opts):
             emit(f"[demo] {out} is up to date")
         else:
-            build(model, out, BuildOptions(overwrite=True, **opts), emit=emit)
+            from medexport.models.data import default_data
+            from medexport.models.registry import get_config
+
+            config = get_config(model)
+            data = {"calib": default_data(config, "calib"), "val": default_data(config, "val")} \
+                if "int8" in opts["precisions"] else {}
+            build(model, out, BuildOptions(overwrite=True, **opts, **data), emit=emit)
         paths.append(out)
     return paths
 

@@ -8,6 +8,8 @@ from medexport.engine.bundle import read_manifest
 
 def render_result(r) -> str:
     head = f"{r.source}\n  {r.model_id} {r.model_version} [{r.backend} {r.precision}]  bundle {r.bundle_sha256[:12]}"
+    if hasattr(r, "beats"):
+        return _render_ecg(r, head)
     lines = [head]
     for label, score in r.scores.items():
         mark = ""
@@ -15,11 +17,26 @@ def render_result(r) -> str:
             t = r.thresholds[label]
             mark = f"  threshold {t:.3f}  -> {'POSITIVE' if score >= t else 'negative'}"
         lines.append(f"  {label:<20} {score:7.4f}{mark}")
-    if r.heatmap is not None:
+    if r.heatmap_grid is not None:
         lines.append(f"  heatmap: where the model looked for '{r.heatmap_label}' (not a localisation)")
     t = r.timings_ms
     lines.append(f"  time {t['total']:.1f} ms (read {t['read']:.1f}, preprocess {t['preprocess']:.1f}, "
                  f"infer {t['infer']:.1f})")
+    if r.disclaimer:
+        lines.append(f"  {r.disclaimer}")
+    return "\n".join(lines)
+
+
+def _render_ecg(r, head: str) -> str:
+    st = r.stats
+    lines = [head, f"  rhythm: {r.label.upper()}   (lead {r.lead}, {len(r.beats)} beats, {r.windows} window(s))"]
+    for label, score in r.scores.items():
+        lines.append(f"  {label:<20} {score:7.4f}{'  <-' if label == r.label else ''}")
+    if st.get("heart_rate_bpm"):
+        lines.append(f"  heart rate {st['heart_rate_bpm']:.0f} bpm; RR CV {st['rr_cv']:.3f}, "
+                     f"normalised RMSSD {st['rmssd_norm']:.3f}, pNN50 {st['pnn50']:.2f}")
+    t = r.timings_ms
+    lines.append(f"  time {t['total']:.1f} ms (read {t['read']:.1f}, preprocess {t['preprocess']:.1f}, infer {t['infer']:.2f})")
     if r.disclaimer:
         lines.append(f"  {r.disclaimer}")
     return "\n".join(lines)
@@ -30,6 +47,15 @@ def inspect_bundle(path) -> tuple[str, dict]:
     manifest, sha, root = read_manifest(path, verify=True)
     reports = {a.key: json.loads((root / a.report).read_text()) for a in manifest.artifacts if a.report}
     pre, post = manifest.preprocess, manifest.postprocess
+    if pre.kind == "ecg":
+        pre_text = (f"lead {pre.lead} (default) -> resample {pre.fs:g} Hz -> band-pass {pre.band[0]}-{pre.band[1]} Hz -> "
+                    f"R peaks ({pre.detector}) -> beats {pre.beat_window[0]}..{pre.beat_window[1]} s + RR features -> "
+                    f"windows of {pre.beats} beats (stride {pre.stride})")
+    else:
+        pre_text = (f"greyscale display [0,1] -> crop {pre.crop} -> {pre.resample} resize to {pre.size[0]}x{pre.size[1]} "
+                    f"-> (x - {list(pre.mean)}) / {list(pre.std)}")
+    decision = (", ".join(f"{k} >= {v:.4f}" for k, v in post.thresholds.items()) if post.thresholds
+                else "argmax (no thresholds)")
     lines = [
         f"bundle     {root}",
         f"sha256     {sha}  (all {len(manifest.files)} file checksums verified)",
@@ -37,9 +63,8 @@ def inspect_bundle(path) -> tuple[str, dict]:
         f"labels     {', '.join(manifest.labels)}",
         f"input      {manifest.input.name} {list(manifest.input.shape)} {manifest.input.dtype}",
         f"outputs    " + ", ".join(f"{o.name} {list(o.shape)}" for o in manifest.outputs),
-        f"preprocess greyscale display [0,1] -> crop {pre.crop} -> {pre.resample} resize to "
-        f"{pre.size[0]}x{pre.size[1]} -> (x - {list(pre.mean)}) / {list(pre.std)}",
-        f"postprocess {post.activation}; thresholds " + ", ".join(f"{k} >= {v:.4f}" for k, v in post.thresholds.items()),
+        f"preprocess {pre_text}",
+        f"postprocess {post.activation}; decision {decision}",
         f"intended   {manifest.intended_use}",
         f"medical device: {'yes' if manifest.medical_device else 'NO (demo / research only)'}",
         f"built      {manifest.provenance.get('built_at')} on {manifest.provenance.get('machine', {}).get('processor')}",
@@ -55,6 +80,10 @@ def inspect_bundle(path) -> tuple[str, dict]:
         lines.append(f"{a.key:<18} {size:6.2f} {g.get('max_abs_score_diff', float('nan')):11.1e} "
                      f"{'-' if corr is None else f'{corr:.3f}':>9}  {_validation_text(rep.get('validation'))}")
     training = manifest.provenance.get("training") or {}
+    if training.get("cross_validation"):
+        cv = training["cross_validation"]["f1"]
+        lines += ["", "model card numbers (source model, cross-validated F1):"]
+        lines += [f"  {k:<12} {m['value']:.3f}  (95 % CI {m['ci95'][0]:.3f}-{m['ci95'][1]:.3f})" for k, m in cv.items()]
     if training.get("validation"):
         v = training["validation"]
         lines += ["", "model card numbers (source model, validation split):"]
@@ -70,6 +99,10 @@ def inspect_bundle(path) -> tuple[str, dict]:
 def _validation_text(v: dict | None) -> str:
     if not v:
         return "- (build with --val to measure)"
+    if v["metric"] == "macro_f1":
+        src, art = v["source"]["macro_f1"]["value"], v["artifact"]["macro_f1"]["value"]
+        budget = "" if v["max_drop"] is None else f"; budget {v['max_drop']}"
+        return f"macro F1 {src:.4f}->{art:.4f}; {v['n_flips']} flips of {v['n']}{budget}"
     parts = []
     for label, m in v["per_label"].items():
         src, art = m["source"], m["artifact"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medexport.engine.errors import ConfigurationError, ExportError
-from medexport.engine.manifest import ImagePreprocess, Postprocess, TensorSpec
+from medexport.engine.manifest import PREPROCESS_KINDS, ImagePreprocess, Postprocess, TensorSpec
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Source:
     onnx_path: Path
     input: TensorSpec
     outputs: tuple
-    preprocess: ImagePreprocess
+    preprocess: object  # ImagePreprocess | EcgPreprocess
     postprocess: Postprocess
     intended_use: str
     kind: str  # registered | onnx
@@ -31,6 +31,7 @@ class Source:
     training: dict = field(default_factory=dict)
     torch_model: object = None
     default_golden: tuple = ()  # dataset specs for golden inputs when none are given
+    clinical: bool = True  # False for random-weight speed models: int8 needs no clinical validation
 
     def reference(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Outputs of the source model itself (torch eager, or ONNX Runtime on the given ONNX)."""
@@ -38,7 +39,7 @@ class Source:
             import torch
 
             with torch.no_grad():
-                outs = self.torch_model.forward_with_cam(torch.from_numpy(batch)) \
+                    outs = self.torch_model.forward_with_cam(torch.from_numpy(batch)) \
                     if "cam" in [o.name for o in self.outputs] else (self.torch_model(torch.from_numpy(batch)),)
             return {o.name: t.numpy() for o, t in zip(self.outputs, outs)}
         if not hasattr(self, "_ort"):
@@ -54,38 +55,52 @@ def _sha256(path: Path) -> str:
 
 
 def from_registry(name: str, workdir: Path) -> Source:
+    from medexport.models.data import default_data
     from medexport.models.registry import create_model, get_config
-    from medexport.models.archs.cam import CAMClassifier
 
     from .steps.to_onnx import torch_to_onnx
 
     config = get_config(name)
     model = create_model(name, pretrained=True)
-    with_cam = isinstance(model, CAMClassifier)
+    with_cam = hasattr(model, "forward_with_cam")
     onnx_path = workdir / "source.onnx"
-    outputs = torch_to_onnx(model, config.input_shape, onnx_path, with_cam=with_cam)
-    c, h, w = config.input_shape
-    out_specs = [TensorSpec("logits", (-1, len(config.labels)))]
-    if with_cam:
-        out_specs.append(TensorSpec("cam", (-1, len(config.labels), -1, -1)))
+    torch_to_onnx(model, config.input_shape, onnx_path, with_cam=with_cam, input_name=config.input_name)
+    n = len(config.labels)
+    out_specs = [TensorSpec("logits", (-1, n))]
+    if with_cam:  # images: (N, classes, h, w); ECG: (N, beats, classes)
+        cam_shape = (-1, n, -1, -1) if len(config.input_shape) == 3 else (-1, config.input_shape[0], n)
+        out_specs.append(TensorSpec("cam", cam_shape))
+    preprocess = dict(config.preprocess)
+    kind = preprocess.get("kind", "image")
     weights_sha = _sha256(config.weights_path) if config.trained else "random-init"
-    from medexport.models.data import shared_data
-
-    golden = ()
     try:
-        root = shared_data()
-        golden = tuple(str(p) for p in sorted((root / "images" / "cxr-nih").glob("*.png")))
-        golden += (f"{root / 'images' / 'pneumoniamnist_trainval.npz'}:val:14",)
+        golden = tuple(default_data(config, "golden") or _default_golden(kind))
     except ConfigurationError:
-        pass
+        golden = ()
     return Source(
         model_id=name, version=config.version, task=config.task, labels=config.labels, onnx_path=onnx_path,
-        input=TensorSpec("image", (-1, c, h, w)), outputs=tuple(out_specs),
-        preprocess=ImagePreprocess(**config.preprocess),
+        input=TensorSpec(config.input_name, (-1, *config.input_shape)), outputs=tuple(out_specs),
+        preprocess=PREPROCESS_KINDS[kind](**preprocess),
         postprocess=Postprocess(config.activation, config.thresholds(), "logits", "cam" if with_cam else None),
         intended_use=config.intended_use, kind="registered", source_sha256=weights_sha,
         card_text=config.card_path.read_text() if config.card_path.is_file() else _untrained_card(config),
-        training=config.training_record(), torch_model=model, default_golden=golden)
+        training=config.training_record(), torch_model=model, default_golden=golden, clinical=config.trained)
+
+
+def _default_golden(kind: str) -> list[str]:
+    """Real studies from the shared data (and pydicom) for on-target self-checks."""
+    from medexport.models.data import shared_data
+
+    root = shared_data()
+    if kind == "ecg":
+        from pydicom.data import get_testdata_file
+
+        ecg = root / "ecg"
+        return [str(ecg / "cinc2017-af" / f"{r}.hea") for r in ("A00001", "A00004", "A00005", "A00008", "A00022")] + \
+            [str(ecg / "mitdb" / "100.hea"), str(ecg / "hl7-aecg" / "example_12lead.xml"),
+             get_testdata_file("waveform_ecg.dcm")]
+    return [str(p) for p in sorted((root / "images" / "cxr-nih").glob("*.png"))] + \
+        [f"{root / 'images' / 'pneumoniamnist_trainval.npz'}:val:14"]
 
 
 def _untrained_card(config) -> str:

@@ -39,7 +39,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 SOURCE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 SELFTEST_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-3, "int8": 2e-2}
 
-TASK_METRICS = {"classification": ("auroc",)}
+# task -> (guarded metric, default largest drop for int8)
+TASK_METRICS = {"classification": ("auroc", 0.005), "ecg_rhythm": ("f1", 0.02)}
 
 
 def get_target(name: str) -> Target:
@@ -49,7 +50,7 @@ def get_target(name: str) -> Target:
     return TARGETS[name]
 
 
-def check_options(targets: list[str], precisions: list[str], task: str, *, calib=None, calib_size=None,
+def check_options(targets: list[str], precisions: list[str], task: str, *, clinical: bool = True, calib=None, calib_size=None,
                   val=None, metric=None, max_drop=None, max_decision_drop=None) -> None:
     """Refuse option combinations that do not apply; never drop or change one silently."""
     if not targets:
@@ -70,7 +71,7 @@ def check_options(targets: list[str], precisions: list[str], task: str, *, calib
     if int8 and calib is None:
         raise ConfigurationError("int8 needs calibration data", expected="--calib DATA (real studies)",
                                  fix="pass --calib with a folder of studies or an .npz (e.g. file.npz:train)")
-    if int8 and val is None:
+    if int8 and val is None and clinical:
         raise ConfigurationError("int8 needs labelled validation data to prove it is safe",
                                  expected="--val DATA with labels (and optionally --max-drop, default 0.005)",
                                  fix="pass --val, e.g. an .npz split or a folder with labels.csv")
@@ -80,7 +81,7 @@ def check_options(targets: list[str], precisions: list[str], task: str, *, calib
         if value is not None and not 0 <= value < 1:
             raise ConfigurationError(f"{flag} is {value}", expected="a drop between 0 and 1, e.g. 0.005")
     if metric is not None:
-        allowed = TASK_METRICS.get(task, ())
+        allowed = TASK_METRICS.get(task, ())[:1]
         if metric not in allowed:
             raise ConfigurationError(f"metric {metric!r} does not apply to task {task!r}",
                                      expected=f"one of {', '.join(allowed) or 'none'}")

@@ -25,3 +25,9 @@ def pydicom_data() -> Path | None:
     except ImportError:
         return None
     return Path(data_store.__file__).parent / "data"
+
+
+def default_data(config, kind: str) -> list[str] | None:
+    """A registered model's default calibration/validation data ("calib" / "val"), as paths."""
+    specs = config.extra.get(kind)
+    return [str(shared_data() / s) for s in specs] if specs else None

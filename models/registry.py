@@ -19,7 +19,7 @@ class ModelConfig:
     version: str
     task: str
     labels: tuple
-    input_shape: tuple  # (C, H, W) for one item
+    input_shape: tuple  # one item's shape: (C, H, W) for images, (beats, features) for ECG
     preprocess: dict
     activation: str  # softmax | sigmoid
     positive_labels: tuple  # labels that carry an operating threshold
@@ -27,6 +27,7 @@ class ModelConfig:
     recipe: str | None = None  # module that trains it, e.g. "medexport.models.recipes.pneumonia_cxr"
     trained: bool = True  # False: random weights, for speed work only
     default_threshold: float = 0.5
+    input_name: str = "image"
     extra: dict = field(default_factory=dict)
 
     @property

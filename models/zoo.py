@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .archs.densenet import DenseNet
+from .archs.ecg_rnn import BeatCNNLSTM
 from .archs.small_cnn import SmallCNN
 from .registry import ModelConfig, register_model
 
@@ -17,6 +18,7 @@ PNEUMONIA_CXR = ModelConfig(
     intended_use=("Demonstration of the medexport pipeline: flags paediatric chest X-rays (AP) that look "
                   "like pneumonia, at 28x28 resolution. Not a medical device; not for diagnosis."),
     recipe="medexport.models.recipes.pneumonia_cxr",
+    extra={"calib": ["images/pneumoniamnist_trainval.npz:train"], "val": ["images/pneumoniamnist_trainval.npz:val"]},
 )
 
 DENSENET121_CXR = ModelConfig(
@@ -25,6 +27,8 @@ DENSENET121_CXR = ModelConfig(
     preprocess={"size": (224, 224), "channels": 1, "crop": "center_square", "resample": "bilinear",
                 "mean": (0.5,), "std": (0.25,)},
     activation="sigmoid", positive_labels=NIH_FINDINGS, trained=False,
+    # real chest X-rays for calibration: the NIH films and PneumoniaMNIST upsampled by the preprocessing
+    extra={"calib": ["images/cxr-nih", "images/pneumoniamnist_trainval.npz:train:298"]},
     intended_use="Speed work only: a realistic chest X-ray architecture with random weights. Its scores mean nothing.",
 )
 
@@ -37,3 +41,21 @@ def pneumonia_cxr(**kwargs):
 @register_model(DENSENET121_CXR)
 def densenet121_cxr(**kwargs):
     return DenseNet(in_channels=1, num_classes=len(NIH_FINDINGS), **kwargs)
+
+
+ECG_RHYTHM = ModelConfig(
+    name="ecg-rhythm", version="1.0.0", task="ecg_rhythm", labels=("normal", "af", "other", "noisy"),
+    input_shape=(32, 166), input_name="beats",
+    preprocess={"kind": "ecg", "fs": 250.0, "lead": "II", "band": (0.5, 40.0), "beat_window": (-0.24, 0.40),
+                "beats": 32, "stride": 16},
+    activation="softmax", positive_labels=(),
+    intended_use=("Demonstration of the medexport pipeline: classifies the rhythm of one ECG lead as normal sinus "
+                  "rhythm, atrial fibrillation, other rhythm or too noisy. Not a medical device; not for diagnosis."),
+    recipe="medexport.models.recipes.ecg_rhythm",
+    extra={"calib": ["ecg/cinc2017-af"], "val": ["ecg/cinc2017-af"]},
+)
+
+
+@register_model(ECG_RHYTHM)
+def ecg_rhythm(**kwargs):
+    return BeatCNNLSTM(beat_samples=160, rr_features=5, num_classes=4, **kwargs)

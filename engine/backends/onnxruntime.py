@@ -18,6 +18,8 @@ class ONNXRuntimeBackend(Backend):
         if self.threads:
             options.intra_op_num_threads = int(self.threads)
         options.log_severity_level = 3
+        # no busy-waiting between calls: it stole the CPU from decoding the next study
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(self.files["model"]), options,
                                              providers=["CPUExecutionProvider"])
         self._names = [o.name for o in self._session.get_outputs()]

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from ..errors import BundleError
 from .classification import ClassificationTask
+from .ecg_rhythm import EcgRhythmTask
 
-TASKS = {"classification": ClassificationTask}
+TASKS = {"classification": ClassificationTask, "ecg_rhythm": EcgRhythmTask}
 
 
 def task_for(manifest):

@@ -5,13 +5,14 @@ import numpy as np
 
 from ..compare import activate
 from ..io.image import ImageStudy, read_image
-from ..preprocess import image_to_tensor, map_to_source
+from ..preprocess import image_to_tensor
+from ..results import ClassificationResult
 
 CAM_METHOD = "class activation map computed in the compiled graph (where the model looked; not a localisation)"
 
 
 class ClassificationTask:
-    result_kind = "classification"
+    result_type = ClassificationResult
 
     def __init__(self, manifest):
         self.manifest = manifest
@@ -32,8 +33,8 @@ class ClassificationTask:
         if post.heatmap_output and post.heatmap_output in outputs:
             label = self._heatmap_label(scores)
             cam = outputs[post.heatmap_output][index][self.manifest.labels.index(label)]
-            fields.update(heatmap=_normalise(map_to_source(cam, meta["geometry"])),
-                          heatmap_label=label, heatmap_method=CAM_METHOD)
+            fields.update(heatmap_grid=cam, heatmap_geometry=meta["geometry"], heatmap_label=label,
+                          heatmap_method=CAM_METHOD)
         return fields
 
     def scores(self, outputs: dict) -> np.ndarray:
@@ -47,9 +48,3 @@ class ClassificationTask:
         positive = [k for k in scores if k in thresholds and scores[k] >= thresholds[k]]
         pool = positive or list(thresholds) or list(scores)
         return max(pool, key=scores.get)
-
-
-def _normalise(cam: np.ndarray) -> np.ndarray:
-    cam = np.maximum(cam, 0)
-    top = float(cam.max())
-    return (cam / top).astype(np.float32) if top > 0 else cam.astype(np.float32)

@@ -10,7 +10,7 @@ OPSET = 17
 
 
 class _WithCAM:
-    """Wraps a CAMClassifier so the exported graph returns (logits, cam)."""
+    """Wraps a model with ``forward_with_cam`` so the exported graph returns (logits, cam)."""
 
     def __new__(cls, model):
         import torch
@@ -26,19 +26,19 @@ class _WithCAM:
         return Wrapper(model).eval()
 
 
-def torch_to_onnx(model, input_shape: tuple, path: Path, *, with_cam: bool) -> list[str]:
+def torch_to_onnx(model, input_shape: tuple, path: Path, *, with_cam: bool, input_name: str = "image") -> list[str]:
     """Export with a batch-2 example (a batch-1 example can freeze the batch dim); return output names."""
     import torch
 
     outputs = ["logits", "cam"] if with_cam else ["logits"]
     module = _WithCAM(model) if with_cam else model.eval()
     example = torch.zeros(2, *input_shape)
-    dynamic = {name: {0: "batch"} for name in ["image", *outputs]}
+    dynamic = {name: {0: "batch"} for name in [input_name, *outputs]}
     try:
         # dynamo=False: the TorchScript exporter takes ~1 s where dynamo takes ~30 s for the same graph
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(module, (example,), str(path), input_names=["image"], output_names=outputs,
+            torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=outputs,
                               dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed: {exc}",

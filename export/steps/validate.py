@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medexport.engine.compare import auroc, binary_metrics, max_abs_diff
+from medexport.engine.compare import auroc, binary_metrics, bootstrap_ci, f1_per_class, macro_f1, max_abs_diff
 
 
 def golden_agreement(reference: np.ndarray, scores: np.ndarray, names: tuple, tolerance: float | None) -> dict:
@@ -59,3 +59,30 @@ def heatmap_correlation(reference: np.ndarray, maps: np.ndarray, scores: np.ndar
         a, b = reference[i, k].ravel(), maps[i, k].ravel()
         values.append(float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 1.0)
     return {"mean": round(float(np.mean(values)), 4), "min": round(float(np.min(values)), 4)}
+
+
+def f1_report(val_labels: np.ndarray, source_scores: np.ndarray, scores: np.ndarray, labels: tuple, names: tuple,
+              *, max_drop: float | None, n_boot: int = 1000) -> dict:
+    """Argmax decisions: per-class and macro F1 (95 % CIs) for source and artifact, and flips."""
+    n = len(labels)
+    src_pred, art_pred = source_scores.argmax(1), scores.argmax(1)
+
+    def summary(pred):
+        lo, hi = bootstrap_ci(lambda y, p: macro_f1(y, p, n), val_labels, pred, n=n_boot)
+        return {"macro_f1": {"value": round(macro_f1(val_labels, pred, n), 4), "ci95": [round(lo, 4), round(hi, 4)]},
+                "f1": {lab: round(float(v), 4) for lab, v in zip(labels, f1_per_class(val_labels, pred, n))}}
+
+    src, art = summary(src_pred), summary(art_pred)
+    drop = round(src["macro_f1"]["value"] - art["macro_f1"]["value"], 4)
+    flips = [{"item": names[i], "source": labels[src_pred[i]], "artifact": labels[art_pred[i]],
+              "truth": labels[val_labels[i]]} for i in np.flatnonzero(src_pred != art_pred)]
+    return {"metric": "macro_f1", "n": int(len(val_labels)), "source": src, "artifact": art, "f1_drop": drop,
+            "max_drop": max_drop, "passed": max_drop is None or drop <= max_drop,
+            "decision_flips": flips, "n_flips": len(flips)}
+
+
+def guarded_metric(task: str, val_labels: np.ndarray, item_scores: np.ndarray, labels: tuple, thresholds: dict) -> float:
+    """The number the int8 guard protects: mean AUROC (thresholded labels) or macro F1 (argmax tasks)."""
+    if thresholds:
+        return mean_auroc(val_labels, item_scores, labels, thresholds)
+    return macro_f1(val_labels, item_scores.argmax(1), len(labels))

@@ -1,0 +1,165 @@
+"""``medexport bench``: every target side by side, in the shape users know from Ultralytics.
+
+Each row is measured in its own process. Registered models are built for every
+target x precision first (a failed build or validation is a row too, not a crash), and
+torch eager FP32 gives the reference row.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medexport.engine.bundle import read_manifest
+from medexport.engine.errors import MedError, ValidationError
+
+from .build import BuildOptions, build
+
+COLUMNS = ("model", "target", "precision", "status", "size_mb", "metric", "latency_p50_ms", "latency_p95_ms",
+           "throughput", "batch", "e2e_p50_ms", "load_cold_s", "load_warm_s")
+
+
+@dataclass
+class Row:
+    model: str
+    target: str
+    precision: str
+    status: str
+    size_mb: float | None = None
+    values: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "target": self.target, "precision": self.precision, "status": self.status,
+                "size_mb": self.size_mb, **{k: self.values.get(k) for k in COLUMNS[5:]}}
+
+
+def run_worker(cfg: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "medexport.export.bench_worker", json.dumps(cfg)],
+                          capture_output=True, text=True, timeout=900)
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH "):
+            return json.loads(line[6:])
+    raise RuntimeError((proc.stderr or proc.stdout).strip().splitlines()[-1] if (proc.stderr or proc.stdout) else "no output")
+
+
+def default_study() -> str | None:
+    """A real radiograph DICOM (pydicom-data RG1, 1955x1841 CR) for end-to-end timing."""
+    from medexport.models.data import pydicom_data
+
+    root = pydicom_data()
+    return str(root / "RG1_UNCI.dcm") if root and (root / "RG1_UNCI.dcm").is_file() else None
+
+
+def bench(items: list[str], targets: list[str], precisions: list[str], *, data: str | None = None,
+          batch: int = 8, threads: int | None = None, study: str | None = None, emit=print) -> list[Row]:
+    rows: list[Row] = []
+    study = study or default_study()
+    with tempfile.TemporaryDirectory(prefix="medexport-bench-") as work:
+        for item in items:
+            if Path(item).is_dir() or item.endswith(".zip"):
+                rows += _bench_bundle(item, targets, precisions, data, batch, threads, study, emit)
+            else:
+                rows += _bench_model(item, Path(work), targets, precisions, data, batch, threads, study, emit)
+    return rows
+
+
+def _measure(row: Row, cfg: dict, emit) -> Row:
+    emit(f"[bench] {row.model} {row.target} {row.precision} ...")
+    try:
+        row.values = run_worker(cfg)
+    except Exception as exc:  # a runtime failing at run time is a result, not a crash
+        row.status = f"failed to run: {exc}"
+    return row
+
+
+def _bench_bundle(path, targets, precisions, data, batch, threads, study, emit) -> list[Row]:
+    manifest, _, root = read_manifest(path)
+    rows = []
+    for a in manifest.artifacts:
+        if (targets and a.target not in targets) or (precisions and a.precision not in precisions):
+            continue
+        size = sum((root / p).stat().st_size for p in a.files.values()) / 1e6
+        cfg = {"bundle": str(root), "backend": a.target, "precision": a.precision, "batch": batch,
+               "threads": threads, "study": study, "data": data}
+        rows.append(_measure(Row(manifest.model_id, a.target, a.precision, "ok", size), cfg, emit))
+    return rows
+
+
+def _bench_model(name, work: Path, targets, precisions, data, batch, threads, study, emit) -> list[Row]:
+    from medexport.models.data import default_data
+    from medexport.models.registry import get_config
+
+    config = get_config(name)
+    calib = default_data(config, "calib")
+    val_list = [data] if data else default_data(config, "val")
+    torch_cfg = {"torch": True, "model": name, "batch": batch, "threads": threads, "study": study}
+    rows = [_measure(Row(name, "torch-eager", "fp32", "ok"), torch_cfg, emit)]
+    for target in targets:
+        for precision in precisions:
+            out = work / f"{name}-{target}-{precision}"
+            opts = BuildOptions(targets=[target], precisions=[precision], val=val_list,
+                                calib=calib if precision == "int8" else None)
+            row = Row(name, target, precision, "ok")
+            try:
+                build(name, out, opts, emit=lambda m: None)
+            except ValidationError as exc:
+                row.status = "built, failed validation"
+                emit(f"[bench] {name} {target} {precision}: {exc}")
+                rows.append(row)
+                continue
+            except MedError as exc:
+                row.status = "failed to build"
+                emit(f"[bench] {name} {target} {precision}: {exc}")
+                rows.append(row)
+                continue
+            rows += _bench_bundle(out, [target], [precision], val_list[0] if val_list else None, batch, threads,
+                                  study, emit)
+    return rows
+
+
+def render(rows: list[Row], threads: int | None, study: str | None) -> str:
+    head = (f"{'model':<16} {'target':<12} {'prec':<5} {'status':<10} {'MB':>6} {'AUROC':>6} {'p50 ms':>8} "
+            f"{'p95 ms':>8} {'items/s':>8} {'e2e ms':>8} {'cold s':>7} {'warm s':>7}")
+    lines = [f"threads: {threads or os.cpu_count()} | latency at batch 1 | throughput at the batch shown | "
+             f"e2e: file on disk -> result ({Path(study).name if study else 'no study'})", head, "-" * len(head)]
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for r in rows:
+        v = r.values
+        lines.append(f"{r.model:<16} {r.target:<12} {r.precision:<5} {r.status[:10]:<10} {fmt(r.size_mb, '6.2f'):>6} "
+                     f"{fmt(v.get('metric'), '6.4f'):>6} {fmt(v.get('latency_p50_ms'), '8.2f'):>8} "
+                     f"{fmt(v.get('latency_p95_ms'), '8.2f'):>8} "
+                     f"{fmt(v.get('throughput'), '8.1f'):>8} {fmt(v.get('e2e_p50_ms'), '8.2f'):>8} "
+                     f"{fmt(v.get('load_cold_s'), '7.2f'):>7} {fmt(v.get('load_warm_s'), '7.2f'):>7}")
+    return "\n".join(lines + [""] + ratios(rows))
+
+
+def ratios(rows: list[Row]) -> list[str]:
+    """The headline ratios, measured in this run."""
+    out = []
+    for model in dict.fromkeys(r.model for r in rows):
+        mine = {(r.target, r.precision): r.values for r in rows if r.model == model and r.values}
+        ref, ov8 = mine.get(("torch-eager", "fp32")), mine.get(("openvino", "int8"))
+        if ref and ov8:
+            out.append(f"{model}: OpenVINO INT8 vs torch eager FP32: throughput x{ov8['throughput'] / ref['throughput']:.2f}, "
+                       f"batch-1 latency x{ref['latency_p50_ms'] / ov8['latency_p50_ms']:.2f} faster")
+        for key, v in mine.items():
+            if key[0] != "torch-eager" and v.get("e2e_p50_ms"):
+                out.append(f"{model} {key[0]} {key[1]}: end-to-end / raw engine = "
+                           f"{v['e2e_p50_ms'] / v['latency_p50_ms']:.2f} ({v['e2e_p50_ms']:.1f} / {v['latency_p50_ms']:.1f} ms)")
+    return out
+
+
+def write(rows: list[Row], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = [r.as_dict() for r in rows]
+    with open(folder / "bench.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(data)
+    (folder / "bench.json").write_text(json.dumps(data, indent=2) + "\n")
+    return [folder / "bench.csv", folder / "bench.json"]
