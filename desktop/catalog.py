@@ -1,0 +1,68 @@
+"""The models the app can offer: bundles found in its models folders, and what each fits."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from medexport.engine import MedError, read_manifest
+
+from .paths import data_dir
+
+STUDY_KIND = {"classification": "image", "ecg_rhythm": "ecg", "segmentation": "image"}
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    path: Path
+    model_id: str
+    version: str
+    task: str
+    sha256: str
+    artifacts: tuple  # "openvino-int8", ...
+    intended_use: str
+    medical_device: bool
+    card: Path | None
+
+    @property
+    def study_kind(self) -> str:
+        return STUDY_KIND.get(self.task, "image")
+
+    @property
+    def title(self) -> str:
+        return f"{self.model_id} {self.version}"
+
+    def fits(self, kind: str) -> bool:
+        return self.study_kind == kind
+
+
+def default_folders(extra: list | None = None) -> list[Path]:
+    """Explicit folders first, then $MEDEXPORT_BUNDLES, the app's own, ./bundles, the user's."""
+    folders = [Path(p) for p in (extra or [])]
+    folders += [Path(p) for p in os.environ.get("MEDEXPORT_BUNDLES", "").split(os.pathsep) if p]
+    if getattr(sys, "frozen", False):  # PyInstaller: bundles shipped beside the executable
+        folders.append(Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent)) / "bundles")
+    folders += [Path.cwd() / "bundles", data_dir() / "bundles"]
+    return folders
+
+
+def find_bundles(folders: list[Path]) -> tuple[list[BundleEntry], list[str]]:
+    """Every valid bundle directly inside ``folders``; problems are returned, not raised."""
+    found, problems, seen = [], [], set()
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if not (path / "manifest.json").is_file() or path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            try:
+                m, sha, root = read_manifest(path)
+            except MedError as exc:
+                problems.append(f"{path.name}: {exc}")
+                continue
+            found.append(BundleEntry(root, m.model_id, m.model_version, m.task, sha,
+                                     tuple(a.key for a in m.artifacts), m.intended_use, m.medical_device,
+                                     root / m.card if m.card else None))
+    return found, problems

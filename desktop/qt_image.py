@@ -1,0 +1,181 @@
+"""Image view: window/level (left drag), zoom (wheel), pan (middle or Shift+drag), invert,
+overlays (heatmap, mask) and corner text. Pixels come from desktop.imaging."""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QPainter
+from PySide6.QtWidgets import QWidget
+
+from .imaging import display_values, heatmap_rgba, mask_rgba, window_to_uint8
+
+
+def to_qimage(arr: np.ndarray) -> QImage:
+    arr = np.ascontiguousarray(arr)
+    if arr.ndim == 2:
+        img = QImage(arr.data, arr.shape[1], arr.shape[0], arr.strides[0], QImage.Format.Format_Grayscale8)
+    else:
+        img = QImage(arr.data, arr.shape[1], arr.shape[0], arr.strides[0], QImage.Format.Format_RGBA8888)
+    return img.copy()  # own the pixels
+
+
+class ImageView(QWidget):
+    windowChanged = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumSize(320, 320)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.values = None
+        self.unit = ""
+        self.default_window = (0.5, 1.0)
+        self.level, self.width_ = 0.5, 1.0
+        self.invert = False
+        self.zoom, self.pan = 1.0, QPointF(0, 0)
+        self.heat, self.mask = None, None
+        self.show_overlay, self.opacity = True, 0.5
+        self.corners = {}
+        self._base = self._overlay = None
+        self._drag = None
+
+    # -- content ---------------------------------------------------------------------------------
+    def set_study(self, study) -> None:
+        self.values, self.default_window, self.unit = display_values(study)
+        self.level, self.width_ = self.default_window
+        self.heat = self.mask = None
+        self._overlay = None
+        self.fit()
+        self._render()
+
+    def set_heatmap(self, heat: np.ndarray | None) -> None:
+        self.heat = heat
+        self._overlay = None
+        self.update()
+
+    def set_mask(self, mask: np.ndarray | None) -> None:
+        self.mask = mask
+        self._overlay = None
+        self.update()
+
+    def set_overlay(self, visible: bool | None = None, opacity: float | None = None) -> None:
+        if visible is not None:
+            self.show_overlay = visible
+        if opacity is not None:
+            self.opacity = opacity
+            self._overlay = None
+        self.update()
+
+    # -- window / zoom ----------------------------------------------------------------------------
+    def set_window(self, level: float, width: float) -> None:
+        self.level, self.width_ = level, max(width, 1e-6)
+        self._render()
+        self.windowChanged.emit()
+
+    def reset(self) -> None:
+        self.invert = False
+        self.set_window(*self.default_window)
+        self.fit()
+
+    def toggle_invert(self) -> None:
+        self.invert = not self.invert
+        self._render()
+
+    def fit(self) -> None:
+        if self.values is None:
+            return
+        h, w = self.values.shape
+        self.zoom = min(self.width() / w, self.height() / h) if self.width() > 10 else 1.0
+        self.pan = QPointF(0, 0)
+        self.update()
+
+    def _render(self) -> None:
+        if self.values is not None:
+            self._base = to_qimage(window_to_uint8(self.values, self.level, self.width_, self.invert))
+        self.update()
+
+    def _overlay_image(self) -> QImage | None:
+        if self._overlay is None:
+            if self.mask is not None:
+                self._overlay = to_qimage(mask_rgba(self.mask, self.opacity))
+            elif self.heat is not None:
+                self._overlay = to_qimage(heatmap_rgba(self.heat, self.opacity))
+        return self._overlay
+
+    def image_rect(self) -> QRectF:
+        h, w = self.values.shape
+        cw, ch = w * self.zoom, h * self.zoom
+        return QRectF((self.width() - cw) / 2 + self.pan.x(), (self.height() - ch) / 2 + self.pan.y(), cw, ch)
+
+    # -- painting ---------------------------------------------------------------------------------
+    def paintEvent(self, event) -> None:
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor(0, 0, 0))
+        if self._base is None:
+            p.setPen(QColor(150, 150, 150))
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Open a study: File > Open, or drop files here")
+            return
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        target = self.image_rect()
+        p.drawImage(target, self._base)
+        overlay = self._overlay_image() if self.show_overlay else None
+        if overlay is not None:
+            p.drawImage(target, overlay)
+        self._corners(p)
+
+    def _corners(self, p: QPainter) -> None:
+        p.setFont(QFont("Sans", 9))
+        p.setPen(QColor(230, 230, 120))
+        wl = f"W {self.width_:.0f} L {self.level:.0f}{' ' + self.unit if self.unit else ''}" \
+            if self.width_ > 2 else f"W {self.width_:.2f} L {self.level:.2f}"
+        text = dict(self.corners)
+        text["bottom_left"] = "\n".join(filter(None, [text.get("bottom_left", ""), f"{wl}  zoom {self.zoom:.2f}x"
+                                                      + ("  inverted" if self.invert else "")]))
+        m = 8
+        r = self.rect().adjusted(m, m, -m, -m)
+        flags = {"top_left": Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop,
+                 "top_right": Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop,
+                 "bottom_left": Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom,
+                 "bottom_right": Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom}
+        for key, flag in flags.items():
+            if text.get(key):
+                p.drawText(r, flag, text[key])
+
+    # -- interaction ------------------------------------------------------------------------------
+    def mousePressEvent(self, e) -> None:
+        pan = e.button() == Qt.MouseButton.MiddleButton or e.modifiers() & Qt.KeyboardModifier.ShiftModifier
+        self._drag = ("pan" if pan else "wl", e.position(), self.level, self.width_, QPointF(self.pan))
+
+    def mouseMoveEvent(self, e) -> None:
+        if not self._drag or self.values is None:
+            return
+        mode, start, level, width, pan = self._drag
+        d = e.position() - start
+        if mode == "pan":
+            self.pan = pan + d
+            self.update()
+        else:  # horizontal: width, vertical: level; scaled to the value range
+            span = float(self.values.max() - self.values.min()) or 1.0
+            self.set_window(level - d.y() * span / 500.0, max(width + d.x() * span / 500.0, span / 1000.0))
+
+    def mouseReleaseEvent(self, e) -> None:
+        self._drag = None
+
+    def mouseDoubleClickEvent(self, e) -> None:
+        self.fit()
+
+    def wheelEvent(self, e) -> None:
+        if self.values is None:
+            return
+        factor = 1.15 if e.angleDelta().y() > 0 else 1 / 1.15
+        before = self.image_rect()
+        pos = e.position()
+        rel = QPointF((pos.x() - before.x()) / before.width(), (pos.y() - before.y()) / before.height())
+        self.zoom = float(np.clip(self.zoom * factor, 0.05, 40))
+        after = self.image_rect()
+        self.pan += QPointF(pos.x() - (after.x() + rel.x() * after.width()), pos.y() - (after.y() + rel.y() * after.height()))
+        self.update()
+
+    def resizeEvent(self, e) -> None:
+        if self.values is not None and self.pan == QPointF(0, 0):
+            self.fit()

@@ -1,0 +1,445 @@
+"""The main window: studies on the left, the image or ECG in the middle, model and result on the right."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QEventLoop, QSize, Qt, QTimer
+from PySide6.QtGui import QAction, QIcon, QImage, QKeySequence, QPainter, QPixmap
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
+                               QListWidgetItem, QMainWindow, QPushButton, QSlider, QStackedWidget, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from medexport.engine import MedError
+
+from . import qt_dialogs
+from .imaging import CT_PRESETS, window_to_uint8
+from .paths import reports_dir
+from .qt_ecg import EcgView
+from .qt_image import ImageView, to_qimage
+from .qt_panels import ModelPanel, ResultPanel
+from .qt_worker import RunWorker
+from .state import AppState, write_batch_csv
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, state: AppState):
+        super().__init__()
+        self.state = state
+        self.worker = None
+        self.batch_rows = []
+        self.setWindowTitle("medexport viewer - offline")
+        self.resize(1400, 860)
+        self.setAcceptDrops(True)
+        self._build()
+        state.subscribe(self._on_state)
+        state.discover()
+        for problem in state.bundle_problems:
+            self.statusBar().showMessage(f"Skipped a bundle: {problem}", 10000)
+
+    # -- layout ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.image = ImageView()
+        self.ecg = EcgView()
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.image)
+        self.stack.addWidget(self.ecg)
+        self.frame_slider = QSlider(Qt.Orientation.Horizontal)
+        self.frame_slider.valueChanged.connect(self._frame_changed)
+        self.play = QPushButton("Play")
+        self.play.setCheckable(True)
+        self.play.toggled.connect(lambda on: self.cine.start(100) if on else self.cine.stop())
+        self.cine = QTimer(self)
+        self.cine.timeout.connect(lambda: self.frame_slider.setValue((self.frame_slider.value() + 1)
+                                                                     % (self.frame_slider.maximum() + 1)))
+        self.frame_bar = QWidget()
+        row = QHBoxLayout(self.frame_bar)
+        row.setContentsMargins(4, 0, 4, 0)
+        row.addWidget(QLabel("frame"))
+        row.addWidget(self.frame_slider)
+        row.addWidget(self.play)
+        self.frame_bar.hide()
+        center = QWidget()
+        col = QVBoxLayout(center)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(self.stack)
+        col.addWidget(self.frame_bar)
+        self.setCentralWidget(center)
+
+        self.studies = QListWidget()
+        self.studies.setIconSize(QSize(96, 96))
+        self.studies.currentRowChanged.connect(self.state.select)
+        self._dock("Studies", self.studies, Qt.DockWidgetArea.LeftDockWidgetArea)
+
+        self.model_panel = ModelPanel()
+        self.model_panel.modelChosen.connect(self.state.choose)
+        self.model_panel.runClicked.connect(self.run_current)
+        self.model_panel.cancelClicked.connect(self.cancel)
+        self.model_panel.cardClicked.connect(self.show_card)
+        self.result_panel = ResultPanel()
+        self.result_panel.overlayToggled.connect(lambda on: self.image.set_overlay(visible=on))
+        self.result_panel.opacityChanged.connect(lambda v: self.image.set_overlay(opacity=v))
+        side = QWidget()
+        side_col = QVBoxLayout(side)
+        side_col.addWidget(self.model_panel)
+        side_col.addWidget(self.result_panel)
+        side_col.addStretch(1)
+        dock = self._dock("Model and result", side, Qt.DockWidgetArea.RightDockWidgetArea)
+        dock.setMinimumWidth(340)
+
+        self.batch = QTableWidget(0, 0)
+        self.batch_dock = self._dock("Batch results", self.batch, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.batch_dock.hide()
+        self._menus()
+
+    def _dock(self, title: str, widget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        act = QAction(text, self)
+        if shortcut:
+            act.setShortcut(QKeySequence(shortcut))
+        act.triggered.connect(slot)
+        menu.addAction(act)
+        return act
+
+    def _menus(self) -> None:
+        bar = self.menuBar()
+        f = bar.addMenu("&File")
+        self._action(f, "Open files...", self.open_files, QKeySequence.StandardKey.Open)
+        self._action(f, "Open folder...", self.open_folder, "Ctrl+Shift+O")
+        self.recent_menu = f.addMenu("Recent")
+        f.addSeparator()
+        self._action(f, "Save PDF report...", self.save_pdf, "Ctrl+P")
+        self._action(f, "Save DICOM SR...", self.save_sr, "Ctrl+Shift+S")
+        self._action(f, "Export batch results (CSV)...", self.export_batch, "Ctrl+E")
+        f.addSeparator()
+        self._action(f, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        v = bar.addMenu("&View")
+        self._action(v, "Fit", self.image.fit, "F")
+        self._action(v, "Reset window/zoom", self.image.reset, "R")
+        self._action(v, "Invert", self.image.toggle_invert, "I")
+        self._action(v, "Toggle overlay", lambda: self.result_panel.overlay.toggle(), "H")
+        presets = v.addMenu("Window presets")
+        self._action(presets, "Default (from the file)", lambda: self.image.set_window(*self.image.default_window), "0")
+        for i, (name, (level, width)) in enumerate(CT_PRESETS.items(), start=1):
+            self._action(presets, f"{name} (CT: W {width:g} L {level:g})",
+                         lambda _=False, lv=level, wd=width: self.image.set_window(lv, wd), str(i))
+        self._action(v, "ECG: 25 / 50 mm/s", self.toggle_speed, "S")
+        self._action(v, "ECG: zoom in time", lambda: self.ecg.paper.set_zoom(self.ecg.paper.px_per_mm * 1.25), "Ctrl++")
+        self._action(v, "ECG: zoom out in time", lambda: self.ecg.paper.set_zoom(self.ecg.paper.px_per_mm / 1.25), "Ctrl+-")
+        self._action(v, "DICOM tags...", self.show_tags, "Ctrl+T")
+        m = bar.addMenu("&Model")
+        self._action(m, "Run on this study", self.run_current, "Ctrl+R")
+        self._action(m, "Run on all open studies", self.run_all, "Ctrl+Shift+R")
+        self._action(m, "Cancel", self.cancel, "Esc")
+        self._action(m, "Model card...", self.show_card, "Ctrl+M")
+        h = bar.addMenu("&Help")
+        self._action(h, "About / offline guarantee...", self.show_about, "F1")
+
+    # -- state events ------------------------------------------------------------------------------
+    def _on_state(self, event: str) -> None:
+        if event == "studies":
+            self._fill_studies()
+        elif event == "current":
+            self._show_current()
+        elif event in ("bundles", "model"):
+            self._refresh_model()
+
+    def _fill_studies(self) -> None:
+        self.studies.blockSignals(True)
+        self.studies.clear()
+        for s in self.state.studies:
+            label = s.title + (f"\n{s.series}" if s.series else "") + ("\nECG" if s.kind == "ecg" else "")
+            item = QListWidgetItem(self._thumbnail(s), label)
+            item.setToolTip(s.path)
+            self.studies.addItem(item)
+        self.studies.setCurrentRow(self.state.current)
+        self.studies.blockSignals(False)
+
+    def _thumbnail(self, study) -> QIcon:
+        if study.kind != "image":
+            return QIcon()
+        try:
+            pixels = study.load().pixels
+        except MedError:
+            return QIcon()
+        step = max(1, max(pixels.shape) // 96)
+        return QIcon(QPixmap.fromImage(to_qimage(window_to_uint8(pixels[::step, ::step], 0.5, 1.0))))
+
+    def _show_current(self) -> None:
+        study = self.state.study
+        if study is None:
+            return
+        self.studies.blockSignals(True)
+        self.studies.setCurrentRow(self.state.current)
+        self.studies.blockSignals(False)
+        try:
+            if study.kind == "ecg":
+                self.ecg.set_study(study)
+                self.stack.setCurrentWidget(self.ecg)
+                self.frame_bar.hide()
+            else:
+                self.image.set_study(study)
+                self.image.corners = self._corner_text(study)
+                self.stack.setCurrentWidget(self.image)
+                self.frame_bar.setVisible(study.frames > 1)
+                self.frame_slider.blockSignals(True)
+                self.frame_slider.setRange(0, study.frames - 1)
+                self.frame_slider.setValue(study.frame)
+                self.frame_slider.blockSignals(False)
+        except MedError as exc:
+            qt_dialogs.show_error(self, "Cannot show this study", str(exc))
+        self._refresh_model()
+        self._show_result(self.state.result_of(study))
+
+    def _corner_text(self, study) -> dict:
+        h = study.header
+        image = study.data
+        top_left = "\n".join(filter(None, [h.get("PatientName", ""), h.get("PatientID", ""), h.get("StudyDate", "")]))
+        top_right = "\n".join(filter(None, [h.get("Modality", "") or (image.kind.upper() if image else ""),
+                                            h.get("SeriesDescription", "")]))
+        shape = image.pixels.shape if image else ("?", "?")
+        bottom_right = f"{shape[1]} x {shape[0]}" + (f"\nframe {study.frame + 1}/{study.frames}" if study.frames > 1 else "")
+        return {"top_left": top_left, "top_right": top_right, "bottom_right": bottom_right}
+
+    def _frame_changed(self, value: int) -> None:
+        study = self.state.study
+        if study is not None and study.kind == "image":
+            study.frame = value
+            level, width = self.image.level, self.image.width_
+            self.image.set_study(study)
+            self.image.set_window(level, width)
+            self.image.corners = self._corner_text(study)
+            self._show_result(self.state.result_of(study))
+
+    def _refresh_model(self) -> None:
+        study = self.state.study
+        kind = study.kind if study else "image"
+        entries = self.state.models_for(kind)
+        chosen = self.state.chosen.get(kind)
+        self.model_panel.set_entries(entries, chosen)
+        if chosen is not None:
+            try:
+                runtime = self.state.runtime_of(chosen)
+                self.model_panel.set_runtime(f"Runs on: {runtime} (CPU)\n{chosen.intended_use}", chosen.medical_device)
+            except MedError as exc:
+                self.model_panel.set_runtime(f"Cannot run here: {exc}", chosen.medical_device)
+
+    def _show_result(self, result) -> None:
+        self.result_panel.show_result(result)
+        if self.stack.currentWidget() is self.image:
+            self.image.set_heatmap(getattr(result, "heatmap", None) if result is not None else None)
+            self.image.set_mask(getattr(result, "mask", None) if result is not None else None)
+        else:
+            self.ecg.paper.set_result(result)
+
+    # -- actions ------------------------------------------------------------------------------------
+    def open_paths(self, paths) -> None:
+        problems = self.state.open(paths)
+        for p in paths:
+            self._remember(str(p))
+        if problems:
+            qt_dialogs.show_error(self, "Some files could not be opened", "\n\n".join(problems[:10]))
+
+    def open_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open studies", "",
+                                                "Studies (*.dcm *.png *.jpg *.jpeg *.hea *.xml *.csv);;All files (*)")
+        if paths:
+            self.open_paths(paths)
+
+    def open_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of studies")
+        if folder:
+            self.open_paths([folder])
+
+    def _remember(self, path: str) -> None:
+        from PySide6.QtCore import QSettings
+
+        settings = QSettings("medexport", "viewer")
+        recent = [p for p in (settings.value("recent") or []) if p != path][:9]
+        settings.setValue("recent", [path, *recent])
+        self.recent_menu.clear()
+        for p in [path, *recent]:
+            self._action(self.recent_menu, p, lambda _=False, q=p: self.open_paths([q]))
+
+    def dragEnterEvent(self, e) -> None:
+        if e.mimeData().hasUrls():
+            e.acceptProposedAction()
+
+    def dropEvent(self, e) -> None:
+        self.open_paths([u.toLocalFile() for u in e.mimeData().urls() if u.isLocalFile()])
+
+    def _start(self, job, on_done) -> None:
+        if self.worker is not None and self.worker.isRunning():
+            return
+        self.worker = RunWorker(job, self)
+        self.worker.done.connect(on_done)
+        self.worker.failed.connect(lambda msg: (self._idle(), qt_dialogs.show_error(self, "The model could not run", msg)))
+        self.worker.cancelled.connect(lambda: (self._idle(), self.statusBar().showMessage("Cancelled", 5000)))
+        self.worker.progress.connect(lambda i, n: self.statusBar().showMessage(f"Running {i}/{n}..."))
+        self.model_panel.busy(True)
+        self.statusBar().showMessage("Running the model on this computer...")
+        self.worker.start()
+
+    def _idle(self) -> None:
+        self.model_panel.busy(False)
+
+    def run_current(self) -> None:
+        study = self.state.study
+        if study is None:
+            return
+        self._start(lambda cancel, progress: self.state.run(study, cancel), self._done_one)
+
+    def _done_one(self, result) -> None:
+        self._idle()
+        self.statusBar().showMessage(f"Done in {result.timings_ms['total']:.0f} ms on {result.backend} "
+                                     f"{result.precision}", 8000)
+        if self.state.study is not None and self.state.study.path == result.source:
+            self._show_result(result)
+
+    def run_all(self) -> None:
+        self._start(lambda cancel, progress: self.state.run_all(cancel, progress), self._done_batch)
+
+    def _done_batch(self, rows) -> None:
+        self._idle()
+        self.batch_rows = rows
+        keys = ["file", "model", "runtime", "decision", "error"]
+        self.batch.setColumnCount(len(keys))
+        self.batch.setHorizontalHeaderLabels(keys)
+        self.batch.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            for j, k in enumerate(keys):
+                self.batch.setItem(i, j, QTableWidgetItem(str(r.get(k, ""))))
+        self.batch.resizeColumnsToContents()
+        self.batch_dock.show()
+        self._show_result(self.state.result_of(self.state.study))
+        self.statusBar().showMessage(f"Batch done: {len(rows)} studies", 8000)
+
+    def cancel(self) -> None:
+        if self.worker is not None and self.worker.isRunning():
+            self.worker.cancel()
+
+    def toggle_speed(self) -> None:
+        self.ecg.paper.set_speed(50.0 if self.ecg.paper.speed == 25.0 else 25.0)
+
+    def _need_result(self):
+        study, result = self.state.study, self.state.result_of(self.state.study)
+        if result is None:
+            qt_dialogs.show_error(self, "Nothing to save", "Run the model on this study first (Ctrl+R).")
+        return study, result
+
+    def picture(self) -> QImage:
+        """What the user sees in the centre (image with overlay, or the ECG paper)."""
+        widget = self.image if self.stack.currentWidget() is self.image else self.ecg.paper
+        return widget.grab().toImage()
+
+    def save_pdf(self, path: str | None = None) -> Path | None:
+        study, result = self._need_result()
+        if result is None:
+            return None
+        if not path:
+            default = str(reports_dir() / f"{Path(study.path).stem}.{result.model_id}.pdf")
+            path, _ = QFileDialog.getSaveFileName(self, "Save PDF report", default, "PDF (*.pdf)")
+        if not path:
+            return None
+        from .qt_report import save_pdf
+
+        entry = self.state.model_for(study)
+        written = save_pdf(Path(path), study, result, self.picture(), entry.intended_use)
+        self.statusBar().showMessage(f"Saved {written}", 8000)
+        return written
+
+    def save_sr(self, folder: str | None = None) -> Path | None:
+        study, result = self._need_result()
+        if result is None:
+            return None
+        if not folder:
+            folder = QFileDialog.getExistingDirectory(self, "Folder for the DICOM SR", str(reports_dir()))
+        if not folder:
+            return None
+        from .sr import save_sr
+
+        try:
+            written = save_sr(result, study.path, Path(folder))
+        except MedError as exc:
+            qt_dialogs.show_error(self, "Cannot write a DICOM SR", str(exc))
+            return None
+        self.statusBar().showMessage(f"Saved {written}", 8000)
+        return written
+
+    def export_batch(self, path: str | None = None) -> Path | None:
+        if not self.batch_rows:
+            qt_dialogs.show_error(self, "Nothing to export", "Run the model on all studies first (Ctrl+Shift+R).")
+            return None
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(self, "Export batch results", str(reports_dir() / "batch.csv"),
+                                                  "CSV (*.csv)")
+        return write_batch_csv(self.batch_rows, Path(path)) if path else None
+
+    def show_card(self) -> None:
+        study = self.state.study
+        entry = self.state.chosen.get(study.kind if study else "image")
+        if entry is None or entry.card is None:
+            return
+        qt_dialogs.TextDialog(f"Model card: {entry.title}", entry.card.read_text(), self).exec()
+
+    def show_tags(self) -> None:
+        study = self.state.study
+        if study is None or not study.path.lower().endswith((".dcm", ".dicom")) and study.header == {}:
+            qt_dialogs.show_error(self, "No DICOM tags", "This study is not a DICOM file.")
+            return
+        qt_dialogs.TagDialog(study.path, self).exec()
+
+    def show_about(self) -> None:
+        qt_dialogs.TextDialog("About medexport viewer", qt_dialogs.about_text(self.state), self).exec()
+
+    def closeEvent(self, e) -> None:
+        if self.worker is not None and self.worker.isRunning():
+            self.worker.cancel()
+            self.worker.wait(5000)
+        self.state.close()
+        super().closeEvent(e)
+
+    def wait_idle(self, timeout_ms: int = 60000) -> None:
+        """For scripted use: let a running inference finish."""
+        if self.worker is not None and self.worker.isRunning():
+            loop = QEventLoop()
+            self.worker.finished.connect(loop.quit)
+            QTimer.singleShot(timeout_ms, loop.quit)
+            loop.exec()
+        QApplication.processEvents()
+
+
+def run_app(args) -> int:
+    import os
+
+    os.environ.setdefault("OPENVINO_TELEMETRY_OPT_OUT", "1")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("medexport viewer")
+    state = AppState(bundle_folders=[args.bundles] if args.bundles else [])
+    window = MainWindow(state)
+    window.show()
+    if args.files:
+        window.open_paths(args.files)
+    if args.model:
+        try:
+            state.choose_by_id(args.model)
+        except MedError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if args.run:
+        window.run_current()
+        window.wait_idle()
+    if args.screenshot:
+        app.processEvents()
+        window.grab().save(args.screenshot)
+    if args.quit or args.screenshot and args.quit:
+        window.close()
+        return 0
+    return app.exec()

@@ -1,0 +1,139 @@
+"""The right-hand panels: model choice and run controls, and the results."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+                               QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QHeaderView)
+
+from medexport.engine.results import DISCLAIMER
+
+from .state import decision_text
+
+
+class ModelPanel(QGroupBox):
+    modelChosen = Signal(object)
+    runClicked = Signal()
+    cancelClicked = Signal()
+    cardClicked = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__("Model", parent)
+        self.combo = QComboBox()
+        self.combo.currentIndexChanged.connect(self._chosen)
+        self.runtime = QLabel("-")
+        self.runtime.setWordWrap(True)
+        self.notice = QLabel(f"<b>{DISCLAIMER}</b>")
+        self.notice.setWordWrap(True)
+        self.notice.setStyleSheet("color: #b00020; background: #fff0f0; border: 1px solid #e0a0a0; padding: 4px;")
+        self.run = QPushButton("Run  (Ctrl+R)")
+        self.run.clicked.connect(self.runClicked)
+        self.cancel = QPushButton("Cancel")
+        self.cancel.setEnabled(False)
+        self.cancel.clicked.connect(self.cancelClicked)
+        self.card = QPushButton("Model card")
+        self.card.clicked.connect(self.cardClicked)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(False)
+        buttons = QHBoxLayout()
+        for b in (self.run, self.cancel, self.card):
+            buttons.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.combo)
+        layout.addWidget(self.runtime)
+        layout.addWidget(self.notice)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        self._entries = []
+
+    def set_entries(self, entries, chosen) -> None:
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        self._entries = list(entries)
+        for e in self._entries:
+            self.combo.addItem(e.title, e)
+        if chosen in self._entries:
+            self.combo.setCurrentIndex(self._entries.index(chosen))
+        self.combo.blockSignals(False)
+        self.run.setEnabled(bool(self._entries))
+        if not self._entries:
+            self.runtime.setText("No installed model fits this study.")
+
+    def set_runtime(self, text: str, medical_device: bool) -> None:
+        self.runtime.setText(text)
+        self.notice.setVisible(not medical_device)
+
+    def busy(self, on: bool) -> None:
+        self.run.setEnabled(not on and bool(self._entries))
+        self.cancel.setEnabled(on)
+        self.progress.setRange(0, 0 if on else 1)  # indeterminate while running
+
+    def _chosen(self, index: int) -> None:
+        if 0 <= index < len(self._entries):
+            self.modelChosen.emit(self._entries[index])
+
+
+class ResultPanel(QGroupBox):
+    overlayToggled = Signal(bool)
+    opacityChanged = Signal(float)
+
+    def __init__(self, parent=None):
+        super().__init__("Result", parent)
+        self.decision = QLabel("Not run yet")
+        self.decision.setWordWrap(True)
+        self.decision.setStyleSheet("font-size: 15px; font-weight: bold;")
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["finding", "score", "threshold"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.overlay = QCheckBox("Show where the model looked (H)")
+        self.overlay.setChecked(True)
+        self.overlay.toggled.connect(self.overlayToggled)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(50)
+        self.opacity.valueChanged.connect(lambda v: self.opacityChanged.emit(v / 100))
+        self.details = QLabel("")
+        self.details.setWordWrap(True)
+        self.details.setStyleSheet("color: #555;")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.decision)
+        layout.addWidget(self.table)
+        row = QHBoxLayout()
+        row.addWidget(self.overlay)
+        row.addWidget(QLabel("opacity"))
+        row.addWidget(self.opacity)
+        layout.addLayout(row)
+        layout.addWidget(self.details)
+
+    def show_result(self, result) -> None:
+        if result is None:
+            self.decision.setText("Not run yet")
+            self.table.setRowCount(0)
+            self.details.setText("")
+            return
+        self.decision.setText(decision_text(result))
+        thresholds = getattr(result, "thresholds", {})
+        top = result.top_label
+        self.table.setRowCount(len(result.scores))
+        for i, (label, score) in enumerate(sorted(result.scores.items(), key=lambda kv: -kv[1])):
+            t = thresholds.get(label)
+            cells = [label, f"{score:.3f}", "-" if t is None else f"{t:.3f}"]
+            for j, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                hit = (t is not None and score >= t) or (not thresholds and label == top)
+                if hit:
+                    item.setForeground(Qt.GlobalColor.darkRed)
+                self.table.setItem(i, j, item)
+        t = result.timings_ms
+        lines = [f"{result.model_id} {result.model_version} on {result.backend} {result.precision}",
+                 f"bundle {result.bundle_sha256[:16]}...", f"{t['total']:.0f} ms (inference {t['infer']:.1f} ms)"]
+        if getattr(result, "heatmap_method", None):
+            lines.append("Overlay: where the model looked for '%s'. Not a localisation." % result.heatmap_label)
+        if hasattr(result, "stats") and result.stats.get("heart_rate_bpm"):
+            st = result.stats
+            lines.append(f"Lead {result.lead}: {st['n_beats']} beats, HR {st['heart_rate_bpm']:.0f} bpm, "
+                         f"RR CV {st['rr_cv']:.3f}, pNN50 {st['pnn50']:.2f}. Shading: where the model looked.")
+        self.details.setText("\n".join(lines))

@@ -1,0 +1,73 @@
+"""PDF report: the study with its overlay, the scores, who computed them and how, the disclaimer."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from PySide6.QtCore import QMarginsF, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPageLayout, QPageSize, QPainter, QPdfWriter
+
+from medexport.engine.results import DISCLAIMER
+
+from .paths import unique_path
+from .state import decision_text
+
+
+def save_pdf(path: Path, study, result, picture: QImage, intended_use: str) -> Path:
+    """Write the report atomically to a new file (``name (2).pdf`` if ``path`` exists)."""
+    path = unique_path(Path(path))
+    tmp = path.with_name(f".{path.name}.tmp")
+    writer = QPdfWriter(str(tmp))
+    writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
+                                     QMarginsF(15, 15, 15, 15), QPageLayout.Unit.Millimeter))
+    writer.setResolution(150)
+    writer.setTitle(f"medexport report {Path(study.path).name}")
+    p = QPainter(writer)
+    w = writer.width()
+    y = 0.0
+
+    def text(line: str, size: int = 10, bold: bool = False, colour=QColor(0, 0, 0), height: float = 1.6):
+        nonlocal y
+        p.setFont(QFont("Sans", size, QFont.Weight.Bold if bold else QFont.Weight.Normal))
+        p.setPen(colour)
+        rect = QRectF(0, y, w, 10000)
+        bound = p.boundingRect(rect, Qt.TextFlag.TextWordWrap, line)
+        p.drawText(rect, Qt.TextFlag.TextWordWrap, line)
+        y += bound.height() + size * 0.4 * height
+
+    text("medexport result report", 18, True)
+    p.fillRect(QRectF(0, y, w, 70), QColor(255, 235, 235))
+    y += 12
+    text(DISCLAIMER, 11, True, QColor(170, 0, 20))
+    y += 10
+    header = study.header
+    who = " ".join(filter(None, [header.get("PatientName", ""), header.get("PatientID", "")]))
+    text(f"Study: {Path(study.path).name}" + (f"   Patient: {who}" if who else "")
+         + (f"   Date: {header.get('StudyDate')}" if header.get("StudyDate") else ""), 10)
+    text(f"Input SHA-256: {result.input_sha256}", 8, colour=QColor(80, 80, 80))
+    text(f"Result: {decision_text(result)}", 14, True)
+    if not picture.isNull():
+        box_h = w * 0.62
+        scaled = picture.scaled(int(w), int(box_h), Qt.AspectRatioMode.KeepAspectRatio,
+                                Qt.TransformationMode.SmoothTransformation)
+        p.drawImage(QRectF((w - scaled.width()) / 2, y, scaled.width(), scaled.height()), scaled)
+        y += scaled.height() + 20
+        note = ("Overlay: where the model looked (class activation map); not a localisation."
+                if getattr(result, "heatmap_method", None) else
+                "Shading: where the model looked, per beat; not a localisation." if hasattr(result, "beats") else "")
+        if note:
+            text(note, 8, colour=QColor(90, 90, 90))
+    thresholds = getattr(result, "thresholds", {})
+    for label, score in sorted(result.scores.items(), key=lambda kv: -kv[1]):
+        t = thresholds.get(label)
+        text(f"{label:<24} {score:.3f}" + (f"   threshold {t:.3f}" if t is not None else ""), 10, height=1.0)
+    y += 10
+    text(f"Model: {result.model_id} {result.model_version}   Runtime: {result.backend} {result.precision} "
+         f"({result.provenance.device})", 9)
+    text(f"Bundle SHA-256: {result.bundle_sha256}", 8, colour=QColor(80, 80, 80))
+    text(f"Intended use: {intended_use}", 8, colour=QColor(80, 80, 80))
+    text(f"Computed {result.created} UTC; report written {datetime.now().isoformat(timespec='seconds')} by the "
+         "medexport viewer, offline on this computer.", 8, colour=QColor(80, 80, 80))
+    p.end()
+    tmp.replace(path)
+    return path

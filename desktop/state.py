@@ -1,0 +1,177 @@
+"""The viewer's state without Qt: studies, models, results, and the actions on them.
+
+Widgets observe it through plain callbacks (napari's wall between model and ``_qt``), so
+everything here is tested without a display.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from medexport.engine import MedError, open_bundle
+
+from . import audit
+from .catalog import BundleEntry, default_folders, find_bundles
+from .studies import Study, open_paths
+
+
+class Cancelled(Exception):
+    """The user cancelled a run; nothing was recorded."""
+
+
+@dataclass
+class AppState:
+    bundle_folders: list = field(default_factory=list)
+    studies: list = field(default_factory=list)
+    current: int = -1
+    bundles: list = field(default_factory=list)
+    bundle_problems: list = field(default_factory=list)
+    chosen: dict = field(default_factory=dict)  # study kind -> BundleEntry
+    results: dict = field(default_factory=dict)  # study path -> result
+    _listeners: list = field(default_factory=list)
+    _models: dict = field(default_factory=dict)  # bundle path -> open engine Model
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- observing ---------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        self._listeners.append(callback)
+
+    def emit(self, event: str) -> None:
+        for callback in list(self._listeners):
+            callback(event)
+
+    # -- models --------------------------------------------------------------------------------
+    def discover(self) -> None:
+        self.bundles, self.bundle_problems = find_bundles(default_folders(self.bundle_folders))
+        for kind in ("image", "ecg"):
+            if kind not in self.chosen:
+                fitting = [b for b in self.bundles if b.fits(kind)]
+                if fitting:
+                    self.chosen[kind] = fitting[0]
+        self.emit("bundles")
+
+    def models_for(self, kind: str) -> list[BundleEntry]:
+        return [b for b in self.bundles if b.fits(kind)]
+
+    def choose(self, entry: BundleEntry) -> None:
+        self.chosen[entry.study_kind] = entry
+        self.emit("model")
+
+    def choose_by_id(self, model_id: str) -> BundleEntry:
+        for b in self.bundles:
+            if b.model_id == model_id or b.path.name == model_id:
+                self.choose(b)
+                return b
+        raise MedError(f"no installed model {model_id!r}", expected=f"one of {[b.model_id for b in self.bundles]}")
+
+    def model_for(self, study: Study) -> BundleEntry:
+        entry = self.chosen.get(study.kind)
+        if entry is None:
+            raise MedError(f"no installed model fits this {study.kind}",
+                           fix="install a bundle for it in the app's models folder")
+        return entry
+
+    def engine(self, entry: BundleEntry):
+        """The open engine model for a bundle (opened once: checksums, backend choice)."""
+        with self._lock:
+            if entry.path not in self._models:
+                self._models[entry.path] = open_bundle(entry.path)
+            return self._models[entry.path]
+
+    def runtime_of(self, entry: BundleEntry) -> str:
+        """'openvino int8' etc.: what a run will use, before it runs."""
+        model = self.engine(entry)
+        return f"{model.backend} {model.precision}"
+
+    # -- studies -------------------------------------------------------------------------------
+    def open(self, paths) -> list[str]:
+        studies, problems = open_paths(paths)
+        if studies:
+            self.studies += studies
+            self.current = len(self.studies) - len(studies)
+            self.emit("studies")
+            self.emit("current")
+        return problems
+
+    def select(self, index: int) -> None:
+        if 0 <= index < len(self.studies) and index != self.current:
+            self.current = index
+            self.emit("current")
+
+    @property
+    def study(self) -> Study | None:
+        return self.studies[self.current] if 0 <= self.current < len(self.studies) else None
+
+    def result_of(self, study: Study | None):
+        return self.results.get(study.path) if study else None
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, study: Study, cancel: threading.Event | None = None):
+        """Run the chosen model on one study (blocking; call from a worker thread)."""
+        entry = self.model_for(study)
+        model = self.engine(entry)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        result = model.predict(study.path, **study.predict_options)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        audit.record(result)
+        self.results[study.path] = result
+        return result
+
+    def run_all(self, cancel: threading.Event | None = None, progress: Callable[[int, int], None] | None = None):
+        """Run every open study that a chosen model fits; errors become rows, not crashes."""
+        rows = []
+        targets = [s for s in self.studies if s.kind in self.chosen]
+        for i, study in enumerate(targets):
+            if cancel is not None and cancel.is_set():
+                break
+            try:
+                result = self.run(study, cancel)
+                rows.append(batch_row(study, result, None))
+            except Cancelled:
+                break
+            except MedError as exc:
+                rows.append(batch_row(study, None, str(exc)))
+            if progress:
+                progress(i + 1, len(targets))
+        return rows
+
+    def close(self) -> None:
+        for model in self._models.values():
+            model.close()
+        self._models.clear()
+
+
+def batch_row(study: Study, result, error: str | None) -> dict:
+    row = {"file": Path(study.path).name, "path": study.path, "kind": study.kind, "error": error or ""}
+    if result is not None:
+        row.update(model=f"{result.model_id} {result.model_version}", runtime=f"{result.backend} {result.precision}",
+                   decision=decision_text(result), input_sha256=result.input_sha256)
+        row.update({f"score_{k}": round(float(v), 4) for k, v in result.scores.items()})
+    return row
+
+
+def decision_text(result) -> str:
+    """One line a clinician reads: the rhythm, or the findings at their operating thresholds."""
+    if hasattr(result, "label"):
+        hr = result.stats.get("heart_rate_bpm")
+        return f"{result.label.upper()}" + (f", {hr:.0f} bpm" if hr else "")
+    positive = result.positive
+    return ("POSITIVE: " + ", ".join(positive)) if positive else "below threshold"
+
+
+def write_batch_csv(rows: list[dict], path: Path) -> Path:
+    import csv
+    import io
+
+    from .paths import unique_path, write_atomic
+
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_atomic(unique_path(path), buf.getvalue().encode())

@@ -1,0 +1,111 @@
+"""What the user opened: images and ECGs, folders grouped by DICOM series (Qt-free)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medexport.engine.errors import InvalidInputError, MedError
+
+ECG_SUFFIXES = (".hea", ".dat", ".mat", ".xml", ".csv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+WAVEFORM_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.9."  # waveform storage SOP classes
+
+
+@dataclass
+class Study:
+    path: str
+    kind: str  # image | ecg
+    title: str
+    series: str = ""
+    frames: int = 1
+    header: dict = field(default_factory=dict)  # overlay facts (no patient name is logged)
+    data: object = None  # ImageStudy | EcgRecord once loaded
+    frame: int = 0
+
+    _loaded_frame: int = -1
+
+    def load(self):
+        """Read pixels / signals on first use (raises MedError with a clear message)."""
+        if self.kind == "ecg":
+            if self.data is None:
+                from medexport.engine.io.ecg import read_ecg
+
+                self.data = read_ecg(self.path)
+        elif self.data is None or self._loaded_frame != self.frame:
+            from medexport.engine.io.image import read_image
+
+            self.data = read_image(self.path, frame=self.frame if self.frames > 1 else None)
+            self._loaded_frame = self.frame
+        return self.data
+
+    @property
+    def predict_options(self) -> dict:
+        return {"frame": self.frame} if self.kind == "image" and self.frames > 1 else {}
+
+
+def kind_of(path: Path) -> str | None:
+    """'image', 'ecg' or None (not something the app opens), from suffix and DICOM header."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in (".hea", ".xml", ".csv"):
+        return "ecg"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return None
+    if head[128:132] == b"DICM" or suffix in (".dcm", ".dicom"):
+        return "dicom"
+    return None
+
+
+def study_for(path: Path) -> Study:
+    kind = kind_of(path)
+    if kind == "dicom":
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:
+            raise InvalidInputError(f"{path} could not be parsed as DICOM ({exc})") from None
+        sop = str(ds.get("SOPClassUID", ""))
+        is_ecg = "WaveformSequence" in ds or sop.startswith(WAVEFORM_SOP_PREFIX)
+        header = {k: str(ds.get(k, "")) for k in ("PatientName", "PatientID", "StudyDate", "Modality",
+                                                  "SeriesDescription", "SeriesInstanceUID", "InstanceNumber")}
+        return Study(str(path), "ecg" if is_ecg else "image", path.name, header.get("SeriesDescription", ""),
+                     int(ds.get("NumberOfFrames", 1) or 1), header)
+    if kind is None:
+        raise InvalidInputError(f"{path} is not an image or ECG this app opens",
+                                expected="DICOM, PNG/JPEG, WFDB (.hea), aECG (.xml) or CSV")
+    return Study(str(path), kind, path.name)
+
+
+def open_paths(paths) -> tuple[list[Study], list[str]]:
+    """Studies for files and folders (recursively; DICOM grouped by series, then instance number).
+    Files that cannot be opened are reported, not fatal."""
+    studies, problems = [], []
+    for raw in paths:
+        p = Path(raw)
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        found = []
+        for f in files:
+            if p.is_dir() and (f.suffix.lower() in (".dat", ".mat", ".atr") or f.name.startswith(".")):
+                continue  # WFDB signal/annotation files are opened through their .hea
+            try:
+                found.append(study_for(f))
+            except MedError as exc:
+                if not p.is_dir():
+                    problems.append(str(exc))
+        found.sort(key=lambda s: (s.header.get("SeriesInstanceUID", ""), _int(s.header.get("InstanceNumber")), s.path))
+        studies += found
+        if p.is_dir() and not found:
+            problems.append(f"{p} holds no image or ECG this app opens")
+    return studies, problems
+
+
+def _int(text) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return 0
