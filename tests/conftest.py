@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
+import tempfile
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the app's own files (audit log, reports, settings) go to a throwaway home, never the user's
+_HOME = tempfile.mkdtemp(prefix="medexport-test-home-")
+os.environ["MEDEXPORT_HOME"] = _HOME
+os.environ["XDG_CONFIG_HOME"] = _HOME
 
 
 @pytest.fixture(scope="session")

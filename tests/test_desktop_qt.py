@@ -1,0 +1,82 @@
+"""The viewer's widgets, offscreen with pytest-qt: open, run, see, save."""
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+
+from medexport.desktop.qt_main import MainWindow  # noqa: E402
+from medexport.desktop.state import AppState  # noqa: E402
+
+
+@pytest.fixture
+def window(qtbot, pneumonia_bundle):
+    w = MainWindow(AppState(bundle_folders=[str(pneumonia_bundle.parent)]))
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    return w
+
+
+def run_and_wait(qtbot, window):
+    window.run_current()
+    qtbot.waitUntil(lambda: not window.worker.isRunning(), timeout=60000)
+    qtbot.wait(50)
+
+
+def test_open_run_heatmap_and_pdf(qtbot, window, cxr, tmp_path):
+    window.open_paths([cxr[0]])
+    assert window.stack.currentWidget() is window.image and window.image.values.shape == (512, 512)
+    run_and_wait(qtbot, window)
+    assert window.result_panel.table.rowCount() == 2
+    assert window.image.heat is not None and window.image.heat.shape == (512, 512)
+    shot = window.grab().toImage()
+    assert shot.width() > 1000
+    pdf = window.save_pdf(str(tmp_path / "r.pdf"))
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and len(data) > 20000
+    assert window.save_pdf(str(tmp_path / "r.pdf")).name == "r (2).pdf"
+
+
+def test_window_level_drag_changes_pixels(qtbot, window, dcm):
+    from PySide6.QtCore import QPoint, Qt
+
+    window.open_paths([dcm("RG1_UNCI.dcm")])
+    view = window.image
+    before = (view.level, view.width_)
+    img_before = view._base.copy()
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=QPoint(200, 200))
+    qtbot.mouseMove(view, QPoint(260, 150))
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=QPoint(260, 150))
+    assert (view.level, view.width_) != before and view._base != img_before
+    view.reset()
+    assert (view.level, view.width_) == view.default_window
+    view.toggle_invert()
+    assert view.invert
+
+
+def test_multiframe_slider(qtbot, window, dcm):
+    window.open_paths([dcm("emri_small.dcm")])
+    assert window.frame_bar.isVisibleTo(window) and window.frame_slider.maximum() == 9
+    first = window.image.values.copy()
+    window.frame_slider.setValue(5)
+    assert window.state.study.frame == 5 and not np.array_equal(first, window.image.values)
+
+
+def test_bad_file_shows_a_dialog_not_a_crash(qtbot, window, monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr("medexport.desktop.qt_dialogs.show_error", lambda parent, title, msg: seen.append(msg))
+    bad = tmp_path / "x.txt"
+    bad.write_text("no")
+    window.open_paths([str(bad)])
+    assert seen and "not an image or ECG" in seen[0]
+
+
+def test_ecg_paper_renders_record(qtbot, window, pydicom_file):
+    window.open_paths([pydicom_file("waveform_ecg.dcm")])
+    assert window.stack.currentWidget() is window.ecg
+    paper = window.ecg.paper
+    assert paper.twelve_lead() and paper.width() == int(10 * 25 * paper.px_per_mm + 40)
+    image = paper.grab().toImage()
+    dark = sum(1 for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)
+               if image.pixelColor(x, y).lightness() < 80)
+    assert dark > 100  # traces were drawn on the grid

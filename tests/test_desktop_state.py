@@ -1,0 +1,114 @@
+"""The viewer's Qt-free core: studies, model choice, runs, audit log, batch, SR."""
+import json
+from pathlib import Path
+
+import pytest
+
+from medexport.desktop import audit
+from medexport.desktop.state import AppState, decision_text, write_batch_csv
+from medexport.desktop.studies import open_paths
+
+
+@pytest.fixture
+def state(pneumonia_bundle):
+    s = AppState(bundle_folders=[str(pneumonia_bundle.parent)])
+    s.discover()
+    yield s
+    s.close()
+
+
+def test_open_mixed_folder_groups_and_kinds(dcm, cxr, shared, tmp_path):
+    studies, problems = open_paths([cxr[0], dcm("RG1_UNCI.dcm"), dcm("emri_small.dcm"),
+                                    str(shared / "ecg" / "cinc2017-af" / "A00001.hea")])
+    assert [s.kind for s in studies] == ["image", "image", "image", "ecg"] and not problems
+    assert studies[2].frames == 10
+    bad = tmp_path / "notes.txt"
+    bad.write_text("x")
+    studies, problems = open_paths([str(bad)])
+    assert not studies and "not an image or ECG" in problems[0]
+
+
+def test_dicom_waveform_is_an_ecg_study(pydicom_file):
+    studies, _ = open_paths([pydicom_file("waveform_ecg.dcm")])
+    assert studies[0].kind == "ecg"
+
+
+def test_model_choice_run_and_audit(state, cxr):
+    assert state.chosen["image"].model_id == "pneumonia-cxr"
+    assert state.runtime_of(state.chosen["image"]) == "openvino fp32"
+    state.open([cxr[0]])
+    events = []
+    state.subscribe(events.append)
+    before = len(audit.read_all())
+    result = state.run(state.study)
+    assert state.result_of(state.study) is result and "below threshold" in decision_text(result)
+    entries = audit.read_all()
+    assert len(entries) == before + 1
+    last = entries[-1]
+    assert last["input_sha256"] == result.input_sha256 and last["bundle_sha256"] == result.bundle_sha256
+    assert "PatientName" not in json.dumps(last) and set(last["scores"]) == {"normal", "pneumonia"}
+
+
+def test_batch_rows_keep_errors_and_csv_never_overwrites(state, cxr, pydicom_file, tmp_path):
+    state.open([*cxr, pydicom_file("JPEG-lossy.dcm")])
+    rows = state.run_all()
+    assert len(rows) == 3 and rows[2]["error"] and "transfer syntax" in rows[2]["error"]
+    assert all(r["error"] == "" for r in rows[:2])
+    first = write_batch_csv(rows, tmp_path / "batch.csv")
+    second = write_batch_csv(rows, tmp_path / "batch.csv")
+    assert first != second and second.name == "batch (2).csv"
+    assert first.read_text().splitlines()[0].startswith("file,path,kind,error")
+
+
+def test_cancel_before_run_records_nothing(state, cxr):
+    import threading
+
+    from medexport.desktop.state import Cancelled
+
+    state.open([cxr[0]])
+    cancel = threading.Event()
+    cancel.set()
+    before = len(audit.read_all())
+    with pytest.raises(Cancelled):
+        state.run(state.study, cancel)
+    assert len(audit.read_all()) == before and state.result_of(state.study) is None
+
+
+def test_structured_report_references_the_source(state, dcm, tmp_path):
+    import pydicom
+
+    from medexport.desktop.sr import save_sr
+
+    src = dcm("RG3_UNCI.dcm")
+    state.open([src])
+    result = state.run(state.study)
+    path = save_sr(result, src, tmp_path)
+    sr = pydicom.dcmread(path)
+    source = pydicom.dcmread(src, stop_before_pixels=True)
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    assert sr.StudyInstanceUID == source.StudyInstanceUID
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert evidence.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    values = []
+
+    def walk(ds):
+        for elem in ds:
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    walk(item)
+            elif elem.keyword in ("TextValue", "CodeMeaning"):
+                values.append(str(elem.value))
+
+    walk(sr)
+    assert "pneumonia score" in values and f"bundle_sha256={result.bundle_sha256}" in values
+    assert Path(save_sr(result, src, tmp_path)).name.endswith("(2).dcm")  # never overwritten
+
+
+def test_sr_needs_dicom_input(state, cxr, tmp_path):
+    from medexport.desktop.sr import save_sr
+    from medexport.engine import InvalidInputError
+
+    state.open([cxr[0]])
+    result = state.run(state.study)
+    with pytest.raises(InvalidInputError, match="is not DICOM"):
+        save_sr(result, cxr[0], tmp_path)
