@@ -13,7 +13,7 @@ import numpy as np
 from .backends import choose_artifact
 from .backends.base import default_cache_dir
 from .compare import max_abs_diff
-from .errors import BundleError, InvalidInputError
+from .errors import BundleError, ConfigurationError, InvalidInputError
 from .manifest import Manifest
 from .results import Provenance
 from .tasks import task_for
@@ -138,17 +138,26 @@ class Model:
     def predict(self, source, **options):
         """Run one study end to end and return its result.
 
-        Images: a path (DICOM, PNG, JPEG) or a 2-D array; ``frame=`` for multi-frame DICOM.
+        Images: a path (DICOM, PNG, JPEG) or a 2-D array; ``frame=`` for multi-frame DICOM;
+        ``explain=True`` computes an occlusion map when the graph has no CAM output (slower).
         ECGs: a path (DICOM waveform, WFDB, aECG, CSV) or an array with ``fs=``; ``lead=`` to choose.
         """
+        options = {k: v for k, v in options.items() if v not in (None, False)}
+        unknown = sorted(set(options) - set(self.task.predict_options))
+        if unknown:
+            raise ConfigurationError(f"option(s) {', '.join(unknown)} do not apply to a {self.manifest.task} bundle",
+                                     expected=f"only {', '.join(self.task.predict_options) or 'none'}",
+                                     fix=f"drop {', '.join(unknown)}")
         t0 = time.perf_counter()
         study = self.task.read(source, **options)
         t1 = time.perf_counter()
-        feeds, meta = self.task.preprocess(study, **({"lead": options["lead"]} if options.get("lead") else {}))
+        feeds, meta = self.task.preprocess(study, **({"lead": options["lead"]} if "lead" in options else {}))
         t2 = time.perf_counter()
         outputs = self.runtime.infer(feeds)
         t3 = time.perf_counter()
         fields = self.task.postprocess(outputs, meta)
+        if options.get("explain") and hasattr(self.task, "explain"):
+            fields = self.task.explain(lambda x: self.infer(x), feeds, fields)
         t4 = time.perf_counter()
         timings = {"read": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "infer": (t3 - t2) * 1e3,
                    "postprocess": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}

@@ -94,3 +94,16 @@ def f1_per_class(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.nda
 
 def macro_f1(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     return float(np.nanmean(f1_per_class(labels, pred, n_classes)))
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice overlap of two boolean masks (1.0 when both are empty)."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    denom = pred.sum() + truth.sum()
+    return float(2 * (pred & truth).sum() / denom) if denom else 1.0
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    union = (pred | truth).sum()
+    return float((pred & truth).sum() / union) if union else 1.0

@@ -60,6 +60,24 @@ class ImagePreprocess:
 
 
 @dataclass(frozen=True)
+class TilePreprocess:
+    """Segmentation at native resolution: overlapping square tiles, blended back (no resizing)."""
+
+    tile: int = 256
+    overlap: int = 32
+    channels: int = 1
+    mean: tuple = (0.5,)
+    std: tuple = (0.25,)
+    kind: str = "tiles"
+
+    def __post_init__(self):
+        for name in ("mean", "std"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not 0 <= self.overlap < self.tile // 2:
+            raise BundleError(f"preprocess.overlap is {self.overlap}", expected=f"0 <= overlap < {self.tile // 2}")
+
+
+@dataclass(frozen=True)
 class EcgPreprocess:
     """How an ECG becomes windows of beat tokens (see engine/ecg_beats.py)."""
 
@@ -120,7 +138,7 @@ class Manifest:
     labels: tuple
     input: TensorSpec
     outputs: tuple
-    preprocess: ImagePreprocess | EcgPreprocess
+    preprocess: ImagePreprocess | EcgPreprocess | TilePreprocess
     postprocess: Postprocess
     artifacts: tuple
     files: dict  # relative path -> sha256 of every file in the bundle but manifest.json
@@ -170,4 +188,4 @@ class Manifest:
         return cls.from_dict(data)
 
 
-PREPROCESS_KINDS: dict[str, Any] = {"image": ImagePreprocess, "ecg": EcgPreprocess}
+PREPROCESS_KINDS: dict[str, Any] = {"image": ImagePreprocess, "ecg": EcgPreprocess, "tiles": TilePreprocess}

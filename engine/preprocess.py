@@ -52,3 +52,42 @@ def map_to_source(grid: np.ndarray, geometry: Geometry) -> np.ndarray:
     out = np.zeros(geometry.source_shape, np.float32)
     out[top:top + ch, left:left + cw] = resize(grid.astype(np.float32), (ch, cw), "bilinear")
     return out
+
+
+def tile_origins(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering ``size`` with tiles of ``tile`` overlapping by at least ``overlap``."""
+    if size <= tile:
+        return [0]
+    step = tile - 2 * overlap if overlap else tile
+    starts = list(range(0, size - tile + 1, step))
+    if starts[-1] != size - tile:
+        starts.append(size - tile)
+    return starts
+
+
+def image_to_tiles(pixels: np.ndarray, spec) -> tuple[np.ndarray, list]:
+    """Normalised (T, C, tile, tile) tiles of a [0, 1] image (padded by reflection when smaller)."""
+    h, w = pixels.shape
+    t = spec.tile
+    padded = np.pad(pixels, ((0, max(0, t - h)), (0, max(0, t - w))), mode="reflect")
+    mean = np.asarray(spec.mean, np.float32).reshape(-1, 1, 1)
+    std = np.asarray(spec.std, np.float32).reshape(-1, 1, 1)
+    origins = [(y, x) for y in tile_origins(max(h, t), t, spec.overlap) for x in tile_origins(max(w, t), t, spec.overlap)]
+    tiles = np.stack([np.broadcast_to(padded[y:y + t, x:x + t], (spec.channels, t, t)) for y, x in origins])
+    return ((tiles - mean) / std).astype(np.float32), origins
+
+
+def blend_tiles(maps: np.ndarray, origins: list, shape: tuple, overlap: int) -> np.ndarray:
+    """Average (N, tile, tile) maps back onto an (H, W) grid, down-weighting tile borders."""
+    t = maps.shape[-1]
+    ramp = np.ones(t, np.float32)
+    if overlap:
+        edge = np.linspace(0.05, 1.0, overlap, dtype=np.float32)
+        ramp[:overlap], ramp[-overlap:] = edge, edge[::-1]
+    weight = np.outer(ramp, ramp)
+    h, w = max(shape[0], t), max(shape[1], t)
+    acc, norm = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    for m, (y, x) in zip(maps, origins):
+        acc[y:y + t, x:x + t] += m * weight
+        norm[y:y + t, x:x + t] += weight
+    return (acc / np.maximum(norm, 1e-6))[:shape[0], :shape[1]]

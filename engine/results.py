@@ -122,3 +122,42 @@ class EcgRhythmResult(_Provenanced):
                                  "beats_s": [round(b / self.fs, 3) for b in self.beats.tolist()],
                                  "saliency": [round(float(v), 3) for v in self.saliency], "windows": self.windows,
                                  "saliency_note": "where the model looked, per beat; not a localisation"}
+
+
+@dataclass(frozen=True)
+class SegmentationResult(_Provenanced):
+    """A mask on the source pixel grid, with the probability map it was thresholded from."""
+
+    provenance: Provenance
+    source: str
+    input_sha256: str
+    probability: np.ndarray  # (H, W) float32 in [0, 1], source grid
+    thresholds: dict  # label -> threshold applied to the probability
+    timings_ms: dict
+    tiles: int = 1
+    input_meta: dict = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def label(self) -> str:
+        return next(iter(self.thresholds))
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """(H, W) bool: probability at or above the bundle's threshold."""
+        return self.probability >= self.thresholds[self.label]
+
+    @property
+    def scores(self) -> dict:
+        """Share of the image in the mask (for tables and the audit log)."""
+        return {f"{self.label}_fraction": float(self.mask.mean())}
+
+    def dice(self, reference: np.ndarray) -> float:
+        from .compare import dice
+
+        return dice(self.mask, reference)
+
+    def to_dict(self) -> dict:
+        return self._common() | {"label": self.label, "threshold": self.thresholds[self.label],
+                                 "mask_shape": list(self.mask.shape), "mask_fraction": round(float(self.mask.mean()), 5),
+                                 "tiles": self.tiles}

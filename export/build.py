@@ -228,13 +228,9 @@ def _golden(source, options: BuildOptions) -> Dataset:
 
 
 def _validation(source, val: Dataset, source_rows: np.ndarray, artifact_rows: np.ndarray, options) -> dict:
-    """Item-level comparison of artifact and source on labelled data (AUROC or F1 by task)."""
-    src, art = val.item_scores(source_rows), val.item_scores(artifact_rows)
-    thresholds = source.postprocess.thresholds
-    if thresholds:
-        return validate.metric_report(val.labels, src, art, source.labels, thresholds, val.names,
-                                      max_drop=options.max_drop, max_decision_drop=options.max_decision_drop)
-    return validate.f1_report(val.labels, src, art, source.labels, val.names, max_drop=options.max_drop)
+    """Item-level comparison of artifact and source on labelled data (AUROC, F1 or Dice by task)."""
+    return validate.report(source.task, val, source_rows, artifact_rows, source.labels, source.postprocess,
+                           source.preprocess, max_drop=options.max_drop, max_decision_drop=options.max_decision_drop)
 
 
 def _scores(task, run, inputs: np.ndarray, input_spec) -> np.ndarray:
@@ -254,8 +250,9 @@ def _raise_if_failed(key: str, report: dict) -> None:
                         f"sensitivity/specificity at the threshold by up to {v['decision_drop']:.4f} "
                         f"(budget {v['max_decision_drop']}); {v['n_flips']} decisions flip")
     elif v and not v["passed"]:
-        problems.append(f"on validation macro F1 drops by {v['f1_drop']:.4f} (budget {v['max_drop']}); "
-                        f"{v['n_flips']} decisions flip")
+        drop = v.get("f1_drop", v.get("dice_drop"))
+        problems.append(f"on validation {v['metric']} drops by {drop:.4f} (budget {v['max_drop']}); "
+                        f"{v['n_flips']} items change")
     if problems:
         raise ValidationError(f"{key} failed validation: " + "; ".join(problems) + "; no bundle was written",
                               fix="raise the budget only if that is clinically acceptable, or choose another precision",
@@ -277,8 +274,7 @@ def _backend(name: str):
 
 def _step_options(options: BuildOptions, source, task, val: Dataset | None, log: Log) -> dict:
     """What compile steps may use: calibration inputs and, with --val, the guarded metric."""
-    out = {"emit": log.emit, "max_drop": options.max_drop,
-           "metric_name": "AUROC" if source.postprocess.thresholds else "macro F1"}
+    out = {"emit": log.emit, "max_drop": options.max_drop, "metric_name": TASK_METRICS[source.task][0]}
     if "int8" in options.precisions:
         calib = load_dataset(options.calib, source.preprocess, limit=options.calib_size or 300)
         out["calib_inputs"] = calib.inputs
@@ -287,8 +283,8 @@ def _step_options(options: BuildOptions, source, task, val: Dataset | None, log:
         out["val_inputs"] = val.inputs
 
         def val_metric(run, inputs=None) -> float:  # NNCF passes the whole validation set back
-            scores = val.item_scores(_scores(task, run, val.inputs, source.input))
-            return validate.guarded_metric(source.task, val.labels, scores, source.labels, source.postprocess.thresholds)
+            rows = _scores(task, run, val.inputs, source.input)
+            return validate.guarded_metric(source.task, val, rows, source.labels, source.postprocess, source.preprocess)
 
         out["val_metric"] = val_metric
     return out

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from medexport.engine.errors import MedError, ValidationError
+from medexport.engine.errors import ConfigurationError, MedError, ValidationError
 
 
 def _csv(text: str) -> list[str]:
@@ -55,6 +55,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", default="auto", help="auto, openvino, onnxruntime")
     r.add_argument("--precision", default="auto", help="auto, fp32, fp16, int8")
     r.add_argument("--frame", type=int, help="frame of a multi-frame DICOM")
+    r.add_argument("--lead", help="ECG lead to analyse (default: the bundle's, usually II)")
+    r.add_argument("--fs", type=float, help="sampling rate of a CSV ECG without one")
+    r.add_argument("--explain", action="store_true", help="occlusion map when the model has no built-in CAM (slower)")
+    r.add_argument("--out", help="folder for outputs: masks (PNG, or DICOM SEG for DICOM input), heatmaps (PNG)")
+    r.add_argument("--reference", help="segmentation: a truth mask (PNG, foreground > 0) to report Dice against")
     r.add_argument("--json", action="store_true", help="print results as JSON")
 
     i = sub.add_parser("inspect", help="show a bundle's manifest, card, artifacts and validation")
@@ -124,19 +129,46 @@ def cmd_predict(args) -> int:
     with open_bundle(args.bundle, backend=args.backend, precision=args.precision) as model:
         for path in args.inputs:
             try:
-                result = model.predict(path, frame=args.frame)
+                result = model.predict(path, frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain)
+                extra = _write_outputs(result, path, args)
             except MedError as exc:  # one bad study must not hide the others' results
                 failures += 1
                 results.append({"source": path, "error": str(exc)})
                 if not args.json:
                     print(f"{path}: error: {exc}", file=sys.stderr)
                 continue
-            results.append(result.to_dict())
+            results.append(result.to_dict() | extra)
             if not args.json:
                 print(render_result(result))
+                for key, value in extra.items():
+                    print(f"  {key}: {value}")
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failures else 0
+
+
+def _write_outputs(result, path: str, args) -> dict:
+    """Masks / heatmaps into --out, and Dice against --reference; returns what to report."""
+    from medexport.engine import outputs
+
+    extra = {}
+    if args.reference and hasattr(result, "mask"):
+        import numpy as np
+        from PIL import Image
+
+        truth = np.asarray(Image.open(args.reference)) > 0
+        if truth.shape != result.mask.shape:
+            raise ConfigurationError(f"--reference is {truth.shape[1]}x{truth.shape[0]}, the mask "
+                                     f"{result.mask.shape[1]}x{result.mask.shape[0]}", fix="give the matching mask")
+        extra["dice_vs_reference"] = round(result.dice(truth), 4)
+    if args.out:
+        if hasattr(result, "mask"):
+            is_dicom = result.input_meta.get("SOPInstanceUID")
+            extra["mask_file"] = str(outputs.save_dicom_seg(result, path, Path(args.out)) if is_dicom
+                                     else outputs.save_mask_png(result, Path(args.out)))
+        elif getattr(result, "heatmap_grid", None) is not None:
+            extra["heatmap_file"] = str(outputs.save_heatmap_png(result, Path(args.out)))
+    return extra
 
 
 def cmd_inspect(args) -> int:

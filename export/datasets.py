@@ -32,6 +32,7 @@ class Dataset:
     labels: np.ndarray | None  # (items,) int, or None when unlabelled
     names: tuple  # one per item, for reports (file name or npz index)
     groups: np.ndarray | None = None  # (rows,) item index of each input row; None: one row per item
+    extras: dict | None = None  # segmentation: per-item "origins", "shapes" and "masks" (truth)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -69,6 +70,8 @@ def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None
         return _limit(_concat(parts), limit)
     if getattr(preprocess, "kind", "image") == "ecg":
         return _ecg_dataset(Path(spec), preprocess, labels, limit)
+    if getattr(preprocess, "kind", "image") == "tiles":
+        return _tile_dataset(Path(spec), preprocess, limit)
     path_text, _, rest = str(spec).partition(".npz:")
     if rest or str(spec).endswith(".npz"):
         path = Path(path_text if rest else spec)
@@ -159,6 +162,32 @@ def _ecg_dataset(path: Path, preprocess, label_names: tuple, limit: int | None) 
         raise ConfigurationError(f"{path} holds no readable ECG record with enough beats")
     return Dataset(np.concatenate(inputs), np.array(labels) if table is not None else None, tuple(names),
                    np.array(groups))
+
+
+def _tile_dataset(path: Path, spec, limit: int | None) -> Dataset:
+    """Images tiled as the engine tiles them; masks from a sibling ``label/`` folder (ISBI layout:
+    ``image/N.png`` + ``label/N.png``, foreground = 0) or ``masks/`` (foreground > 0)."""
+    from medexport.engine.preprocess import image_to_tiles
+
+    folder = path / "image" if (path / "image").is_dir() else path
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in STUDY_SUFFIXES),
+                   key=lambda p: (len(p.stem), p.stem)) if folder.is_dir() else [path]
+    files = [files[i] for i in subset(len(files), limit)]
+    label_dir = next((path / d for d in ("label", "masks") if (path / d).is_dir()), None)
+    rows, groups, origins, shapes, masks = [], [], [], [], []
+    for k, f in enumerate(files):
+        pixels = read_image(f, frame=0).pixels
+        tiles, org = image_to_tiles(pixels, spec)
+        rows.append(tiles)
+        groups += [k] * len(tiles)
+        origins.append(org)
+        shapes.append(pixels.shape)
+        if label_dir is not None:
+            raw = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(label_dir / f.name))
+            masks.append(raw == 0 if label_dir.name == "label" else raw > 0)
+    extras = {"origins": origins, "shapes": shapes, "masks": masks if label_dir is not None else None}
+    return Dataset(np.concatenate(rows), np.zeros(len(files), np.int64) if label_dir is not None else None,
+                   tuple(f.name for f in files), np.array(groups), extras)
 
 
 def _from_npz(path: Path, split: str, preprocess, limit: int | None) -> Dataset:

@@ -10,6 +10,8 @@ def render_result(r) -> str:
     head = f"{r.source}\n  {r.model_id} {r.model_version} [{r.backend} {r.precision}]  bundle {r.bundle_sha256[:12]}"
     if hasattr(r, "beats"):
         return _render_ecg(r, head)
+    if hasattr(r, "probability"):
+        return _render_segmentation(r, head)
     lines = [head]
     for label, score in r.scores.items():
         mark = ""
@@ -22,6 +24,16 @@ def render_result(r) -> str:
     t = r.timings_ms
     lines.append(f"  time {t['total']:.1f} ms (read {t['read']:.1f}, preprocess {t['preprocess']:.1f}, "
                  f"infer {t['infer']:.1f})")
+    if r.disclaimer:
+        lines.append(f"  {r.disclaimer}")
+    return "\n".join(lines)
+
+
+def _render_segmentation(r, head: str) -> str:
+    t = r.timings_ms
+    lines = [head, f"  {r.label}: {r.mask.mean() * 100:.1f} % of {r.mask.shape[1]} x {r.mask.shape[0]} pixels "
+                   f"(probability >= {r.thresholds[r.label]:.2f}; {r.tiles} tiles)",
+             f"  time {t['total']:.1f} ms (read {t['read']:.1f}, preprocess {t['preprocess']:.1f}, infer {t['infer']:.1f})"]
     if r.disclaimer:
         lines.append(f"  {r.disclaimer}")
     return "\n".join(lines)
@@ -47,7 +59,10 @@ def inspect_bundle(path) -> tuple[str, dict]:
     manifest, sha, root = read_manifest(path, verify=True)
     reports = {a.key: json.loads((root / a.report).read_text()) for a in manifest.artifacts if a.report}
     pre, post = manifest.preprocess, manifest.postprocess
-    if pre.kind == "ecg":
+    if pre.kind == "tiles":
+        pre_text = (f"greyscale display [0,1] -> tiles {pre.tile}x{pre.tile} overlapping {pre.overlap} px (no resizing) "
+                    f"-> (x - {list(pre.mean)}) / {list(pre.std)}; tiles blended back onto the source grid")
+    elif pre.kind == "ecg":
         pre_text = (f"lead {pre.lead} (default) -> resample {pre.fs:g} Hz -> band-pass {pre.band[0]}-{pre.band[1]} Hz -> "
                     f"R peaks ({pre.detector}) -> beats {pre.beat_window[0]}..{pre.beat_window[1]} s + RR features -> "
                     f"windows of {pre.beats} beats (stride {pre.stride})")
@@ -80,6 +95,10 @@ def inspect_bundle(path) -> tuple[str, dict]:
         lines.append(f"{a.key:<18} {size:6.2f} {g.get('max_abs_score_diff', float('nan')):11.1e} "
                      f"{'-' if corr is None else f'{corr:.3f}':>9}  {_validation_text(rep.get('validation'))}")
     training = manifest.provenance.get("training") or {}
+    if training.get("held_out"):
+        h = training["held_out"]
+        lines += ["", f"model card numbers (source model, held-out images {h['images']}):"]
+        lines += [f"  {k:<12} {h[k]['value']:.3f}  (95 % CI {h[k]['ci95'][0]:.3f}-{h[k]['ci95'][1]:.3f})" for k in ("dice", "iou")]
     if training.get("cross_validation"):
         cv = training["cross_validation"]["f1"]
         lines += ["", "model card numbers (source model, cross-validated F1):"]
@@ -99,6 +118,10 @@ def inspect_bundle(path) -> tuple[str, dict]:
 def _validation_text(v: dict | None) -> str:
     if not v:
         return "- (build with --val to measure)"
+    if v["metric"] == "dice":
+        budget = "" if v["max_drop"] is None else f"; budget {v['max_drop']}"
+        return (f"Dice {v['source']['dice']['value']:.4f}->{v['artifact']['dice']['value']:.4f}, agreement Dice "
+                f"{v['agreement_dice']:.4f}, {v['changed_pixels'] * 100:.3f} % pixels changed, n={v['n']}{budget}")
     if v["metric"] == "macro_f1":
         src, art = v["source"]["macro_f1"]["value"], v["artifact"]["macro_f1"]["value"]
         budget = "" if v["max_drop"] is None else f"; budget {v['max_drop']}"

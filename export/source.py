@@ -92,6 +92,8 @@ def _default_golden(kind: str) -> list[str]:
     from medexport.models.data import shared_data
 
     root = shared_data()
+    if kind == "tiles":
+        return [str(root / "segmentation" / "isbi2012-em" / "image" / f"{i}.png") for i in (24, 29)]
     if kind == "ecg":
         from pydicom.data import get_testdata_file
 

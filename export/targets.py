@@ -40,7 +40,7 @@ SOURCE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 SELFTEST_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-3, "int8": 2e-2}
 
 # task -> (guarded metric, default largest drop for int8)
-TASK_METRICS = {"classification": ("auroc", 0.005), "ecg_rhythm": ("f1", 0.02)}
+TASK_METRICS = {"classification": ("auroc", 0.005), "ecg_rhythm": ("f1", 0.02), "segmentation": ("dice", 0.01)}
 
 
 def get_target(name: str) -> Target:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .archs.densenet import DenseNet
 from .archs.ecg_rnn import BeatCNNLSTM
 from .archs.small_cnn import SmallCNN
+from .archs.unet import UNet
 from .registry import ModelConfig, register_model
 
 NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -59,3 +60,20 @@ ECG_RHYTHM = ModelConfig(
 @register_model(ECG_RHYTHM)
 def ecg_rhythm(**kwargs):
     return BeatCNNLSTM(beat_samples=160, rr_features=5, num_classes=4, **kwargs)
+
+
+EM_MEMBRANE_SEG = ModelConfig(
+    name="em-membrane-seg", version="1.0.0", task="segmentation", labels=("membrane",),
+    input_shape=(1, 256, 256),
+    preprocess={"kind": "tiles", "tile": 256, "overlap": 32, "channels": 1, "mean": (0.5,), "std": (0.25,)},
+    activation="sigmoid", positive_labels=("membrane",),
+    intended_use=("Demonstration of the medexport segmentation pipeline: cell membranes in serial-section electron "
+                  "microscopy (biomedical research, not clinical). Not a medical device."),
+    recipe="medexport.models.recipes.em_membrane_seg",
+    extra={"calib": ["segmentation/isbi2012-em"], "val": ["segmentation/isbi2012-em"]},
+)
+
+
+@register_model(EM_MEMBRANE_SEG)
+def em_membrane_seg(**kwargs):
+    return UNet(in_channels=1, num_classes=1, **kwargs)

@@ -4,8 +4,9 @@ from __future__ import annotations
 from ..errors import BundleError
 from .classification import ClassificationTask
 from .ecg_rhythm import EcgRhythmTask
+from .segmentation import SegmentationTask
 
-TASKS = {"classification": ClassificationTask, "ecg_rhythm": EcgRhythmTask}
+TASKS = {"classification": ClassificationTask, "ecg_rhythm": EcgRhythmTask, "segmentation": SegmentationTask}
 
 
 def task_for(manifest):

@@ -9,10 +9,14 @@ from ..preprocess import image_to_tensor
 from ..results import ClassificationResult
 
 CAM_METHOD = "class activation map computed in the compiled graph (where the model looked; not a localisation)"
+OCCLUSION_METHOD = ("occlusion sensitivity on the compiled model: {n} extra inferences, slower "
+                    "(where the model looked; not a localisation)")
+OCCLUSION_GRID = 8
 
 
 class ClassificationTask:
     result_type = ClassificationResult
+    predict_options = ("frame", "explain")
 
     def __init__(self, manifest):
         self.manifest = manifest
@@ -36,6 +40,25 @@ class ClassificationTask:
             fields.update(heatmap_grid=cam, heatmap_geometry=meta["geometry"], heatmap_label=label,
                           heatmap_method=CAM_METHOD)
         return fields
+
+    def explain(self, run, feeds: dict, fields: dict) -> dict:
+        """Fallback for graphs without CAM: occlude each cell of a grid, measure the score drop."""
+        if fields.get("heatmap_grid") is not None:
+            return fields
+        tensor = feeds[self.input_name]
+        label = self._heatmap_label(fields["scores"])
+        k = self.manifest.labels.index(label)
+        _, c, h, w = tensor.shape
+        g = OCCLUSION_GRID
+        ys, xs = np.linspace(0, h, g + 1).astype(int), np.linspace(0, w, g + 1).astype(int)
+        batch = np.repeat(tensor, g * g, axis=0)
+        for i in range(g):
+            for j in range(g):
+                batch[i * g + j, :, ys[i]:ys[i + 1], xs[j]:xs[j + 1]] = 0.0  # the normalised mean
+        occluded = self.scores(run(batch))[:, k]
+        drop = np.maximum(fields["scores"][label] - occluded, 0).reshape(g, g)
+        return fields | {"heatmap_grid": drop.astype(np.float32), "heatmap_label": label,
+                         "heatmap_method": OCCLUSION_METHOD.format(n=g * g)}
 
     def scores(self, outputs: dict) -> np.ndarray:
         """(N, labels) probabilities for a batch, for validation and benchmarks."""

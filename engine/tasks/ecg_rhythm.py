@@ -30,6 +30,7 @@ def record_windows(record: EcgRecord, spec, lead: str | None = None) -> tuple[np
 
 class EcgRhythmTask:
     result_type = EcgRhythmResult
+    predict_options = ("lead", "fs")
 
     def __init__(self, manifest):
         self.manifest = manifest

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from medexport.engine.compare import auroc, binary_metrics, bootstrap_ci, f1_per_class, macro_f1, max_abs_diff
+from medexport.engine.compare import (auroc, binary_metrics, bootstrap_ci, dice, f1_per_class, iou, macro_f1,
+                                      max_abs_diff)
 
 
 def golden_agreement(reference: np.ndarray, scores: np.ndarray, names: tuple, tolerance: float | None) -> dict:
     """Largest and mean |score difference| per golden input against the source model."""
-    per_item = np.abs(reference - scores).max(axis=1)
+    per_item = np.abs(reference - scores).reshape(len(scores), -1).max(axis=1)
     worst = int(per_item.argmax())
     return {"n": int(len(per_item)), "max_abs_score_diff": max_abs_diff(reference, scores),
             "mean_abs_score_diff": float(np.abs(reference - scores).mean()), "worst_item": names[worst],
@@ -81,8 +82,61 @@ def f1_report(val_labels: np.ndarray, source_scores: np.ndarray, scores: np.ndar
             "decision_flips": flips, "n_flips": len(flips)}
 
 
-def guarded_metric(task: str, val_labels: np.ndarray, item_scores: np.ndarray, labels: tuple, thresholds: dict) -> float:
-    """The number the int8 guard protects: mean AUROC (thresholded labels) or macro F1 (argmax tasks)."""
-    if thresholds:
-        return mean_auroc(val_labels, item_scores, labels, thresholds)
-    return macro_f1(val_labels, item_scores.argmax(1), len(labels))
+def image_masks(val, rows: np.ndarray, threshold: float, overlap: int) -> list[np.ndarray]:
+    """Whole-image masks from per-tile probabilities, blended exactly as the engine does."""
+    from medexport.engine.preprocess import blend_tiles
+
+    out = []
+    for k, (origins, shape) in enumerate(zip(val.extras["origins"], val.extras["shapes"])):
+        probs = rows[val.groups == k][:, 0]
+        out.append(blend_tiles(probs, origins, shape, overlap) >= threshold)
+    return out
+
+
+def dice_report(val, source_rows: np.ndarray, rows: np.ndarray, threshold: float, overlap: int, *,
+                max_drop: float | None, n_boot: int = 1000) -> dict:
+    """Per-image Dice / IoU against the truth for source and artifact (95 % CIs), and their agreement."""
+    truth = val.extras["masks"]
+    src, art = image_masks(val, source_rows, threshold, overlap), image_masks(val, rows, threshold, overlap)
+
+    def summary(masks):
+        out = {}
+        for name, fn in (("dice", dice), ("iou", iou)):
+            values = np.array([fn(m, t) for m, t in zip(masks, truth)])
+            lo, hi = bootstrap_ci(lambda v: v.mean(), values, n=n_boot)
+            out[name] = {"value": round(float(values.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)]}
+        return out
+
+    s, a = summary(src), summary(art)
+    drop = round(s["dice"]["value"] - a["dice"]["value"], 4)
+    changed = [float((x != y).mean()) for x, y in zip(src, art)]
+    return {"metric": "dice", "n": len(truth), "source": s, "artifact": a, "dice_drop": drop, "max_drop": max_drop,
+            "passed": max_drop is None or drop <= max_drop,
+            "agreement_dice": round(float(np.mean([dice(x, y) for x, y in zip(src, art)])), 4),
+            "changed_pixels": round(float(np.mean(changed)), 5), "n_flips": int(sum(c > 0 for c in changed)),
+            "decision_flips": [{"item": n, "changed_pixels": round(c, 5)} for n, c in zip(val.names, changed) if c > 0]}
+
+
+def report(task: str, val, source_rows: np.ndarray, rows: np.ndarray, labels: tuple, postprocess, preprocess,
+           *, max_drop, max_decision_drop) -> dict:
+    """The validation section of an artifact's report, by task."""
+    if task == "segmentation":
+        threshold = next(iter(postprocess.thresholds.values()))
+        return dice_report(val, source_rows, rows, threshold, preprocess.overlap, max_drop=max_drop)
+    src, art = val.item_scores(source_rows), val.item_scores(rows)
+    if postprocess.thresholds:
+        return metric_report(val.labels, src, art, labels, postprocess.thresholds, val.names,
+                             max_drop=max_drop, max_decision_drop=max_decision_drop)
+    return f1_report(val.labels, src, art, labels, val.names, max_drop=max_drop)
+
+
+def guarded_metric(task: str, val, rows: np.ndarray, labels: tuple, postprocess, preprocess) -> float:
+    """The number the int8 guard protects: mean Dice, mean AUROC (thresholded labels) or macro F1."""
+    if task == "segmentation":
+        threshold = next(iter(postprocess.thresholds.values()))
+        masks = image_masks(val, rows, threshold, preprocess.overlap)
+        return float(np.mean([dice(m, t) for m, t in zip(masks, val.extras["masks"])]))
+    scores = val.item_scores(rows)
+    if postprocess.thresholds:
+        return mean_auroc(val.labels, scores, labels, postprocess.thresholds)
+    return macro_f1(val.labels, scores.argmax(1), len(labels))

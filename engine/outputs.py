@@ -1,0 +1,88 @@
+"""Write results next to nothing the user did not choose: mask PNGs, heatmap PNGs, DICOM SEG.
+
+Files are written atomically into a folder the caller names, never over an existing file
+and never into the input's folder unless that is the folder given.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BackendUnavailableError, InvalidInputError
+
+
+def _free(path: Path) -> Path:
+    n, candidate = 2, path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem} ({n}){path.suffix}")
+        n += 1
+    return candidate
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path = _free(Path(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def _png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_mask_png(result, folder: Path) -> Path:
+    """The mask as an 8-bit PNG (255 = inside), same size as the input."""
+    name = f"{Path(result.source).stem}.{result.model_id}.mask.png"
+    return _write(Path(folder) / name, _png(result.mask.astype(np.uint8) * 255))
+
+
+def save_heatmap_png(result, folder: Path) -> Path:
+    """The class activation map as an 8-bit PNG on the input's grid (where the model looked)."""
+    if result.heatmap is None:
+        raise InvalidInputError(f"{result.model_id} gave no heatmap for {result.source}",
+                                fix="use a bundle whose model outputs class activation maps, or --explain")
+    name = f"{Path(result.source).stem}.{result.model_id}.heatmap.png"
+    return _write(Path(folder) / name, _png((result.heatmap * 255).astype(np.uint8)))
+
+
+def save_dicom_seg(result, source_path: str, folder: Path) -> Path:
+    """A binary DICOM Segmentation (highdicom) referencing the source image.
+
+    Projection images (CR/DX) have no frame of reference; highdicom then needs no plane
+    positions and the SEG references the image itself.
+    """
+    try:
+        import highdicom as hd
+        import pydicom
+        from pydicom.sr.codedict import codes
+        from pydicom.uid import generate_uid
+    except ImportError:
+        raise BackendUnavailableError("writing DICOM SEG needs highdicom", fix="pip install 'medexport[desktop]'") from None
+    ds = pydicom.dcmread(source_path)
+    description = hd.seg.SegmentDescription(
+        segment_number=1, segment_label=result.label,
+        segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Tissue,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=result.model_id, version=result.model_version, family=codes.cid7162.ArtificialIntelligence,
+            parameters={"backend": result.backend, "precision": result.precision}))
+    seg = hd.seg.Segmentation(
+        source_images=[ds], pixel_array=result.mask[None].astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[description],
+        series_instance_uid=generate_uid(), series_number=991, sop_instance_uid=generate_uid(), instance_number=1,
+        manufacturer="medexport", manufacturer_model_name=result.model_id, software_versions=result.model_version,
+        device_serial_number=result.bundle_sha256[:16], omit_empty_frames=False)
+    seg.SeriesDescription = "medexport segmentation - demo, not for diagnosis"[:64]
+    buf = io.BytesIO()
+    seg.save_as(buf)
+    name = f"{Path(source_path).stem}.{result.model_id}.SEG.dcm"
+    return _write(Path(folder) / name, buf.getvalue())

@@ -1,0 +1,37 @@
+"""Segmentation: a greyscale image -> overlapping tiles -> probabilities -> mask on the source grid."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..compare import activate
+from ..io.image import ImageStudy, read_image
+from ..preprocess import blend_tiles, image_to_tiles
+from ..results import SegmentationResult
+
+
+class SegmentationTask:
+    result_type = SegmentationResult
+    predict_options = ("frame",)
+
+    def __init__(self, manifest):
+        self.manifest = manifest
+        self.spec = manifest.preprocess
+        self.input_name = manifest.input.name
+
+    def read(self, source, **options) -> ImageStudy:
+        return read_image(source, frame=options.get("frame"))
+
+    def preprocess(self, study: ImageStudy) -> tuple[dict, dict]:
+        tiles, origins = image_to_tiles(study.pixels, self.spec)
+        return {self.input_name: tiles}, {"origins": origins, "shape": study.pixels.shape}
+
+    def postprocess(self, outputs: dict, meta: dict) -> dict:
+        probs = self.scores(outputs)[:, 0]
+        probability = blend_tiles(probs, meta["origins"], meta["shape"], self.spec.overlap)
+        return {"probability": probability, "thresholds": dict(self.manifest.postprocess.thresholds),
+                "tiles": len(meta["origins"])}
+
+    def scores(self, outputs: dict) -> np.ndarray:
+        """(N, 1, h, w) probabilities per tile."""
+        post = self.manifest.postprocess
+        return activate(outputs[post.score_output], post.activation).astype(np.float32)
