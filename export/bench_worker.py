@@ -74,15 +74,19 @@ def bench_torch(cfg: dict) -> dict:
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
+    device = cfg.get("device", "cpu")
     config = get_config(cfg["model"])
-    model = create_model(cfg["model"])
+    model = create_model(cfg["model"]).to(device)
     spec = ImagePreprocess(**config.preprocess)
-    one = torch.randn(1, *config.input_shape)
-    many = torch.randn(cfg["batch"], *config.input_shape)
+    one = torch.randn(1, *config.input_shape, device=device)
+    many = torch.randn(cfg["batch"], *config.input_shape, device=device)
 
     def run(x):
         with torch.inference_mode():
-            return model(x)
+            out = model(x.to(device))
+            if device != "cpu":
+                torch.cuda.synchronize()
+            return out
 
     lat = timed(lambda: run(one))
     thr = timed(lambda: run(many), min_iters=10)

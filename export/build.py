@@ -150,6 +150,7 @@ def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifes
     artifacts, reports = [], {}
     with log.step("prepare calibration data"):
         step_options = _step_options(options, source, task, val, log)
+    step_options["golden_inputs"] = golden.inputs
     for name in options.targets:
         target = get_target(name)
         compiler = _compiler(target)

@@ -5,9 +5,10 @@ from ..errors import BackendUnavailableError, ConfigurationError, suggest
 from .base import Backend
 from .onnxruntime import ONNXRuntimeBackend
 from .openvino import OpenVINOBackend
+from .tensorrt import TensorRTBackend
 
-# Best first on a CPU-only machine. A GPU backend goes in front when it can run.
-BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (OpenVINOBackend, ONNXRuntimeBackend)}
+# Best first: TensorRT where an NVIDIA GPU and TensorRT exist, then the CPU runtimes.
+BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (TensorRTBackend, OpenVINOBackend, ONNXRuntimeBackend)}
 
 
 def get_backend(name: str) -> type[Backend]:

@@ -70,7 +70,9 @@ class _Reader:
         pass
 
 
-def quantize_onnxruntime(source, out: Path, options: dict) -> None:
+def quantize_onnxruntime(source, out: Path, options: dict, *, tensorrt: bool = False) -> None:
+    """Static QDQ INT8. For ONNX Runtime on CPU: u8 activations, s8 weights, reduce_range.
+    For TensorRT (explicit quantization): symmetric s8 activations and per-channel s8 weights."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -87,10 +89,13 @@ def quantize_onnxruntime(source, out: Path, options: dict) -> None:
 
         heads = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in HEAD_OPS]
         try:
+            settings = (dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                             reduce_range=False, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                        if tensorrt else
+                        dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=False,
+                             reduce_range=True))
             quantize_static(str(pre), str(out), _Reader(source.input.name, calib, batch),
-                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, per_channel=False, reduce_range=True,
-                            nodes_to_exclude=heads)
+                            quant_format=QuantFormat.QDQ, nodes_to_exclude=heads, **settings)
         except Exception as exc:
             raise ExportError(f"ONNX Runtime static quantization failed: {exc}",
                               fix="try --target openvino for int8, or build fp32/fp16 only") from exc

@@ -1,0 +1,104 @@
+"""Everything of the TensorRT path that needs no libnvinfer: artifacts, QDQ graph, cache keys, errors, ranking."""
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medexport.engine.backends import choose_artifact
+from medexport.engine.backends.tensorrt import TensorRTBackend, cached_engine, engine_key, store_engine
+from medexport.engine.manifest import Artifact, Manifest
+
+GPU = {"gpu": "NVIDIA H100", "compute_capability": "9.0"}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    from medexport.export.source import from_registry
+
+    return from_registry("pneumonia-cxr", tmp_path_factory.mktemp("src"))
+
+
+def test_fp16_artifact_settings(source, tmp_path):
+    from medexport.export.steps.compile_tensorrt import prepare_tensorrt
+
+    files = prepare_tensorrt(source, "fp16", tmp_path / "t", {})
+    settings = json.loads(files["build"].read_text())
+    assert settings["flags"] == ["FP16"] and settings["precision"] == "fp16"
+    assert settings["profiles"] == {"image": {"min": [1, 1, 28, 28], "opt": [4, 1, 28, 28], "max": [8, 1, 28, 28]}}
+    assert files["model"].read_bytes() == source.onnx_path.read_bytes()
+
+
+def test_int8_is_an_explicit_symmetric_qdq_graph(source, tmp_path, shared):
+    import onnx
+    from onnx import numpy_helper
+
+    from medexport.export.datasets import load_dataset
+    from medexport.export.steps.compile_tensorrt import prepare_tensorrt
+
+    calib = load_dataset(f"{shared}/images/pneumoniamnist_trainval.npz:train", source.preprocess, limit=64).inputs
+    files = prepare_tensorrt(source, "int8", tmp_path / "q", {"calib_inputs": calib})
+    model = onnx.load(str(files["model"]))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    quant = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert len(quant) > 5
+    for node in quant:
+        zero = inits[node.input[2]]
+        assert zero.dtype == np.int8 and not zero.any()  # symmetric: what TensorRT requires
+    heads = [n for n in model.graph.node if n.op_type in ("Gemm", "MatMul", "Einsum")]
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    assert heads
+    for head in heads:  # the classifier head keeps float weights
+        weight = head.input[1]
+        assert weight not in dequantized and inits[weight].dtype == np.float32
+    settings = json.loads(files["build"].read_text())
+    assert settings["flags"] == ["INT8", "FP16"] and settings["explicit_quantization"]
+
+
+def test_engine_key_covers_what_an_engine_depends_on():
+    settings = {"flags": ["FP16"], "profiles": {"image": {"min": [1], "opt": [4], "max": [8]}}}
+    base = engine_key("abc", settings, "10.7.0", GPU)
+    assert engine_key("abc", settings, "10.7.0", dict(GPU)) == base
+    assert engine_key("abd", settings, "10.7.0", GPU) != base
+    assert engine_key("abc", settings, "10.8.0", GPU) != base
+    assert engine_key("abc", settings, "10.7.0", {**GPU, "gpu": "NVIDIA L4"}) != base
+    assert engine_key("abc", settings, "10.7.0", {**GPU, "compute_capability": "8.9"}) != base
+    assert engine_key("abc", {**settings, "flags": ["INT8", "FP16"]}, "10.7.0", GPU) != base
+
+
+def test_stale_cached_engine_is_not_loaded(tmp_path):
+    ident = {"onnx": "abc", "tensorrt": "10.7.0", **GPU}
+    store_engine(tmp_path, "k1", ident, b"ENGINE")
+    assert cached_engine(tmp_path, "k1", ident) == b"ENGINE"
+    assert cached_engine(tmp_path, "k1", {**ident, "tensorrt": "10.8.0"}) is None
+    (tmp_path / "k1.json").write_text("{broken")
+    assert cached_engine(tmp_path, "k1", ident) is None
+    assert cached_engine(tmp_path, "missing", ident) is None
+
+
+def test_without_tensorrt_the_message_says_what_to_install():
+    reason = TensorRTBackend.unavailable_reason()
+    assert reason is not None and ("NVIDIA" in reason or "GPU" in reason or "cuda" in reason)
+
+
+def test_build_tensorrt_here_fails_helpfully(tmp_path):
+    exe = Path(sys.executable).with_name("medexport")
+    proc = subprocess.run([str(exe), "build", "pneumonia-cxr", "--target", "tensorrt", "--precision", "fp16",
+                           "-o", str(tmp_path / "t")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "pypi.nvidia.com" in proc.stderr and "openvino" in proc.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_auto_ranks_tensorrt_first_only_when_it_can_run(pneumonia_bundle, monkeypatch):
+    manifest = Manifest.from_json((pneumonia_bundle / "manifest.json").read_text())
+    trt = Artifact("tensorrt", "fp16", {"model": "tensorrt-fp16/model.onnx", "build": "tensorrt-fp16/build.json"}, 5e-3)
+    manifest = dataclasses.replace(manifest, artifacts=(*manifest.artifacts, trt))
+    cls, art = choose_artifact(manifest)
+    assert cls.name == "openvino"  # no TensorRT here: the CPU runtime, silently correct
+    monkeypatch.setattr(TensorRTBackend, "unavailable_reason", classmethod(lambda cls: None))
+    cls, art = choose_artifact(manifest)
+    assert (cls.name, art.precision) == ("tensorrt", "fp16")
