@@ -5,7 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip -q --disable-pip-version-check
 BUNDLES ?= bundles
 
-.PHONY: run test install bundles bench clean
+INSTALLER_VENV ?= .venv-installer
+
+.PHONY: run test install bundles bench installer clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,5 +33,14 @@ test: install
 bench: install
 	$(VENV)/bin/medexport bench densenet121-cxr pneumonia-cxr --out bench-results
 
+# The clinic app: a separate environment with the runtime and desktop extras only (no torch),
+# frozen with PyInstaller, self-tested with no Python on PATH, packed as a tarball.
+installer: bundles
+	$(PYTHON) -m venv $(INSTALLER_VENV)
+	$(INSTALLER_VENV)/bin/pip -q --disable-pip-version-check install --upgrade pip setuptools wheel
+	$(INSTALLER_VENV)/bin/pip -q --disable-pip-version-check install '.[desktop,ecg]' pyinstaller==6.22.3
+	$(INSTALLER_VENV)/bin/python installer/build.py --bundles $(BUNDLES) --dist dist \
+	    --study ../shared/data/images/cxr-nih/00000001_000.png
+
 clean:
-	rm -rf $(BUNDLES) build dist *.egg-info
+	rm -rf $(BUNDLES) build dist *.egg-info $(INSTALLER_VENV)

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QEventLoop, QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QIcon, QImage, QKeySequence, QPainter, QPixmap
+from PySide6.QtGui import QAction, QIcon, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
                                QListWidgetItem, QMainWindow, QPushButton, QSlider, QStackedWidget, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
@@ -259,9 +259,7 @@ class MainWindow(QMainWindow):
             self.open_paths([folder])
 
     def _remember(self, path: str) -> None:
-        from PySide6.QtCore import QSettings
-
-        settings = QSettings("medexport", "viewer")
+        settings = app_settings()
         recent = [p for p in (settings.value("recent") or []) if p != path][:9]
         settings.setValue("recent", [path, *recent])
         self.recent_menu.clear()
@@ -416,10 +414,16 @@ class MainWindow(QMainWindow):
         QApplication.processEvents()
 
 
-def run_app(args) -> int:
-    import os
+def app_settings():
+    """Settings (recent files) as an INI file in the user data folder: the app writes nowhere else."""
+    from PySide6.QtCore import QSettings
 
-    os.environ.setdefault("OPENVINO_TELEMETRY_OPT_OUT", "1")
+    from .paths import data_dir
+
+    return QSettings(str(data_dir() / "viewer.ini"), QSettings.Format.IniFormat)
+
+
+def run_app(args) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("medexport viewer")
     state = AppState(bundle_folders=[args.bundles] if args.bundles else [])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                               QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QHeaderView)
+                               QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QHeaderView)
 
 from medexport.engine.results import DISCLAIMER
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from .backends import choose_artifact
 from .backends.base import default_cache_dir
+from .checksums import sha256_file
 from .compare import max_abs_diff
 from .errors import BundleError, ConfigurationError, InvalidInputError
 from .manifest import Manifest
@@ -19,14 +20,6 @@ from .results import Provenance
 from .tasks import task_for
 
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(path, *, verify: bool = True) -> tuple[Manifest, str, Path]:

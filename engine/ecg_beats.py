@@ -1,7 +1,8 @@
 """ECG conditioning, beat detection and beat tokens: the ECG model's preprocessing.
 
 A record becomes a sequence of beats, each a short normalised waveform around its R peak
-plus RR-interval features. RR intervals are device-agnostic (atrial fibrillation is an
+plus RR-interval features (the beat's own, and the record's irregularity: CV, normalised
+RMSSD, share of successive differences over 50 ms). RR intervals are device-agnostic (atrial fibrillation is an
 irregularly irregular rhythm), so the recurrent part sees the beat sequence, not raw samples.
 Uses scipy (filters, resampling) and wfdb's XQRS detector, both imported lazily.
 """
@@ -14,7 +15,8 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-RR_FEATURES = ("rr_prev_norm", "rr_next_norm", "rr_delta_norm", "rr_median_s", "rr_local_cv")
+RR_FEATURES = ("rr_prev_norm", "rr_next_norm", "rr_delta_norm", "rr_median_s", "rr_local_cv",
+               "record_rr_cv", "record_rmssd_norm", "record_pnn50")
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,11 @@ def beat_tokens(x: np.ndarray, peaks: np.ndarray, spec) -> np.ndarray:
     nxt = np.concatenate([rr, [rr[-1] if len(rr) else med]])
     local = np.array([np.std(prev[max(0, i - 4):i + 5]) / max(np.mean(prev[max(0, i - 4):i + 5]), 1e-3)
                       for i in range(n)])
-    feats = np.stack([prev / med, nxt / med, (nxt - prev) / med, np.full(n, med), local], 1)
+    d = np.diff(rr)
+    record = [rr.std() / max(rr.mean(), 1e-3), np.sqrt(np.mean(d ** 2)) / max(rr.mean(), 1e-3),
+              np.mean(np.abs(d) > 0.05)] if len(rr) > 2 else [0.0, 0.0, 0.0]
+    feats = np.stack([prev / med, nxt / med, (nxt - prev) / med, np.full(n, med), local,
+                      *(np.full(n, float(v)) for v in record)], 1)
     return np.concatenate([waves, feats], 1).astype(np.float32)
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from medexport.engine.bundle import read_manifest
+from medexport.engine.checksums import sha256_file
 from medexport.engine.errors import MedError
 
 from .build import BuildOptions, build
@@ -35,7 +36,6 @@ def is_current(bundle: Path, model: str, options: dict) -> bool:
     from importlib.metadata import version
 
     from medexport.models.registry import get_config
-    from .source import _sha256
 
     try:
         manifest, _, _ = read_manifest(bundle, verify=True)
@@ -44,7 +44,7 @@ def is_current(bundle: Path, model: str, options: dict) -> bool:
     config = get_config(model)
     want = {f"{t}-{p}" for t in options["targets"] for p in options["precisions"]}
     return (want <= {a.key for a in manifest.artifacts}
-            and manifest.provenance.get("source_sha256") == _sha256(config.weights_path)
+            and manifest.provenance.get("source_sha256") == sha256_file(config.weights_path)
             and manifest.provenance.get("tools", {}).get("medexport") == version("medexport"))
 
 

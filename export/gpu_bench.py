@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .bench import Row, _bench_bundle, _measure, ratios, render, write
+from .bench import Row, _bench_bundle, _measure, render, write
 from .build import BuildOptions, build
 
 

@@ -1,12 +1,12 @@
 """Where a build starts: a registered model (torch) or a user's ONNX file, plus its reference runner."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from medexport.engine.checksums import sha256_file
 from medexport.engine.errors import ConfigurationError, ExportError
 from medexport.engine.manifest import PREPROCESS_KINDS, ImagePreprocess, Postprocess, TensorSpec
 
@@ -50,10 +50,6 @@ class Source:
         return dict(zip(names, self._ort.run(names, {self.input.name: batch})))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def from_registry(name: str, workdir: Path) -> Source:
     from medexport.models.data import default_data
     from medexport.models.registry import create_model, get_config
@@ -72,7 +68,7 @@ def from_registry(name: str, workdir: Path) -> Source:
         out_specs.append(TensorSpec("cam", cam_shape))
     preprocess = dict(config.preprocess)
     kind = preprocess.get("kind", "image")
-    weights_sha = _sha256(config.weights_path) if config.trained else "random-init"
+    weights_sha = sha256_file(config.weights_path) if config.trained else "random-init"
     try:
         golden = tuple(default_data(config, "golden") or _default_golden(kind))
     except ConfigurationError:
@@ -153,5 +149,5 @@ def from_onnx(path: Path, *, task: str | None, labels: list[str] | None, input_s
         outputs=(TensorSpec(out.name, (-1, len(labels))),),
         preprocess=ImagePreprocess(size=(input_size, input_size), channels=channels, mean=tuple(mean), std=tuple(std)),
         postprocess=Postprocess(activation, {lab: threshold for lab in positive}, out.name, None),
-        intended_use="User-supplied model; intended use not stated.", kind="onnx", source_sha256=_sha256(path),
+        intended_use="User-supplied model; intended use not stated.", kind="onnx", source_sha256=sha256_file(path),
         card_text=f"# {model_id or path.stem}\n\nBuilt from `{path.name}`; no model card was supplied.\n")

@@ -46,7 +46,7 @@ def densenet121_cxr(**kwargs):
 
 ECG_RHYTHM = ModelConfig(
     name="ecg-rhythm", version="1.0.0", task="ecg_rhythm", labels=("normal", "af", "other", "noisy"),
-    input_shape=(32, 166), input_name="beats",
+    input_shape=(32, 169), input_name="beats",
     preprocess={"kind": "ecg", "fs": 250.0, "lead": "II", "band": (0.5, 40.0), "beat_window": (-0.24, 0.40),
                 "beats": 32, "stride": 16},
     activation="softmax", positive_labels=(),
@@ -59,7 +59,7 @@ ECG_RHYTHM = ModelConfig(
 
 @register_model(ECG_RHYTHM)
 def ecg_rhythm(**kwargs):
-    return BeatCNNLSTM(beat_samples=160, rr_features=5, num_classes=4, **kwargs)
+    return BeatCNNLSTM(beat_samples=160, rr_features=8, num_classes=4, **kwargs)
 
 
 EM_MEMBRANE_SEG = ModelConfig(

@@ -112,11 +112,11 @@ def test_beats_match_mitdb_reference_annotations(ecg):
 
 def test_windows_cover_every_beat():
     spec = EcgPreprocess()
-    tokens = np.random.default_rng(0).normal(size=(70, 165)).astype(np.float32)
+    tokens = np.random.default_rng(0).normal(size=(70, 168)).astype(np.float32)
     wins, index = ecg_beats.windows(tokens, spec)
-    assert wins.shape == (4, 32, 166) and set(np.concatenate(index)) == set(range(70))
+    assert wins.shape == (4, 32, 169) and set(np.concatenate(index)) == set(range(70))
     short, idx = ecg_beats.windows(tokens[:10], spec)
-    assert short.shape == (1, 32, 166) and short[0, :10, -1].all() and not short[0, 10:, -1].any()
+    assert short.shape == (1, 32, 169) and short[0, :10, -1].all() and not short[0, 10:, -1].any()
 
 
 def test_lead_names_normalised():

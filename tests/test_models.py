@@ -15,7 +15,6 @@ def test_registry_lists_and_suggests():
 
 def test_shipped_weights_reproduce_the_card(shared):
     """Recompute validation AUROC / sensitivity / specificity from the weights in the repo."""
-    import torch
 
     from medexport.models.recipes.pneumonia_cxr import load_split, predict
 

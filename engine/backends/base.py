@@ -22,6 +22,7 @@ class Backend:
     extra: str = ""  # pip extra that installs it
     targets: tuple = ()  # artifact targets this backend runs
     precision_preference: tuple = ("int8", "fp32", "fp16")  # fastest first, on this kind of hardware
+    install_hint: str = ""  # how to get the runtime, when pip install medexport[extra] is not enough
 
     def __init__(self, files: dict, *, precision: str = "fp32", threads: int | None = None,
                  cache_dir: str | None = None):
@@ -51,7 +52,7 @@ class Backend:
         if reason:
             raise BackendUnavailableError(
                 f"backend {cls.name!r} cannot run here: {reason}",
-                fix=f"pip install 'medexport[{cls.extra}]', or choose another backend (backend='auto')")
+                fix=cls.install_hint or f"pip install 'medexport[{cls.extra}]', or choose another backend (backend='auto')")
 
     # -- lifecycle ------------------------------------------------------------------
     def load(self) -> "Backend":

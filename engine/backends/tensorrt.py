@@ -90,6 +90,7 @@ class TensorRTBackend(Backend):
     extra = "tensorrt"
     targets = ("tensorrt",)
     precision_preference = ("int8", "fp16", "fp32")
+    install_hint = INSTALL_HINT
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -105,12 +106,6 @@ class TensorRTBackend(Backend):
         except Exception as exc:
             return f"TensorRT cannot load ({exc})"
         return None
-
-    @classmethod
-    def require(cls) -> None:
-        reason = cls.unavailable_reason()
-        if reason:
-            raise BackendUnavailableError(f"backend 'tensorrt' cannot run here: {reason}", fix=INSTALL_HINT)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _load(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checksums import sha256_file, sha256_files
 from ..errors import InvalidInputError
 
 LEAD_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -82,10 +83,6 @@ def read_ecg(source, *, fs: float | None = None, leads: list[str] | None = None)
         return _from_csv(path, fs)
     raise InvalidInputError(f"{path} is not a known ECG format (first bytes {head[:8]!r})",
                             expected="DICOM waveform, WFDB (.hea + .dat/.mat), HL7 aECG (.xml) or CSV")
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _checked(signals: np.ndarray, fs: float, where: str) -> np.ndarray:
@@ -170,7 +167,7 @@ def _from_wfdb(header: Path) -> EcgRecord:
     if header.with_suffix(".atr").is_file():
         ann = wfdb.rdann(stem, "atr")
         annotations = tuple(zip(ann.sample.tolist(), ann.symbol))
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(header.parent.glob(header.stem + ".*")))).hexdigest()
+    digest = sha256_files(sorted(header.parent.glob(header.stem + ".*")))
     meta = {"comments": list(record.comments)}
     return EcgRecord(_checked(signals, float(record.fs), str(header)), float(record.fs), tuple(record.sig_name),
                      str(header), "wfdb", digest, annotations, meta)
@@ -233,7 +230,7 @@ def _from_aecg(path: Path) -> EcgRecord:
                                 expected="an aECG with <increment> and lead <digits>")
     n = min(len(r) for r in rows)
     signals = np.stack([r[:n] for r in rows])
-    return EcgRecord(_checked(signals, fs, str(path)), fs, tuple(names), str(path), "aecg", _digest(path))
+    return EcgRecord(_checked(signals, fs, str(path)), fs, tuple(names), str(path), "aecg", sha256_file(path))
 
 
 # -- CSV ------------------------------------------------------------------------------------
@@ -263,7 +260,7 @@ def _from_csv(path: Path, fs: float | None) -> EcgRecord:
     scale = UNIT_TO_MV.get(comments.get("units", "mV").lower(), 1.0)
     signals = values[:, keep].T * scale
     return EcgRecord(_checked(signals, rate, str(path)), float(rate), tuple(names[i] for i in keep), str(path),
-                     "csv", _digest(path))
+                     "csv", sha256_file(path))
 
 
 def _is_number(text: str) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checksums import sha256_file
 from ..errors import InvalidInputError
 from . import dicom
 
@@ -52,14 +53,6 @@ def read_image(source, *, frame: int | None = None) -> ImageStudy:
                             fix="open the study's image file")
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _from_array(arr: np.ndarray) -> ImageStudy:
     if arr.ndim != 2:
         raise InvalidInputError(f"the array has shape {arr.shape}", expected="a 2-D greyscale array (H, W)",
@@ -96,7 +89,7 @@ def _from_picture(path: str) -> ImageStudy:
         pixels = arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
     else:
         pixels = dicom.minmax(arr.astype(np.float32))
-    return ImageStudy(pixels, path, fmt, file_sha256(path), {"mode": mode})
+    return ImageStudy(pixels, path, fmt, sha256_file(path), {"mode": mode})
 
 
 def _grey_from_colour(rgb: np.ndarray, where: str) -> np.ndarray:

@@ -8,7 +8,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from medexport.engine.bundle import MANIFEST, sha256_file
+from medexport.engine.bundle import MANIFEST
+from medexport.engine.checksums import sha256_file
 from medexport.engine.errors import ConfigurationError
 
 

@@ -1,7 +1,6 @@
 """Pieces every training recipe shares: seeding, splits, threshold choice, records and cards."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -42,8 +41,17 @@ def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return round(float(best), 4)
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def save_weights(model, config) -> str:
+    """Write the state dict atomically to the registry's weights path; return its SHA-256."""
+    import torch
+
+    from medexport.engine.checksums import sha256_file
+
+    config.weights_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = config.weights_path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, config.weights_path)
+    return sha256_file(config.weights_path)
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

@@ -7,7 +7,7 @@ XQRS R peaks, beat tokens). 5-fold stratified cross-validation gives the card's 
 (record level, pooled out-of-fold predictions, bootstrap CIs); the shipped model is then
 trained on all 300 records and checked on ECGs from other devices, rates and leads.
 Augmentation: beat amplitude and noise, heart-rate scaling of the RR features, random
-beat crops. Class imbalance: class-weighted cross-entropy.
+crops of 8-32 beats (so that 10-s records are not out of distribution). Class imbalance: class-weighted cross-entropy.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from medexport.engine.manifest import EcgPreprocess
 
 from ..data import shared_data
 from ..registry import create_model, get_config
-from .common import file_sha256, save_record, seed_everything, stratified_split, training_environment, write_atomic
+from .common import save_record, save_weights, seed_everything, stratified_split, training_environment, write_atomic
 
 NAME = "ecg-rhythm"
 CODES = {"N": 0, "A": 1, "O": 2, "~": 3}
@@ -55,8 +55,10 @@ def batch_of(token_list, rng, s: EcgPreprocess, augment: bool) -> np.ndarray:
     out = np.zeros((len(token_list), t, width + 1), np.float32)
     for i, tok in enumerate(token_list):
         n = len(tok)
-        start = rng.integers(0, n - t + 1) if n > t else 0
-        x = tok[start:start + t].copy()
+        length = int(rng.integers(8, t + 1)) if augment else t  # short windows too: 10-s records have ~10 beats
+        length = min(length, n)
+        start = rng.integers(0, n - length + 1) if n > length else 0
+        x = tok[start:start + length].copy()
         if augment and len(x):
             x[:, :s.beat_samples] *= rng.uniform(0.8, 1.2)
             x[:, :s.beat_samples] += rng.normal(0, rng.uniform(0, 0.08), x[:, :s.beat_samples].shape)
@@ -167,7 +169,6 @@ def cross_source(model, s: EcgPreprocess) -> dict:
 
 
 def train(epochs: int = 60, folds: int = 5, seed: int = 0) -> dict:
-    import torch
 
     start = time.time()
     s = spec()
@@ -197,9 +198,7 @@ def train(epochs: int = 60, folds: int = 5, seed: int = 0) -> dict:
     print("CV F1: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in cv.items()), flush=True)
     model = fit(tokens, labels, epochs, seed, s)
     config = get_config(NAME)
-    tmp = config.weights_path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(config.weights_path)
+    weights_sha = save_weights(model, config)
     checks = cross_source(model, s)
     record = {"model": NAME, "version": config.version, "thresholds": {},
               "decision_rule": "argmax of the record's mean window probabilities",
@@ -208,8 +207,9 @@ def train(epochs: int = 60, folds: int = 5, seed: int = 0) -> dict:
               "data": {"folder": "ecg/cinc2017-af", "records": int(len(labels)),
                        "per_class": {k: int((labels == v).sum()) for k, v in CODES.items()}},
               "recipe": {"epochs": epochs, "seed": seed, "crops_per_record": 4, "loss": "class-weighted CE",
-                         "augmentation": "beat amplitude x0.8-1.2, gaussian noise, heart rate x0.85-1.15, random beat crops"},
-              "weights_sha256": file_sha256(config.weights_path), "training_seconds": round(time.time() - start, 1),
+                         "augmentation": "beat amplitude x0.8-1.2, gaussian noise, heart rate x0.85-1.15, random crops of 8-32 beats"},
+              "parameters": int(sum(p.numel() for p in model.parameters())),
+              "weights_sha256": weights_sha, "training_seconds": round(time.time() - start, 1),
               "environment": training_environment()}
     save_record(config, record)
     write_atomic(config.card_path, model_card(config, record))
@@ -237,9 +237,9 @@ Intended use: {config.intended_use}
 ## How
 The engine resamples the lead to 250 Hz, band-passes 0.5-40 Hz, finds R peaks with wfdb's XQRS,
 and turns each beat into a token: 160 samples around R (amplitude- and polarity-normalised) plus
-five RR-interval features. A 1-D CNN embeds each beat; a bidirectional LSTM reads up to 32 beats
+eight RR-interval features (the beat's own, and the record's irregularity). A 1-D CNN embeds each beat; a bidirectional LSTM reads up to 32 beats
 with their RR features; per-beat scores are averaged into the window's logits. Records are cut
-into windows of 32 beats (stride 16); the record's scores are the beat-weighted mean. 38 k
+into windows of 32 beats (stride 16); the record's scores are the beat-weighted mean. {r['parameters'] / 1000:.0f} k
 parameters. Why beats and RR intervals: RR irregularity is device-agnostic, raw morphology is
 not (see the project's ECG modelling notes).
 

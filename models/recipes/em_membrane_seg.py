@@ -20,7 +20,7 @@ from medexport.engine.preprocess import blend_tiles, image_to_tiles
 
 from ..data import shared_data
 from ..registry import create_model, get_config
-from .common import file_sha256, save_record, seed_everything, training_environment, write_atomic
+from .common import save_record, save_weights, seed_everything, training_environment, write_atomic
 
 NAME = "em-membrane-seg"
 HELD_OUT = tuple(range(24, 30))
@@ -99,16 +99,14 @@ def train(steps: int = 700, seed: int = 0, batch: int = 8) -> dict:
         lo, hi = bootstrap_ci(lambda v: v.mean(), values, n=2000)
         metrics[name] = {"value": round(float(values.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)],
                          "per_image": [round(float(v), 4) for v in values]}
-    tmp = config.weights_path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(config.weights_path)
+    weights_sha = save_weights(model, config)
     record = {"model": NAME, "version": config.version, "thresholds": {"membrane": 0.5},
               "threshold_rule": "0.5 on the sigmoid probability (not tuned)",
               "held_out": {"images": list(HELD_OUT), **metrics},
               "data": {"folder": "segmentation/isbi2012-em", "train_images": train_idx, "target": "membrane = label 0"},
               "recipe": {"steps": steps, "batch": batch, "seed": seed, "loss": "BCE + soft Dice",
                          "augmentation": "random 128 crops, flips, rot90, contrast x0.85-1.15, brightness +-0.08"},
-              "weights_sha256": file_sha256(config.weights_path), "training_seconds": round(time.time() - start, 1),
+              "weights_sha256": weights_sha, "training_seconds": round(time.time() - start, 1),
               "environment": training_environment()}
     save_record(config, record)
     write_atomic(config.card_path, model_card(config, record))

@@ -21,7 +21,7 @@ from medexport.engine.preprocess import image_to_tensor
 from ..data import shared_data
 from ..registry import create_model, get_config
 from .common import (fmt_metric, save_record, seed_everything, stratified_split, training_environment,
-                     write_atomic, youden_threshold, file_sha256)
+                     write_atomic, youden_threshold, save_weights)
 
 NAME = "pneumonia-cxr"
 DATA_FILE = "images/pneumoniamnist_trainval.npz"
@@ -107,10 +107,7 @@ def train(epochs: int = 30, seed: int = 0, batch: int = 128, lr: float = 3e-3) -
     val_images, val_labels = load_split("val")
     val = binary_metrics(val_labels, predict(model, val_images), threshold, n_boot=2000)
     config = get_config(NAME)
-    config.weights_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = config.weights_path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(config.weights_path)
+    weights_sha = save_weights(model, config)
     record = {
         "model": NAME, "version": config.version, "thresholds": {"pneumonia": threshold},
         "threshold_rule": "Youden's J on the 15 % tune split of the official train split",
@@ -119,7 +116,7 @@ def train(epochs: int = 30, seed: int = 0, batch: int = 128, lr: float = 3e-3) -
                  "val": int(len(val_labels)), "val_positive": int(val_labels.sum())},
         "recipe": {"epochs": epochs, "seed": seed, "batch": batch, "lr": lr, "loss": "class-weighted CE, smoothing 0.05",
                    "augmentation": "affine ±8°/±2px/0.9-1.1, contrast ±15 %, brightness ±0.1"},
-        "weights_sha256": file_sha256(config.weights_path), "training_seconds": round(time.time() - start, 1),
+        "weights_sha256": weights_sha, "training_seconds": round(time.time() - start, 1),
         "environment": training_environment(),
     }
     save_record(config, record)

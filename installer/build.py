@@ -1,0 +1,149 @@
+"""Build the one-folder viewer app with PyInstaller, pack it, and prove it runs.
+
+    python installer/build.py --bundles bundles [--dist dist]
+
+Run it with a Python environment that has only the runtime and desktop extras (no torch):
+``make installer`` makes one. Steps: icon -> PyInstaller (installer/medexport_viewer.spec)
+-> .desktop launcher -> tarball -> size report -> ``--selftest`` of the frozen binary with
+no Python on PATH -> a screenshot of the main window (offscreen).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+NAME = "medexport-viewer"
+BUDGET_MB = 350
+
+
+def make_icon(folder: Path) -> Path:
+    """A 256 px icon: an ECG trace over a dark tile (drawn here, so no binary lives in git)."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    d.rounded_rectangle((8, 8, 248, 248), radius=40, fill=(22, 52, 92, 255))
+    trace = [(24, 150), (80, 150), (96, 130), (108, 150), (124, 150), (136, 60), (150, 200), (162, 150),
+             (190, 150), (204, 128), (218, 150), (232, 150)]
+    d.line(trace, fill=(255, 214, 90, 255), width=12, joint="curve")
+    path = folder / "icon.png"
+    img.save(path)
+    img.save(folder / "icon.ico", sizes=[(256, 256), (64, 64), (32, 32)])
+    return path
+
+
+def freeze(bundles: Path, dist: Path, work: Path) -> Path:
+    env = dict(os.environ, MEDEXPORT_BUNDLES_DIR=str(bundles.resolve()))
+    subprocess.run([sys.executable, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "WARN",
+                    "--distpath", str(dist), "--workpath", str(work), str(HERE / "medexport_viewer.spec")],
+                   check=True, env=env)
+    return dist / NAME
+
+
+def trim(app: Path) -> None:
+    """Drop what the viewer never loads: Qt translations and unused Qt plugins."""
+    internal = app / "_internal"
+    for pattern in ("PySide6/Qt/translations", "PySide6/Qt/plugins/generic", "PySide6/Qt/plugins/networkinformation",
+                    "PySide6/Qt/plugins/tls", "PySide6/Qt/plugins/qmltooling"):
+        shutil.rmtree(internal / pattern, ignore_errors=True)
+
+
+def desktop_entry(app: Path) -> None:
+    shutil.copy(HERE / "build" / "icon.png", app / "medexport-viewer.png")
+    (app / "medexport-viewer.desktop").write_text(
+        "[Desktop Entry]\nType=Application\nName=medexport viewer\n"
+        "Comment=Open medical images and ECGs and run AI models offline (demo models: not for diagnosis)\n"
+        "Exec=medexport-viewer %F\nIcon=medexport-viewer\nTerminal=false\n"
+        "Categories=Science;MedicalSoftware;Graphics;\n"
+        "MimeType=application/dicom;image/png;image/jpeg;\n")
+    (app / "install.sh").write_text(
+        "#!/bin/sh\n# Per-user install: copy the folder, link the binary, register the launcher.\nset -e\n"
+        "dest=\"${XDG_DATA_HOME:-$HOME/.local/share}/medexport-viewer\"\nsrc=\"$(cd \"$(dirname \"$0\")\" && pwd)\"\n"
+        "[ \"$src\" = \"$dest\" ] || { rm -rf \"$dest\"; cp -r \"$src\" \"$dest\"; }\n"
+        "mkdir -p \"$HOME/.local/bin\" \"$HOME/.local/share/applications\" \"$HOME/.local/share/icons\"\n"
+        "ln -sf \"$dest/medexport-viewer\" \"$HOME/.local/bin/medexport-viewer\"\n"
+        "cp \"$dest/medexport-viewer.png\" \"$HOME/.local/share/icons/medexport-viewer.png\"\n"
+        "sed \"s#^Exec=.*#Exec=$dest/medexport-viewer %F#\" \"$dest/medexport-viewer.desktop\" "
+        "> \"$HOME/.local/share/applications/medexport-viewer.desktop\"\necho \"installed in $dest\"\n")
+    (app / "install.sh").chmod(0o755)
+
+
+def pack(app: Path) -> Path:
+    out = app.parent / f"{NAME}-linux-x86_64.tar.gz"
+    tmp = out.with_suffix(".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        tar.add(app, arcname=NAME)
+    os.replace(tmp, out)
+    return out
+
+
+def size_report(app: Path) -> tuple[float, list[str]]:
+    def size(p: Path) -> int:
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+
+    total = size(app) / 1e6
+    internal = app / "_internal"
+    parts = sorted(((size(p) / 1e6, p.name) for p in internal.iterdir()), reverse=True)[:12]
+    return total, [f"  {mb:7.1f} MB  {name}" for mb, name in parts]
+
+
+def clean_env(home: Path) -> dict:
+    """No Python environment on PATH, no PYTHONPATH: what a clinic machine has."""
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "MEDEXPORT_HOME": str(home / "data"),
+            "QT_QPA_PLATFORM": "offscreen", "LANG": "C.UTF-8"}
+
+
+def selftest(app: Path) -> str:
+    with tempfile.TemporaryDirectory() as home:
+        proc = subprocess.run([str(app / NAME), "--selftest"], capture_output=True, text=True, timeout=600,
+                              env=clean_env(Path(home)), cwd=home)
+    print(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"frozen app failed its self-test (exit {proc.returncode})")
+    return proc.stdout
+
+
+def screenshot(app: Path, study: str | None, out: Path) -> None:
+    with tempfile.TemporaryDirectory() as home:
+        args = [str(app / NAME), *( [study] if study else []), "--run", "--screenshot", str(out), "--quit"]
+        subprocess.run(args, capture_output=True, text=True, timeout=300, env=clean_env(Path(home)), cwd=home)
+    print(f"screenshot: {out} ({'ok' if out.is_file() else 'MISSING'})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundles", default="bundles")
+    parser.add_argument("--dist", default="dist")
+    parser.add_argument("--study", help="a study to open for the screenshot")
+    args = parser.parse_args()
+    start = time.time()
+    dist, work = Path(args.dist), Path("build") / "pyinstaller"
+    make_icon(HERE / "build")
+    app = freeze(Path(args.bundles), dist, work)
+    trim(app)
+    if sys.platform.startswith("linux"):
+        desktop_entry(app)
+    total, lines = size_report(app)
+    print(f"{app}: {total:.0f} MB (budget {BUDGET_MB} MB) after {time.time() - start:.0f} s; largest parts:")
+    print("\n".join(lines))
+    selftest(app)
+    screenshot(app, args.study, dist / "frozen-viewer.png")
+    if sys.platform.startswith("linux"):
+        tarball = pack(app)
+        print(f"{tarball}: {tarball.stat().st_size / 1e6:.0f} MB")
+    if total > BUDGET_MB:
+        print(f"WARNING: {total:.0f} MB is over the {BUDGET_MB} MB budget")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The frozen Linux app: built from the runtime and desktop extras only, self-tested headless.
+
+Slow (a separate venv and PyInstaller): runs in CI (CI=true) or with MEDEXPORT_TEST_INSTALLER=1.
+"""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(not (os.environ.get("CI") or os.environ.get("MEDEXPORT_TEST_INSTALLER")),
+                                reason="builds the installer; set MEDEXPORT_TEST_INSTALLER=1 (CI does)")
+
+
+def test_make_installer_builds_a_self_testing_app():
+    proc = subprocess.run(["make", "installer"], cwd=REPO, capture_output=True, text=True, timeout=3000)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    app = REPO / "dist" / "medexport-viewer"
+    assert (app / "medexport-viewer").is_file() and (app / "medexport-viewer.desktop").is_file()
+    assert (REPO / "dist" / "medexport-viewer-linux-x86_64.tar.gz").is_file()
+    assert log.count("PASS ") >= 2 and "FAIL" not in log
+    internal = app / "_internal"
+    assert not (internal / "torch").exists() and not (internal / "medexport" / "export").exists()
+    assert (REPO / "dist" / "frozen-viewer.png").is_file()
