@@ -15,20 +15,27 @@ from .build import BuildOptions, build
 # model -> build options of its demo bundle (nothing is trained here: shipped weights only)
 DEMOS = {
     "pneumonia-cxr": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"]),
+    "ecg-rhythm": dict(targets=["onnxruntime", "openvino"], precisions=["fp32", "int8"]),
+    "em-membrane-seg": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"]),
 }
 
 
-def demo_studies() -> list[str]:
-    """Real studies to run headless: the NIH chest X-rays and pydicom-data radiographs."""
-    from medexport.models.data import shared_data
+def demo_studies() -> dict[str, list[str]]:
+    """Real studies per study kind: chest X-rays (NIH PNGs, pydicom-data CR DICOMs), ECGs
+    (CinC 2017 records, pydicom's 12-lead DICOM), and held-out EM slices."""
+    from pydicom.data import get_testdata_file
 
-    from medexport.models.data import pydicom_data
+    from medexport.models.data import pydicom_data, shared_data
 
-    studies = [str(p) for p in sorted((shared_data() / "images" / "cxr-nih").glob("*.png"))]
-    root = pydicom_data()
-    if root:
-        studies += [str(root / n) for n in ("RG1_UNCI.dcm", "RG3_J2KR.dcm") if (root / n).is_file()]
-    return studies
+    root = shared_data()
+    images = [str(p) for p in sorted((root / "images" / "cxr-nih").glob("*.png"))]
+    dicom = pydicom_data()
+    if dicom:
+        images += [str(dicom / n) for n in ("RG1_UNCI.dcm", "RG3_J2KR.dcm") if (dicom / n).is_file()]
+    ecg = [str(root / "ecg" / "cinc2017-af" / f"{r}.hea") for r in ("A00001", "A00004")]
+    ecg.append(get_testdata_file("waveform_ecg.dcm"))
+    em = [str(root / "segmentation" / "isbi2012-em" / "image" / "24.png")]
+    return {"classification": images, "ecg_rhythm": ecg, "segmentation": em}
 
 
 def is_current(bundle: Path, model: str, options: dict) -> bool:
@@ -66,7 +73,7 @@ def build_demos(folder: Path, emit=print) -> list[Path]:
     return paths
 
 
-def run_headless(bundles: list[Path], studies: list[str]) -> int:
+def run_headless(bundles: list[Path], studies: dict[str, list[str]]) -> int:
     from medexport.engine import open_bundle
 
     from .render import render_result
@@ -75,7 +82,7 @@ def run_headless(bundles: list[Path], studies: list[str]) -> int:
     for path in bundles:
         with open_bundle(path) as model:
             print(model.self_test().line())
-            for study in studies:
+            for study in studies.get(model.manifest.task, []):
                 try:
                     print(render_result(model.predict(study)))
                 except MedError as exc:
@@ -96,6 +103,7 @@ def main(folder: str, build_only: bool = False, headless: bool = False) -> int:
     if has_display() and not headless:
         from medexport.desktop.app import main as viewer
 
-        return viewer(["--bundles", folder, *demo_studies()[:1]])
+        studies = demo_studies()
+        return viewer(["--bundles", folder, studies["classification"][0], studies["ecg_rhythm"][0]])
     log("[demo] no display: running the viewer's pipeline headless")
     return run_headless(bundles, demo_studies())

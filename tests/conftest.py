@@ -59,3 +59,23 @@ def pneumonia_bundle(tmp_path_factory, cache_dir):
     build("pneumonia-cxr", out, BuildOptions(targets=["openvino", "onnxruntime"], precisions=["fp32", "fp16"]),
           emit=lambda m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def ecg_bundle(tmp_path_factory, cache_dir):
+    """ecg-rhythm built for ONNX Runtime and OpenVINO at fp32."""
+    from medexport.export.build import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("bundles") / "ecg-rhythm"
+    build("ecg-rhythm", out, BuildOptions(targets=["onnxruntime", "openvino"], precisions=["fp32"]), emit=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def seg_bundle(tmp_path_factory, cache_dir):
+    from medexport.export.build import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("bundles") / "em-membrane-seg"
+    build("em-membrane-seg", out, BuildOptions(targets=["openvino", "onnxruntime"], precisions=["fp32"]),
+          emit=lambda m: None)
+    return out

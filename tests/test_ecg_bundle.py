@@ -1,0 +1,93 @@
+"""ecg-rhythm end to end: every format through the bundle, parity, CLI, card numbers."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medexport.engine import ConfigurationError, open_bundle
+from medexport.engine.io.ecg import read_ecg
+
+
+@pytest.fixture(scope="module")
+def model(ecg_bundle):
+    with open_bundle(ecg_bundle) as m:
+        yield m
+
+
+def test_every_format_gives_a_rhythm_with_beats(model, shared, pydicom_file, tmp_path):
+    ecg = shared / "ecg"
+    aecg = read_ecg(ecg / "hl7-aecg" / "example_12lead.xml")
+    csv = tmp_path / "ecg.csv"
+    rows = "\n".join(",".join(f"{v:.4f}" for v in row) for row in aecg.signals.T)
+    csv.write_text(f"# fs=500\n{','.join(aecg.leads)}\n{rows}\n")
+    sources = [ecg / "cinc2017-af" / "A00001.hea", pydicom_file("waveform_ecg.dcm"), ecg / "hl7-aecg" / "example_12lead.xml",
+               csv, ecg / "ptbdb" / "s0010_re.hea", ecg / "cinc2021-12lead" / "E07500.hea"]
+    for src in sources:
+        r = model.predict(str(src))
+        assert set(r.scores) == {"normal", "af", "other", "noisy"} and abs(sum(r.scores.values()) - 1) < 1e-5
+        assert len(r.beats) >= 4 and len(r.saliency) == len(r.beats) and r.saliency.max() <= 1
+        assert r.stats["heart_rate_bpm"] and 35 < r.stats["heart_rate_bpm"] < 180
+        assert r.lead in ("ECG", "II", "ii")
+    r = model.predict(str(csv))
+    assert r.lead == "II" and r.fs == 500
+
+
+def test_array_needs_fs_and_lead_is_reported(model, shared):
+    signal = read_ecg(shared / "ecg" / "cinc2017-af" / "A00004.hea").signals[0]
+    r = model.predict(signal, fs=300)
+    assert r.lead == "ECG" and r.windows >= 1
+    with pytest.raises(Exception, match="sampling rate"):
+        model.predict(signal)
+    r = model.predict(str(shared / "ecg" / "mitdb" / "100.hea"), lead="V5")
+    assert r.lead == "V5"
+
+
+def test_cinc_af_records_come_out_as_af(model, shared):
+    """Records labelled A in CinC 2017 (training data for the shipped model: checks the pipeline end to end)."""
+    folder = shared / "ecg" / "cinc2017-af"
+    af = [line.split(",")[0] for line in (folder / "REFERENCE.csv").read_text().split() if line.endswith(",A")][:10]
+    called = [model.predict(str(folder / f"{name}.hea")).label for name in af]
+    assert called.count("af") >= 8, called
+
+
+def test_mitdb_sinus_is_not_af(model, shared):
+    r = model.predict(str(shared / "ecg" / "mitdb" / "100.hea"))
+    assert r.label != "af" and r.windows > 50
+    truth = np.array([s for s, sym in read_ecg(shared / "ecg" / "mitdb" / "100.hea").annotations if sym in "NAV"])
+    near = np.abs(r.beats[:, None] - truth[None, :]).min(1) <= 0.1 * 360
+    assert near.mean() > 0.98  # beats on the source's own time base
+
+
+def test_openvino_and_onnxruntime_agree(ecg_bundle, shared):
+    path = str(shared / "ecg" / "cinc2017-af" / "A00005.hea")
+    with open_bundle(ecg_bundle, backend="openvino") as ov, open_bundle(ecg_bundle, backend="onnxruntime") as ort:
+        a, b = ov.predict(path), ort.predict(path)
+    assert max(abs(a.scores[k] - b.scores[k]) for k in a.scores) < 1e-4
+    assert np.abs(a.saliency - b.saliency).max() < 1e-3
+
+
+def test_image_options_are_refused(model, shared):
+    with pytest.raises(ConfigurationError, match="frame do not apply to a ecg_rhythm bundle"):
+        model.predict(str(shared / "ecg" / "cinc2017-af" / "A00001.hea"), frame=0)
+
+
+def test_cli_predict_json(ecg_bundle, pydicom_file):
+    exe = Path(sys.executable).with_name("medexport")
+    proc = subprocess.run([str(exe), "predict", str(ecg_bundle), pydicom_file("waveform_ecg.dcm"), "--lead", "V2",
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)[0]
+    assert out["lead"] == "V2" and out["label"] in ("normal", "af", "other", "noisy") and out["beats_s"]
+
+
+def test_card_reports_cross_validation_and_other_devices(ecg_bundle):
+    from medexport.models import get_config
+
+    record = get_config("ecg-rhythm").training_record()
+    cv = record["cross_validation"]["f1"]
+    assert set(cv) == {"N", "A", "O", "~", "cinc"} and 0 < cv["cinc"]["ci95"][0] <= cv["cinc"]["value"]
+    card = get_config("ecg-rhythm").card_path.read_text()
+    assert f"{cv['cinc']['value']:.3f}" in card and "MIT-BIH 100" in card and "not a medical device" in card.lower()
