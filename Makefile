@@ -31,7 +31,7 @@ test: install
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 bench: install
-	$(VENV)/bin/medexport bench densenet121-cxr pneumonia-cxr --out bench-results
+	$(VENV)/bin/medexport bench densenet121-cxr pneumonia-cxr ecg-rhythm em-membrane-seg --out bench-results
 
 # The clinic app: a separate environment with the runtime and desktop extras only (no torch),
 # frozen with PyInstaller, self-tested with no Python on PATH, packed as a tarball.

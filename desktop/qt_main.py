@@ -117,6 +117,7 @@ class MainWindow(QMainWindow):
         f.addSeparator()
         self._action(f, "Save PDF report...", self.save_pdf, "Ctrl+P")
         self._action(f, "Save DICOM SR...", self.save_sr, "Ctrl+Shift+S")
+        self._action(f, "Save mask (PNG, or DICOM SEG for DICOM)...", self.save_mask, "Ctrl+Shift+M")
         self._action(f, "Export batch results (CSV)...", self.export_batch, "Ctrl+E")
         f.addSeparator()
         self._action(f, "Quit", self.close, QKeySequence.StandardKey.Quit)
@@ -367,6 +368,28 @@ class MainWindow(QMainWindow):
             written = save_sr(result, study.path, Path(folder))
         except MedError as exc:
             qt_dialogs.show_error(self, "Cannot write a DICOM SR", str(exc))
+            return None
+        self.statusBar().showMessage(f"Saved {written}", 8000)
+        return written
+
+    def save_mask(self, folder: str | None = None) -> Path | None:
+        study, result = self._need_result()
+        if result is None:
+            return None
+        if not hasattr(result, "mask"):
+            qt_dialogs.show_error(self, "No mask", "This model gives scores, not a mask.")
+            return None
+        if not folder:
+            folder = QFileDialog.getExistingDirectory(self, "Folder for the mask", str(reports_dir()))
+        if not folder:
+            return None
+        from medexport.engine import outputs
+
+        try:
+            written = (outputs.save_dicom_seg(result, study.path, Path(folder)) if result.input_meta.get("SOPInstanceUID")
+                       else outputs.save_mask_png(result, Path(folder)))
+        except MedError as exc:
+            qt_dialogs.show_error(self, "Cannot write the mask", str(exc))
             return None
         self.statusBar().showMessage(f"Saved {written}", 8000)
         return written

@@ -88,7 +88,7 @@ class ResultPanel(QGroupBox):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.overlay = QCheckBox("Show where the model looked (H)")
+        self.overlay = QCheckBox("Show overlay (H)")
         self.overlay.setChecked(True)
         self.overlay.toggled.connect(self.overlayToggled)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
@@ -115,6 +115,8 @@ class ResultPanel(QGroupBox):
             self.details.setText("")
             return
         self.decision.setText(decision_text(result))
+        self.overlay.setToolTip("The model's mask" if hasattr(result, "mask") else
+                                "Where the model looked (class activation map); not a localisation")
         thresholds = getattr(result, "thresholds", {})
         top = result.top_label
         self.table.setRowCount(len(result.scores))
@@ -132,6 +134,8 @@ class ResultPanel(QGroupBox):
                  f"bundle {result.bundle_sha256[:16]}...", f"{t['total']:.0f} ms (inference {t['infer']:.1f} ms)"]
         if getattr(result, "heatmap_method", None):
             lines.append("Overlay: where the model looked for '%s'. Not a localisation." % result.heatmap_label)
+        if hasattr(result, "mask"):
+            lines.append(f"Mask: probability >= {result.thresholds[result.label]:.2f}; {result.tiles} tiles.")
         if hasattr(result, "stats") and result.stats.get("heart_rate_bpm"):
             st = result.stats
             lines.append(f"Lead {result.lead}: {st['n_beats']} beats, HR {st['heart_rate_bpm']:.0f} bpm, "

@@ -54,7 +54,8 @@ def save_pdf(path: Path, study, result, picture: QImage, intended_use: str) -> P
         y += scaled.height() + 20
         note = ("Overlay: where the model looked (class activation map); not a localisation."
                 if getattr(result, "heatmap_method", None) else
-                "Shading: where the model looked, per beat; not a localisation." if hasattr(result, "beats") else "")
+                "Shading: where the model looked, per beat; not a localisation." if hasattr(result, "beats") else
+                "Overlay: the model's mask." if hasattr(result, "mask") else "")
         if note:
             text(note, 8, colour=QColor(90, 90, 90))
     thresholds = getattr(result, "thresholds", {})

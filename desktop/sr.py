@@ -27,6 +27,9 @@ def build_sr(result, source_path: str):
     except Exception:
         raise InvalidInputError(f"{source_path} is not DICOM: a DICOM SR must reference a DICOM study",
                                 fix="save a PDF report instead, or open the DICOM original") from None
+    if hasattr(result, "mask"):
+        raise InvalidInputError("a segmentation result is saved as DICOM SEG, not SR",
+                                fix="use File > Save mask (PNG or DICOM SEG)")
     ecg = hasattr(result, "beats")
     algorithm = hd.sr.AlgorithmIdentification(
         name=result.model_id, version=result.model_version,

@@ -47,9 +47,9 @@ class AppState:
         self.bundles, self.bundle_problems = find_bundles(default_folders(self.bundle_folders))
         for kind in ("image", "ecg"):
             if kind not in self.chosen:
-                fitting = [b for b in self.bundles if b.fits(kind)]
+                fitting = sorted(self.models_for(kind), key=lambda b: (b.task != "classification", b.model_id))
                 if fitting:
-                    self.chosen[kind] = fitting[0]
+                    self.chosen[kind] = fitting[0]  # classifiers first; the user picks others
         self.emit("bundles")
 
     def models_for(self, kind: str) -> list[BundleEntry]:
@@ -156,7 +156,9 @@ def batch_row(study: Study, result, error: str | None) -> dict:
 
 def decision_text(result) -> str:
     """One line a clinician reads: the rhythm, or the findings at their operating thresholds."""
-    if hasattr(result, "label"):
+    if hasattr(result, "mask"):
+        return f"{result.label}: {result.mask.mean() * 100:.1f} % of the image"
+    if hasattr(result, "beats"):
         hr = result.stats.get("heart_rate_bpm")
         return f"{result.label.upper()}" + (f", {hr:.0f} bpm" if hr else "")
     positive = result.positive

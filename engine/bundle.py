@@ -135,7 +135,7 @@ class Model:
         ``explain=True`` computes an occlusion map when the graph has no CAM output (slower).
         ECGs: a path (DICOM waveform, WFDB, aECG, CSV) or an array with ``fs=``; ``lead=`` to choose.
         """
-        options = {k: v for k, v in options.items() if v not in (None, False)}
+        options = {k: v for k, v in options.items() if v is not None and v is not False}  # frame=0 counts
         unknown = sorted(set(options) - set(self.task.predict_options))
         if unknown:
             raise ConfigurationError(f"option(s) {', '.join(unknown)} do not apply to a {self.manifest.task} bundle",

@@ -47,10 +47,15 @@ def run_worker(cfg: dict) -> dict:
     raise RuntimeError((proc.stderr or proc.stdout).strip().splitlines()[-1] if (proc.stderr or proc.stdout) else "no output")
 
 
-def default_study() -> str | None:
-    """A real radiograph DICOM (pydicom-data RG1, 1955x1841 CR) for end-to-end timing."""
+def default_study(task: str = "classification") -> str | None:
+    """A real DICOM for end-to-end timing: the RG1 chest radiograph (1955x1841 CR) for images,
+    pydicom's 10-s 12-lead waveform for ECGs."""
     from medexport.models.data import pydicom_data
 
+    if task == "ecg_rhythm":
+        from pydicom.data import get_testdata_file
+
+        return get_testdata_file("waveform_ecg.dcm")
     root = pydicom_data()
     return str(root / "RG1_UNCI.dcm") if root and (root / "RG1_UNCI.dcm").is_file() else None
 
@@ -58,7 +63,6 @@ def default_study() -> str | None:
 def bench(items: list[str], targets: list[str], precisions: list[str], *, data: str | None = None,
           batch: int = 8, threads: int | None = None, study: str | None = None, emit=print) -> list[Row]:
     rows: list[Row] = []
-    study = study or default_study()
     with tempfile.TemporaryDirectory(prefix="medexport-bench-") as work:
         for item in items:
             if Path(item).is_dir() or item.endswith(".zip"):
@@ -79,6 +83,7 @@ def _measure(row: Row, cfg: dict, emit) -> Row:
 
 def _bench_bundle(path, targets, precisions, data, batch, threads, study, emit) -> list[Row]:
     manifest, _, root = read_manifest(path)
+    study = study or default_study(manifest.task)
     rows = []
     for a in manifest.artifacts:
         if (targets and a.target not in targets) or (precisions and a.precision not in precisions):
@@ -95,6 +100,7 @@ def _bench_model(name, work: Path, targets, precisions, data, batch, threads, st
     from medexport.models.registry import get_config
 
     config = get_config(name)
+    study = study or default_study(config.task)
     calib = default_data(config, "calib")
     val_list = [data] if data else default_data(config, "val")
     torch_cfg = {"torch": True, "model": name, "batch": batch, "threads": threads, "study": study}
@@ -123,10 +129,11 @@ def _bench_model(name, work: Path, targets, precisions, data, batch, threads, st
 
 
 def render(rows: list[Row], threads: int | None, study: str | None) -> str:
-    head = (f"{'model':<16} {'target':<12} {'prec':<5} {'status':<10} {'MB':>6} {'AUROC':>6} {'p50 ms':>8} "
+    head = (f"{'model':<16} {'target':<12} {'prec':<5} {'status':<10} {'MB':>6} {'metric':>6} {'p50 ms':>8} "
             f"{'p95 ms':>8} {'items/s':>8} {'e2e ms':>8} {'cold s':>7} {'warm s':>7}")
     lines = [f"threads: {threads or os.cpu_count()} | latency at batch 1 | throughput at the batch shown | "
-             f"e2e: file on disk -> result ({Path(study).name if study else 'no study'})", head, "-" * len(head)]
+             f"e2e: DICOM on disk -> result ({study or 'RG1_UNCI.dcm for images, waveform_ecg.dcm for ECG'}) | "
+             "metric: AUROC, macro F1 (ECG) or Dice on the model's validation data", head, "-" * len(head)]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         v = r.values

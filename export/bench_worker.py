@@ -56,7 +56,7 @@ def bench_bundle(cfg: dict) -> dict:
     thr = timed(lambda: model.infer(many), min_iters=10)
     out = {"load_cold_s": cold, "load_warm_s": warm, **summary(lat, thr, batch), "batch": batch}
     if cfg.get("study"):
-        e2e = timed(lambda: model.predict(cfg["study"], frame=0), min_iters=10)
+        e2e = timed(lambda: model.predict(cfg["study"]), min_iters=10)
         out["e2e_p50_ms"] = float(np.median(e2e))
     if cfg.get("data"):
         out["metric"] = _metric(model.scores, model.manifest, cfg["data"])
@@ -91,7 +91,7 @@ def bench_torch(cfg: dict) -> dict:
     lat = timed(lambda: run(one))
     thr = timed(lambda: run(many), min_iters=10)
     out = {"load_cold_s": None, "load_warm_s": None, **summary(lat, thr, cfg["batch"]), "batch": cfg["batch"]}
-    if cfg.get("study"):
+    if cfg.get("study") and config.task == "classification":
         def e2e():
             tensor, _ = image_to_tensor(read_image(cfg["study"], frame=0).pixels, spec)
             return torch.softmax(run(torch.from_numpy(tensor)), 1)
@@ -100,17 +100,16 @@ def bench_torch(cfg: dict) -> dict:
     return out
 
 
-def _metric(scores_fn, manifest, data: str) -> float | None:
-    from medexport.engine.compare import auroc
+def _metric(scores_fn, manifest, data) -> float | None:
+    """The task's guarded metric (AUROC, macro F1 or Dice) of this artifact on labelled data."""
     from medexport.export.datasets import load_dataset
+    from medexport.export.steps.validate import guarded_metric
 
     ds = load_dataset(data, manifest.preprocess, labels=manifest.labels)
     if ds.labels is None:
         return None
-    scores = scores_fn(ds.inputs)
-    label = next(iter(manifest.postprocess.thresholds))
-    k = manifest.labels.index(label)
-    return float(auroc(ds.labels == k, scores[:, k]))
+    return guarded_metric(manifest.task, ds, scores_fn(ds.inputs), manifest.labels, manifest.postprocess,
+                          manifest.preprocess)
 
 
 def main() -> None:

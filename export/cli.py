@@ -221,7 +221,7 @@ def cmd_bench(args) -> int:
 
     rows = bench(args.items, args.targets, args.precisions, data=args.data, batch=args.batch, threads=args.threads,
                  study=args.study, emit=lambda m: print(m, file=sys.stderr, flush=True))
-    print(render(rows, args.threads, args.study or __import__("medexport.export.bench", fromlist=["x"]).default_study()))
+    print(render(rows, args.threads, args.study))
     if args.out:
         for path in write(rows, Path(args.out)):
             print(f"wrote {path}", file=sys.stderr)

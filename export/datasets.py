@@ -92,10 +92,14 @@ def _concat(parts: list[Dataset]) -> Dataset:
     has_labels = all(p.labels is not None for p in parts)
     offsets = np.cumsum([0] + [len(p) for p in parts])
     grouped = any(p.groups is not None for p in parts)
+    extras = None
+    if all(p.extras for p in parts):  # per-item lists (segmentation): concatenate, None if any part lacks one
+        extras = {k: None if any(p.extras[k] is None for p in parts) else [v for p in parts for v in p.extras[k]]
+                  for k in parts[0].extras}
     return Dataset(np.concatenate([p.inputs for p in parts]),
                    np.concatenate([p.labels for p in parts]) if has_labels else None,
                    tuple(n for p in parts for n in p.names),
-                   np.concatenate([p.row_groups + o for p, o in zip(parts, offsets)]) if grouped else None)
+                   np.concatenate([p.row_groups + o for p, o in zip(parts, offsets)]) if grouped else None, extras)
 
 
 def _limit(ds: Dataset, limit: int | None) -> Dataset:
@@ -105,9 +109,10 @@ def _limit(ds: Dataset, limit: int | None) -> Dataset:
         return ds
     rows = np.flatnonzero(np.isin(ds.row_groups, keep))
     remap = {old: new for new, old in enumerate(keep)}
+    extras = None if ds.extras is None else {k: None if v is None else [v[i] for i in keep] for k, v in ds.extras.items()}
     return Dataset(ds.inputs[rows], None if ds.labels is None else ds.labels[keep],
                    tuple(ds.names[i] for i in keep),
-                   None if ds.groups is None else np.array([remap[g] for g in ds.groups[rows]]))
+                   None if ds.groups is None else np.array([remap[g] for g in ds.groups[rows]]), extras)
 
 
 def _label_table(folder: Path, label_names: tuple) -> dict | None:
@@ -173,7 +178,8 @@ def _tile_dataset(path: Path, spec, limit: int | None) -> Dataset:
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in STUDY_SUFFIXES),
                    key=lambda p: (len(p.stem), p.stem)) if folder.is_dir() else [path]
     files = [files[i] for i in subset(len(files), limit)]
-    label_dir = next((path / d for d in ("label", "masks") if (path / d).is_dir()), None)
+    root = path if path.is_dir() else path.parent.parent  # a single file inside image/
+    label_dir = next((root / d for d in ("label", "masks") if (root / d).is_dir()), None)
     rows, groups, origins, shapes, masks = [], [], [], [], []
     for k, f in enumerate(files):
         pixels = read_image(f, frame=0).pixels

@@ -94,7 +94,7 @@ def _default_golden(kind: str) -> list[str]:
         from pydicom.data import get_testdata_file
 
         ecg = root / "ecg"
-        return [str(ecg / "cinc2017-af" / f"{r}.hea") for r in ("A00001", "A00004", "A00005", "A00008", "A00022")] + \
+        return [str(ecg / "cinc2017-af" / f"{r}.hea") for r in ("A00001", "A00004", "A00005", "A00008", "A00009")] + \
             [str(ecg / "mitdb" / "100.hea"), str(ecg / "hl7-aecg" / "example_12lead.xml"),
              get_testdata_file("waveform_ecg.dcm")]
     return [str(p) for p in sorted((root / "images" / "cxr-nih").glob("*.png"))] + \

@@ -70,7 +70,9 @@ EM_MEMBRANE_SEG = ModelConfig(
     intended_use=("Demonstration of the medexport segmentation pipeline: cell membranes in serial-section electron "
                   "microscopy (biomedical research, not clinical). Not a medical device."),
     recipe="medexport.models.recipes.em_membrane_seg",
-    extra={"calib": ["segmentation/isbi2012-em"], "val": ["segmentation/isbi2012-em"]},
+    # calibration on every slice; validation on the six held-out slices (24-29)
+    extra={"calib": ["segmentation/isbi2012-em"],
+           "val": [f"segmentation/isbi2012-em/image/{i}.png" for i in range(24, 30)]},
 )
 
 

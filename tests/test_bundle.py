@@ -120,3 +120,9 @@ def test_batch_shape_mismatch_is_explained(pneumonia_bundle):
 
     with open_bundle(pneumonia_bundle) as m, pytest.raises(InvalidInputError, match=r"\(N, 1, 28, 28\)"):
         m.infer(np.zeros((1, 1, 32, 32), np.float32))
+
+
+def test_frame_zero_of_a_multiframe_dicom(pneumonia_bundle, dcm):
+    with open_bundle(pneumonia_bundle) as m:
+        first, fifth = m.predict(dcm("emri_small.dcm"), frame=0), m.predict(dcm("emri_small.dcm"), frame=5)
+    assert first.scores != fifth.scores
