@@ -277,7 +277,7 @@ def _step_options(options: BuildOptions, source, task, val: Dataset | None, log:
     """What compile steps may use: calibration inputs and, with --val, the guarded metric."""
     out = {"emit": log.emit, "max_drop": options.max_drop, "metric_name": TASK_METRICS[source.task][0]}
     if "int8" in options.precisions:
-        calib = load_dataset(options.calib, source.preprocess, limit=options.calib_size or 300)
+        calib = load_dataset(options.calib, source.preprocess, labels=source.labels, limit=options.calib_size or 300)
         out["calib_inputs"] = calib.inputs
         log.emit(f"[build]   {len(calib)} calibration studies from {options.calib}")
     if val is not None:

@@ -15,7 +15,9 @@ from .build import BuildOptions, build
 # model -> build options of its demo bundle (nothing is trained here: shipped weights only)
 DEMOS = {
     "pneumonia-cxr": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"]),
-    "ecg-rhythm": dict(targets=["onnxruntime", "openvino"], precisions=["fp32", "int8"]),
+    # INT8 buys nothing measurable for this 38 k-parameter model; ONNX Runtime INT8 fails its F1 guard
+    # and OpenVINO's accuracy-controlled INT8 passes but takes minutes to search: FP32 for the demo
+    "ecg-rhythm": dict(targets=["onnxruntime", "openvino"], precisions=["fp32"]),
     "em-membrane-seg": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"]),
 }
 

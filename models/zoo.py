@@ -53,7 +53,10 @@ ECG_RHYTHM = ModelConfig(
     intended_use=("Demonstration of the medexport pipeline: classifies the rhythm of one ECG lead as normal sinus "
                   "rhythm, atrial fibrillation, other rhythm or too noisy. Not a medical device; not for diagnosis."),
     recipe="medexport.models.recipes.ecg_rhythm",
-    extra={"calib": ["ecg/cinc2017-af"], "val": ["ecg/cinc2017-af"]},
+    # INT8 keeps the Slices that cut out the RR features and their Concat with the beat embeddings
+    # in float: RR irregularity lives in
+    # values around 0.05-0.3 that one shared int8 scale with the embeddings wipes out
+    extra={"calib": ["ecg/cinc2017-af"], "val": ["ecg/cinc2017-af"], "int8_float_ops": ["Concat", "Slice", "StridedSlice", "Add", "Multiply"]},
 )
 
 

@@ -18,10 +18,21 @@ from medexport.engine.errors import ExportError
 
 # Classifier heads (and the CAM projection) stay in float: quantizing the last linear layer
 # shifted every score (138 of 524 decisions flipped at the operating threshold in a probe).
+# Recurrent layers stay in float too: OpenVINO's CPU plugin needs constant LSTM weights.
 HEAD_OPS = ("MatMul", "Gemm", "Einsum")
+FLOAT_OPS_ONNX = HEAD_OPS + ("LSTM", "GRU", "RNN")
+FLOAT_OPS_OPENVINO = ("MatMul", "Einsum", "LSTMSequence", "GRUSequence", "RNNSequence", "LSTMCell", "GRUCell")
 
 
 def quantize_openvino(model, source, options: dict):
+    try:
+        return _quantize_openvino(model, source, options)
+    except Exception as exc:  # NNCF and the CPU plugin raise many kinds; report one clearly
+        raise ExportError(f"OpenVINO INT8 quantization failed: {str(exc).strip().splitlines()[-1]}",
+                          fix="build fp32/fp16 for OpenVINO, or try --target onnxruntime for int8") from exc
+
+
+def _quantize_openvino(model, source, options: dict):
     import nncf
     import openvino as ov
 
@@ -29,7 +40,7 @@ def quantize_openvino(model, source, options: dict):
     dataset = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))])
     settings = dict(subset_size=len(calib), preset=nncf.QuantizationPreset.PERFORMANCE,
                     target_device=nncf.TargetDevice.CPU,
-                    ignored_scope=nncf.IgnoredScope(types=list(HEAD_OPS), validate=False))
+                    ignored_scope=nncf.IgnoredScope(types=[*FLOAT_OPS_OPENVINO, *source.int8_float_ops], validate=False))
     quantized = nncf.quantize(model, dataset, **settings)
     metric, max_drop = options.get("val_metric"), options.get("max_drop")
     if metric is None or max_drop is None:
@@ -55,6 +66,25 @@ def quantize_openvino(model, source, options: dict):
 
     return nncf.quantize_with_accuracy_control(
         model, dataset, val_set, validation_fn, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **settings)
+
+
+def downstream(graph, names: list[str]) -> list[str]:
+    """``names`` and every node that consumes their results, directly or not: what follows a
+    classifier head (bias, masking, pooling of per-beat scores) stays in float with it."""
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(node)
+    by_name = {n.name: n for n in graph.node}
+    seen, stack = set(), [by_name[n] for n in names if n in by_name]
+    while stack:
+        node = stack.pop()
+        if node.name in seen:
+            continue
+        seen.add(node.name)
+        for out in node.output:
+            stack += consumers.get(out, [])
+    return sorted(seen)
 
 
 class _Reader:
@@ -87,7 +117,10 @@ def quantize_onnxruntime(source, out: Path, options: dict, *, tensorrt: bool = F
             options.get("emit", print)(f"[build]   ONNX pre-processing skipped ({exc})")
         import onnx
 
-        heads = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in HEAD_OPS]
+        graph = onnx.load(str(pre)).graph
+        exact = FLOAT_OPS_ONNX + tuple(source.int8_float_ops)
+        heads = sorted(set(downstream(graph, [n.name for n in graph.node if n.op_type in HEAD_OPS]))
+                       | {n.name for n in graph.node if n.op_type in exact})
         try:
             settings = (dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
                              reduce_range=False, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
