@@ -146,6 +146,7 @@ class Manifest:
     card: str | None = None
     intended_use: str = ""
     medical_device: bool = False
+    backend_preference: tuple = ()  # measured fastest first for this model on CPUs; empty: the engine's order
     provenance: dict = field(default_factory=dict)
     schema: str = SCHEMA
 
@@ -153,6 +154,7 @@ class Manifest:
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "artifacts", tuple(self.artifacts))
+        object.__setattr__(self, "backend_preference", tuple(self.backend_preference))
 
     def artifact(self, target: str, precision: str) -> Artifact | None:
         return next((a for a in self.artifacts

@@ -194,6 +194,7 @@ def _draft_manifest(source, artifacts, steps=()) -> Manifest:
         input=source.input, outputs=source.outputs, preprocess=source.preprocess,
         postprocess=source.postprocess, artifacts=tuple(artifacts), files={}, golden="golden.npz",
         card="MODEL_CARD.md", intended_use=source.intended_use, medical_device=False,
+        backend_preference=source.backend_preference,
         provenance={"source": source.kind, "source_sha256": source.source_sha256,
                     "training": source.training, "tools": _tool_versions(),
                     "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

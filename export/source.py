@@ -33,6 +33,7 @@ class Source:
     default_golden: tuple = ()  # dataset specs for golden inputs when none are given
     clinical: bool = True  # False for random-weight speed models: int8 needs no clinical validation
     int8_float_ops: tuple = ()  # op types this model keeps in float when quantized (see models/zoo.py)
+    backend_preference: tuple = ()
 
     def reference(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Outputs of the source model itself (torch eager, or ONNX Runtime on the given ONNX)."""
@@ -82,7 +83,7 @@ def from_registry(name: str, workdir: Path) -> Source:
         intended_use=config.intended_use, kind="registered", source_sha256=weights_sha,
         card_text=config.card_path.read_text() if config.card_path.is_file() else _untrained_card(config),
         training=config.training_record(), torch_model=model, default_golden=golden, clinical=config.trained,
-        int8_float_ops=tuple(config.extra.get("int8_float_ops", ())))
+        int8_float_ops=tuple(config.extra.get("int8_float_ops", ())), backend_preference=config.backend_preference)
 
 
 def _default_golden(kind: str) -> list[str]:

@@ -28,6 +28,7 @@ class ModelConfig:
     trained: bool = True  # False: random weights, for speed work only
     default_threshold: float = 0.5
     input_name: str = "image"
+    backend_preference: tuple = ()  # CPU runtimes fastest first, as measured for this model
     extra: dict = field(default_factory=dict)
 
     @property

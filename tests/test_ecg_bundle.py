@@ -91,3 +91,7 @@ def test_card_reports_cross_validation_and_other_devices(ecg_bundle):
     assert set(cv) == {"N", "A", "O", "~", "cinc"} and 0 < cv["cinc"]["ci95"][0] <= cv["cinc"]["value"]
     card = get_config("ecg-rhythm").card_path.read_text()
     assert f"{cv['cinc']['value']:.3f}" in card and "MIT-BIH 100" in card and "not a medical device" in card.lower()
+
+
+def test_auto_takes_the_measured_fastest_cpu_runtime(model):
+    assert model.manifest.backend_preference == ("onnxruntime", "openvino") and model.backend == "onnxruntime"

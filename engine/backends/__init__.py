@@ -36,7 +36,11 @@ def choose_artifact(manifest, backend: str = "auto", precision: str = "auto"):
         cls.require()
         candidates = [cls]
     else:
-        candidates = [BACKENDS[n] for n in available_backends()]
+        default = available_backends()
+        # GPU backends keep their lead; among the rest the bundle's measured preference comes first
+        rank = {name: i for i, name in enumerate(manifest.backend_preference)}
+        runnable = sorted(default, key=lambda n: (n != "tensorrt", rank.get(n, len(rank)), default.index(n)))
+        candidates = [BACKENDS[n] for n in runnable]
         if not candidates:
             raise BackendUnavailableError("no inference runtime is installed",
                                           fix="pip install 'medexport[openvino]' or 'medexport[onnxruntime]'")
