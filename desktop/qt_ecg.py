@@ -115,6 +115,7 @@ class EcgPaper(QWidget):
         if beats and self.result is not None:
             self._beats(p, t0, t1, x_at, y0)
         p.setPen(QPen(QColor(20, 20, 20), 1.1))
+        p.setBrush(Qt.BrushStyle.NoBrush)  # a trace is a line, never a filled shape
         p.drawPath(path)
         p.setFont(QFont("Sans", 9, QFont.Weight.Bold))
         p.drawText(QPointF(20 + x_at * self.speed * mm + 4, y0 - 10 * mm), label)
