@@ -9,7 +9,13 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QMessageBox, QTextBrow
 
 
 def show_error(parent, title: str, message: str) -> None:
-    """A MedError's message as the user reads it (what was found, expected, how to fix): no traceback."""
+    """A MedError's message as the user reads it (what was found, expected, how to fix): no traceback.
+    Scripted runs (--screenshot / --quit) print it instead of waiting on a dialog nobody sees."""
+    if getattr(parent, "scripted", False):
+        import sys
+
+        print(f"error: {title}: {message}", file=sys.stderr)
+        return
     box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, parent)
     box.exec()
 

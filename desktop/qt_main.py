@@ -27,6 +27,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.state = state
         self.worker = None
+        self.scripted = False  # set for --screenshot / --quit runs: errors go to stderr, not dialogs
         self.batch_rows = []
         self.setWindowTitle("medexport viewer - offline")
         self.resize(1400, 860)
@@ -451,6 +452,7 @@ def run_app(args) -> int:
     app.setApplicationName("medexport viewer")
     state = AppState(bundle_folders=[args.bundles] if args.bundles else [])
     window = MainWindow(state)
+    window.scripted = bool(args.quit or args.screenshot)
     window.show()
     if args.files:
         window.open_paths(args.files)

@@ -87,8 +87,11 @@ def pack(app: Path) -> Path:
 
 
 def size_report(app: Path) -> tuple[float, list[str]]:
-    def size(p: Path) -> int:
-        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+    def size(p: Path) -> int:  # symlinks (PyInstaller links some libraries) counted once
+        if p.is_symlink():
+            return 0
+        return sum(f.lstat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink()) \
+            if p.is_dir() else p.stat().st_size
 
     total = size(app) / 1e6
     internal = app / "_internal"
@@ -114,7 +117,8 @@ def selftest(app: Path) -> str:
 
 def screenshot(app: Path, study: str | None, out: Path) -> None:
     with tempfile.TemporaryDirectory() as home:
-        args = [str(app / NAME), *( [study] if study else []), "--run", "--screenshot", str(out), "--quit"]
+        args = [str(app / NAME), *([str(Path(study).resolve())] if study else []), "--run", "--screenshot",
+                str(out.resolve()), "--quit"]
         subprocess.run(args, capture_output=True, text=True, timeout=300, env=clean_env(Path(home)), cwd=home)
     print(f"screenshot: {out} ({'ok' if out.is_file() else 'MISSING'})")
 
@@ -128,7 +132,7 @@ def main() -> int:
     start = time.time()
     dist, work = Path(args.dist), Path("build") / "pyinstaller"
     make_icon(HERE / "build")
-    app = freeze(Path(args.bundles), dist, work)
+    app = freeze(Path(args.bundles), dist, work).resolve()
     trim(app)
     if sys.platform.startswith("linux"):
         desktop_entry(app)
