@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from medexport.engine import MedError, open_bundle
+from medexport.engine import MedError, open_bundle, read_manifest
 
 from . import audit
 from .catalog import BundleEntry, default_folders, find_bundles
@@ -81,9 +81,17 @@ class AppState:
             return self._models[entry.path]
 
     def runtime_of(self, entry: BundleEntry) -> str:
-        """'openvino int8' etc.: what a run will use, before it runs."""
-        model = self.engine(entry)
-        return f"{model.backend} {model.precision}"
+        """'openvino int8' etc.: what a run will use, decided from the manifest without loading
+        anything (a first TensorRT engine build happens in the run, in the background)."""
+        from medexport.engine.backends import choose_artifact
+
+        if entry.path in self._models:
+            model = self._models[entry.path]
+            return f"{model.backend} {model.precision}"
+        manifest, _, _ = read_manifest(entry.path, verify=False)
+        cls, artifact = choose_artifact(manifest)
+        note = " (engine built for this GPU on the first run, then cached)" if cls.name == "tensorrt" else ""
+        return f"{cls.name} {artifact.precision}{note}"
 
     # -- studies -------------------------------------------------------------------------------
     def open(self, paths) -> list[str]:

@@ -111,3 +111,17 @@ def test_doctor_and_models():
 def test_selftest_command(pneumonia_bundle):
     proc = medexport("selftest", pneumonia_bundle)
     assert proc.returncode == 0 and proc.stdout.count("PASS") == 4
+
+
+def test_occlusion_fallback_for_a_model_without_cam(user_onnx, tmp_path, cxr, cache_dir):
+    from medexport.engine import open_bundle
+
+    out = tmp_path / "x"
+    assert medexport("build", user_onnx, "--task", "classification", "--labels", "a,b,c", "--input-size", 64,
+                     "--target", "onnxruntime", "-o", out).returncode == 0
+    with open_bundle(out) as model:
+        plain = model.predict(cxr[0])
+        explained = model.predict(cxr[0], explain=True)
+    assert plain.heatmap is None
+    assert explained.heatmap.shape == (512, 512) and "occlusion" in explained.heatmap_method
+    assert explained.scores == plain.scores

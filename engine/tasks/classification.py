@@ -33,12 +33,11 @@ class ClassificationTask:
         post = self.manifest.postprocess
         probs = activate(outputs[post.score_output][index], post.activation)
         scores = {label: float(p) for label, p in zip(self.manifest.labels, probs)}
-        fields = {"scores": scores, "thresholds": dict(post.thresholds)}
+        fields = {"scores": scores, "thresholds": dict(post.thresholds), "heatmap_geometry": meta["geometry"]}
         if post.heatmap_output and post.heatmap_output in outputs:
             label = self._heatmap_label(scores)
             cam = outputs[post.heatmap_output][index][self.manifest.labels.index(label)]
-            fields.update(heatmap_grid=cam, heatmap_geometry=meta["geometry"], heatmap_label=label,
-                          heatmap_method=CAM_METHOD)
+            fields.update(heatmap_grid=cam, heatmap_label=label, heatmap_method=CAM_METHOD)
         return fields
 
     def explain(self, run, feeds: dict, fields: dict) -> dict:
