@@ -125,3 +125,12 @@ def test_occlusion_fallback_for_a_model_without_cam(user_onnx, tmp_path, cxr, ca
     assert plain.heatmap is None
     assert explained.heatmap.shape == (512, 512) and "occlusion" in explained.heatmap_method
     assert explained.scores == plain.scores
+
+
+def test_staging_left_by_a_dead_build_is_cleaned(user_onnx, tmp_path, cache_dir):
+    stale = tmp_path / ".x.building-999999"
+    stale.mkdir()
+    (stale / "half-written.bin").write_bytes(b"x")
+    proc = medexport("build", user_onnx, "--task", "classification", "--labels", "a,b,c", "--input-size", 64,
+                     "--target", "onnxruntime", "-o", tmp_path / "x")
+    assert proc.returncode == 0 and not stale.exists() and (tmp_path / "x" / "manifest.json").is_file()

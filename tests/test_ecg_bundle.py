@@ -95,3 +95,14 @@ def test_card_reports_cross_validation_and_other_devices(ecg_bundle):
 
 def test_auto_takes_the_measured_fastest_cpu_runtime(model):
     assert model.manifest.backend_preference == ("onnxruntime", "openvino") and model.backend == "onnxruntime"
+
+
+def test_fp16_lstm_builds_and_runs_on_both_runtimes(tmp_path, cache_dir):
+    """Regression: ONNX Runtime's ALL-level layout transforms crashed (SIGSEGV) on an FP16 LSTM graph."""
+    from medexport.export.build import BuildOptions, build
+
+    out = build("ecg-rhythm", tmp_path / "e16", BuildOptions(targets=["onnxruntime", "openvino"], precisions=["fp16"]),
+                emit=lambda m: None)
+    for backend in ("onnxruntime", "openvino"):
+        with open_bundle(out, backend=backend) as m:
+            assert m.precision == "fp16" and m.self_test().passed

@@ -12,9 +12,11 @@ def compile_onnxruntime(source, precision: str, out_dir: Path, options: dict) ->
         shutil.copyfile(source.onnx_path, path)
     elif precision == "fp16":
         import onnx
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-        model = convert_float_to_float16(onnx.load(str(source.onnx_path)), keep_io_types=True)
+        # recurrent ops stay FP32: ONNX Runtime's CPU build crashed (SIGSEGV) on an FP16 LSTM
+        blocked = list(DEFAULT_OP_BLOCK_LIST) + ["LSTM", "GRU", "RNN"]
+        model = convert_float_to_float16(onnx.load(str(source.onnx_path)), keep_io_types=True, op_block_list=blocked)
         onnx.save(model, str(path))
     else:
         from .quantize import quantize_onnxruntime
