@@ -74,6 +74,13 @@ def save_record(config, record: dict) -> None:
     write_atomic(config.metrics_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
+def publish(config, record: dict, card: str) -> dict:
+    """Write the metrics record (read by the registry and bundles) and the model card."""
+    save_record(config, record)
+    write_atomic(config.card_path, card)
+    return record
+
+
 def fmt_metric(m: dict) -> str:
     lo, hi = m["ci95"]
     return f"{m['value']:.3f} (95 % CI {lo:.3f}-{hi:.3f})"

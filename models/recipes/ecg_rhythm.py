@@ -24,7 +24,7 @@ from medexport.engine.manifest import EcgPreprocess
 
 from ..data import shared_data
 from ..registry import create_model, get_config
-from .common import save_record, save_weights, seed_everything, stratified_split, training_environment, write_atomic
+from .common import fmt_metric, publish, save_weights, seed_everything, stratified_split, training_environment
 
 NAME = "ecg-rhythm"
 CODES = {"N": 0, "A": 1, "O": 2, "~": 3}
@@ -216,14 +216,12 @@ def train(epochs: int = 60, folds: int = 5, seed: int = 0) -> dict:
               "parameters": int(sum(p.numel() for p in model.parameters())),
               "weights_sha256": weights_sha, "training_seconds": round(time.time() - start, 1),
               "environment": training_environment()}
-    save_record(config, record)
-    write_atomic(config.card_path, model_card(config, record))
-    return record
+    return publish(config, record, model_card(config, record))
 
 
 def model_card(config, r: dict) -> str:
     cv = r["cross_validation"]["f1"]
-    fmt = lambda m: f"{m['value']:.3f} (95 % CI {m['ci95'][0]:.3f}-{m['ci95'][1]:.3f})"  # noqa: E731
+    fmt = fmt_metric
     conf = r["cross_validation"]["confusion"]
     conf_rows = "\n".join(f"| {lab} | " + " | ".join(str(v) for v in row) + " |" for lab, row in zip("NAO~", conf))
     xs = r["cross_source"]
@@ -296,9 +294,7 @@ def refresh_card() -> dict:
     config = get_config(NAME)
     record = config.training_record()
     record["cross_source"] = cross_source(create_model(NAME), spec())
-    save_record(config, record)
-    write_atomic(config.card_path, model_card(config, record))
-    return record
+    return publish(config, record, model_card(config, record))
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from medexport.engine.preprocess import blend_tiles, image_to_tiles
 
 from ..data import shared_data
 from ..registry import create_model, get_config
-from .common import save_record, save_weights, seed_everything, training_environment, write_atomic
+from .common import fmt_metric, publish, save_weights, seed_everything, training_environment
 
 NAME = "em-membrane-seg"
 HELD_OUT = tuple(range(24, 30))
@@ -108,14 +108,12 @@ def train(steps: int = 700, seed: int = 0, batch: int = 8) -> dict:
                          "augmentation": "random 128 crops, flips, rot90, contrast x0.85-1.15, brightness +-0.08"},
               "weights_sha256": weights_sha, "training_seconds": round(time.time() - start, 1),
               "environment": training_environment()}
-    save_record(config, record)
-    write_atomic(config.card_path, model_card(config, record))
-    return record
+    return publish(config, record, model_card(config, record))
 
 
 def model_card(config, r: dict) -> str:
     h = r["held_out"]
-    fmt = lambda m: f"{m['value']:.3f} (95 % CI {m['ci95'][0]:.3f}-{m['ci95'][1]:.3f})"  # noqa: E731
+    fmt = fmt_metric
     return f"""# Model card: {config.name} {config.version}
 
 **Biomedical research demo, not clinical, not a medical device.** The point is the pipeline.

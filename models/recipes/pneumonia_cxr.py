@@ -20,8 +20,8 @@ from medexport.engine.preprocess import image_to_tensor
 
 from ..data import shared_data
 from ..registry import create_model, get_config
-from .common import (fmt_metric, save_record, seed_everything, stratified_split, training_environment,
-                     write_atomic, youden_threshold, save_weights)
+from .common import (fmt_metric, publish, save_weights, seed_everything, stratified_split, training_environment,
+                     youden_threshold)
 
 NAME = "pneumonia-cxr"
 DATA_FILE = "images/pneumoniamnist_trainval.npz"
@@ -119,9 +119,7 @@ def train(epochs: int = 30, seed: int = 0, batch: int = 128, lr: float = 3e-3) -
         "weights_sha256": weights_sha, "training_seconds": round(time.time() - start, 1),
         "environment": training_environment(),
     }
-    save_record(config, record)
-    write_atomic(config.card_path, model_card(config, record))
-    return record
+    return publish(config, record, model_card(config, record))
 
 
 def model_card(config, r: dict) -> str:
