@@ -77,6 +77,7 @@ class MainWindow(QMainWindow):
         self.model_panel.runClicked.connect(self.run_current)
         self.model_panel.cancelClicked.connect(self.cancel)
         self.model_panel.cardClicked.connect(self.show_card)
+        self.model_panel.leadChosen.connect(self._lead_chosen)
         self.result_panel = ResultPanel()
         self.result_panel.overlayToggled.connect(lambda on: self.image.set_overlay(visible=on))
         self.result_panel.opacityChanged.connect(lambda v: self.image.set_overlay(opacity=v))
@@ -220,8 +221,16 @@ class MainWindow(QMainWindow):
             self.image.corners = self._corner_text(study)
             self._show_result(self.state.result_of(study))
 
+    def _lead_chosen(self, text: str) -> None:
+        study = self.state.study
+        if study is not None and study.kind == "ecg":
+            study.lead = None if text.startswith("default") else text
+            self.statusBar().showMessage(f"Lead {study.lead or 'II (default)'}: run again to analyse it", 6000)
+
     def _refresh_model(self) -> None:
         study = self.state.study
+        leads = list(study.data.leads) if study is not None and study.kind == "ecg" and study.data is not None else []
+        self.model_panel.set_leads(leads, study.lead if study is not None else None)
         kind = study.kind if study else "image"
         entries = self.state.models_for(kind)
         chosen = self.state.chosen.get(kind)

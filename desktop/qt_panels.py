@@ -12,6 +12,7 @@ from .state import decision_text
 
 class ModelPanel(QGroupBox):
     modelChosen = Signal(object)
+    leadChosen = Signal(str)
     runClicked = Signal()
     cancelClicked = Signal()
     cardClicked = Signal()
@@ -32,6 +33,10 @@ class ModelPanel(QGroupBox):
         self.cancel.clicked.connect(self.cancelClicked)
         self.card = QPushButton("Model card")
         self.card.clicked.connect(self.cardClicked)
+        self.lead = QComboBox()
+        self.lead.setToolTip("ECG lead to analyse (default: the model's, lead II)")
+        self.lead.textActivated.connect(self.leadChosen)
+        self.lead_label = QLabel("Lead")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -41,6 +46,10 @@ class ModelPanel(QGroupBox):
             buttons.addWidget(b)
         layout = QVBoxLayout(self)
         layout.addWidget(self.combo)
+        lead_row = QHBoxLayout()
+        lead_row.addWidget(self.lead_label)
+        lead_row.addWidget(self.lead, 1)
+        layout.addLayout(lead_row)
         layout.addWidget(self.runtime)
         layout.addWidget(self.notice)
         layout.addLayout(buttons)
@@ -63,6 +72,16 @@ class ModelPanel(QGroupBox):
     def set_runtime(self, text: str, medical_device: bool) -> None:
         self.runtime.setText(text)
         self.notice.setVisible(not medical_device)
+
+    def set_leads(self, leads: list[str], current: str | None) -> None:
+        """Show the lead choice for multi-lead ECGs only."""
+        show = len(leads) > 1
+        self.lead.setVisible(show)
+        self.lead_label.setVisible(show)
+        self.lead.clear()
+        self.lead.addItems(["default (II)", *leads] if show else [])
+        if current in leads:
+            self.lead.setCurrentText(current)
 
     def busy(self, on: bool) -> None:
         self.run.setEnabled(not on and bool(self._entries))

@@ -21,6 +21,7 @@ class Study:
     header: dict = field(default_factory=dict)  # overlay facts (no patient name is logged)
     data: object = None  # ImageStudy | EcgRecord once loaded
     frame: int = 0
+    lead: str | None = None  # ECG lead to analyse; None: the bundle's default (lead II)
 
     _loaded_frame: int = -1
 
@@ -40,7 +41,9 @@ class Study:
 
     @property
     def predict_options(self) -> dict:
-        return {"frame": self.frame} if self.kind == "image" and self.frames > 1 else {}
+        if self.kind == "ecg":
+            return {"lead": self.lead} if self.lead else {}
+        return {"frame": self.frame} if self.frames > 1 else {}
 
 
 def kind_of(path: Path) -> str | None:

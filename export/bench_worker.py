@@ -58,6 +58,8 @@ def bench_bundle(cfg: dict) -> dict:
     if cfg.get("study"):
         e2e = timed(lambda: model.predict(cfg["study"]), min_iters=10)
         out["e2e_p50_ms"] = float(np.median(e2e))
+        feeds, _ = model.task.preprocess(model.task.read(cfg["study"]))
+        out["items_per_study"] = int(len(next(iter(feeds.values()))))  # tiles or beat windows per study
     if cfg.get("data"):
         out["metric"] = _metric(model.scores, model.manifest, cfg["data"])
     model.close()
@@ -77,7 +79,6 @@ def bench_torch(cfg: dict) -> dict:
     device = cfg.get("device", "cpu")
     config = get_config(cfg["model"])
     model = create_model(cfg["model"]).to(device)
-    spec = ImagePreprocess(**config.preprocess)
     one = torch.randn(1, *config.input_shape, device=device)
     many = torch.randn(cfg["batch"], *config.input_shape, device=device)
 
@@ -92,6 +93,8 @@ def bench_torch(cfg: dict) -> dict:
     thr = timed(lambda: run(many), min_iters=10)
     out = {"load_cold_s": None, "load_warm_s": None, **summary(lat, thr, cfg["batch"]), "batch": cfg["batch"]}
     if cfg.get("study") and config.task == "classification":
+        spec = ImagePreprocess(**config.preprocess)
+
         def e2e():
             tensor, _ = image_to_tensor(read_image(cfg["study"], frame=0).pixels, spec)
             return torch.softmax(run(torch.from_numpy(tensor)), 1)

@@ -134,3 +134,16 @@ def test_staging_left_by_a_dead_build_is_cleaned(user_onnx, tmp_path, cache_dir)
     proc = medexport("build", user_onnx, "--task", "classification", "--labels", "a,b,c", "--input-size", 64,
                      "--target", "onnxruntime", "-o", tmp_path / "x")
     assert proc.returncode == 0 and not stale.exists() and (tmp_path / "x" / "manifest.json").is_file()
+
+
+def test_bench_on_a_bundle_writes_table_csv_and_json(pneumonia_bundle, tmp_path):
+    import csv
+
+    proc = medexport("bench", pneumonia_bundle, "--targets", "onnxruntime", "--precisions", "fp32", "--batch", "4",
+                     "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "pneumonia-cxr    onnxruntime  fp32  ok" in proc.stdout and "end-to-end / raw engine" in proc.stdout
+    rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
+    assert len(rows) == 1 and float(rows[0]["latency_p50_ms"]) > 0 and float(rows[0]["throughput"]) > 0
+    assert float(rows[0]["e2e_p50_ms"]) > float(rows[0]["latency_p50_ms"])
+    assert json.loads((tmp_path / "bench.json").read_text())[0]["batch"] == 4

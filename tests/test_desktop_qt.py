@@ -80,3 +80,15 @@ def test_ecg_paper_renders_record(qtbot, window, pydicom_file):
     dark = sum(1 for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)
                if image.pixelColor(x, y).lightness() < 80)
     assert dark > 100  # traces were drawn on the grid
+
+
+def test_ecg_lead_choice_reaches_the_model(qtbot, window, pydicom_file, ecg_bundle):
+    window.state.bundle_folders.append(str(ecg_bundle.parent))
+    window.state.discover()
+    window.open_paths([pydicom_file("waveform_ecg.dcm")])
+    assert window.model_panel.lead.isVisibleTo(window) and window.model_panel.lead.count() == 13
+    window.model_panel.lead.textActivated.emit("V2")
+    assert window.state.study.predict_options == {"lead": "V2"}
+    run_and_wait(qtbot, window)
+    result = window.state.result_of(window.state.study)
+    assert result.lead == "V2" and "ecg-rhythm" in result.model_id
