@@ -364,45 +364,39 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Saved {written}", 8000)
         return written
 
-    def save_sr(self, folder: str | None = None) -> Path | None:
+    def _save_into_folder(self, what: str, write, folder: str | None) -> Path | None:
+        """Ask for a folder (default: the reports folder), call ``write(study, result, folder)``, report."""
         study, result = self._need_result()
         if result is None:
             return None
-        if not folder:
-            folder = QFileDialog.getExistingDirectory(self, "Folder for the DICOM SR", str(reports_dir()))
+        folder = folder or QFileDialog.getExistingDirectory(self, f"Folder for the {what}", str(reports_dir()))
         if not folder:
             return None
+        try:
+            written = write(study, result, Path(folder))
+        except MedError as exc:
+            qt_dialogs.show_error(self, f"Cannot write the {what}", str(exc))
+            return None
+        self.statusBar().showMessage(f"Saved {written}", 8000)
+        return written
+
+    def save_sr(self, folder: str | None = None) -> Path | None:
         from .sr import save_sr
 
-        try:
-            written = save_sr(result, study.path, Path(folder))
-        except MedError as exc:
-            qt_dialogs.show_error(self, "Cannot write a DICOM SR", str(exc))
-            return None
-        self.statusBar().showMessage(f"Saved {written}", 8000)
-        return written
+        return self._save_into_folder("DICOM SR", lambda s, r, f: save_sr(r, s.path, f), folder)
 
     def save_mask(self, folder: str | None = None) -> Path | None:
-        study, result = self._need_result()
-        if result is None:
-            return None
-        if not hasattr(result, "mask"):
-            qt_dialogs.show_error(self, "No mask", "This model gives scores, not a mask.")
-            return None
-        if not folder:
-            folder = QFileDialog.getExistingDirectory(self, "Folder for the mask", str(reports_dir()))
-        if not folder:
-            return None
         from medexport.engine import outputs
+        from medexport.engine.errors import InvalidInputError
 
-        try:
-            written = (outputs.save_dicom_seg(result, study.path, Path(folder)) if result.input_meta.get("SOPInstanceUID")
-                       else outputs.save_mask_png(result, Path(folder)))
-        except MedError as exc:
-            qt_dialogs.show_error(self, "Cannot write the mask", str(exc))
-            return None
-        self.statusBar().showMessage(f"Saved {written}", 8000)
-        return written
+        def write(study, result, target):
+            if not hasattr(result, "mask"):
+                raise InvalidInputError("this model gives scores, not a mask")
+            if result.input_meta.get("SOPInstanceUID"):
+                return outputs.save_dicom_seg(result, study.path, target)
+            return outputs.save_mask_png(result, target)
+
+        return self._save_into_folder("mask", write, folder)
 
     def export_batch(self, path: str | None = None) -> Path | None:
         if not self.batch_rows:

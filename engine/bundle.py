@@ -150,7 +150,7 @@ class Model:
         t3 = time.perf_counter()
         fields = self.task.postprocess(outputs, meta)
         if options.get("explain") and hasattr(self.task, "explain"):
-            fields = self.task.explain(lambda x: self.infer(x), feeds, fields)
+            fields = self.task.explain(self.infer, feeds, fields)
         t4 = time.perf_counter()
         timings = {"read": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "infer": (t3 - t2) * 1e3,
                    "postprocess": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}

@@ -9,21 +9,19 @@ from medexport.engine.errors import ExportError
 OPSET = 17
 
 
-class _WithCAM:
-    """Wraps a model with ``forward_with_cam`` so the exported graph returns (logits, cam)."""
+def _with_cam(model):
+    """The model as a module whose forward returns (logits, cam), for the exported graph."""
+    import torch
 
-    def __new__(cls, model):
-        import torch
+    class WithCAM(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
 
-        class Wrapper(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
+        def forward(self, x):
+            return self.inner.forward_with_cam(x)
 
-            def forward(self, x):
-                return self.inner.forward_with_cam(x)
-
-        return Wrapper(model).eval()
+    return WithCAM(model).eval()
 
 
 def torch_to_onnx(model, input_shape: tuple, path: Path, *, with_cam: bool, input_name: str = "image") -> list[str]:
@@ -31,7 +29,7 @@ def torch_to_onnx(model, input_shape: tuple, path: Path, *, with_cam: bool, inpu
     import torch
 
     outputs = ["logits", "cam"] if with_cam else ["logits"]
-    module = _WithCAM(model) if with_cam else model.eval()
+    module = _with_cam(model) if with_cam else model.eval()
     example = torch.zeros(2, *input_shape)
     dynamic = {name: {0: "batch"} for name in [input_name, *outputs]}
     try:

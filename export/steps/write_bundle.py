@@ -1,7 +1,6 @@
 """Step: write the bundle folder atomically (staging folder, checksums, manifest last, rename)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -73,6 +72,3 @@ def finish(stage: Path, out: Path) -> Path:
         os.replace(stage, out)
     return out
 
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
