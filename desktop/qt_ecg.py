@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen, QPolygonF
+from PySide6.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import QScrollArea, QWidget
 
 from medexport.engine.io.ecg import LEAD_ORDER, normalise_lead
@@ -26,6 +26,7 @@ class EcgPaper(QWidget):
         self.gain = 10.0  # mm/mV
         self.mode = "auto"
         self.lead = None
+        self._exposed = None  # the rectangle being painted
         self.setMinimumHeight(300)
 
     # -- content -----------------------------------------------------------------------------------
@@ -71,6 +72,7 @@ class EcgPaper(QWidget):
         if self.record is None:
             return
         p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        self._exposed = event.rect()
         self._grid(p, event.rect())
         top = 8 * self.px_per_mm
         if self.twelve_lead():
@@ -100,23 +102,24 @@ class EcgPaper(QWidget):
             signal, label = self.record.lead(name)
         except Exception:
             return
-        fs, mm = self.record.fs, self.px_per_mm
+        fs, mm, px_per_s = self.record.fs, self.px_per_mm, self.speed * self.px_per_mm
         a, b = int(t0 * fs), min(int(t1 * fs), len(signal))
         if b <= a:
             return
-        seg = signal[a:b] - np.median(signal[a:b])
-        step = max(1, int(fs / (self.speed * mm * 2)))  # about two points per pixel
-        t = np.arange(a, b, step) / fs
-        x = 20 + (x_at + t - t0) * self.speed * mm
-        y = y0 - seg[::step] * self.gain * mm
-        path = QPainterPath(QPointF(x[0], y[0]))
-        for xi, yi in zip(x[1:], y[1:]):
-            path.lineTo(xi, yi)
+        baseline = float(np.median(signal[a:b]))
+        if self._exposed is not None:  # draw only what is exposed (a 30-min record is metres of paper)
+            a = max(a, int((t0 - x_at + (self._exposed.left() - 20) / px_per_s) * fs) - 1)
+            b = min(b, int((t0 - x_at + (self._exposed.right() - 20) / px_per_s) * fs) + 2)
         if beats and self.result is not None:
             self._beats(p, t0, t1, x_at, y0)
-        p.setPen(QPen(QColor(20, 20, 20), 1.1))
-        p.setBrush(Qt.BrushStyle.NoBrush)  # a trace is a line, never a filled shape
-        p.drawPath(path)
+        step = max(1, int(fs / (px_per_s * 2)))  # about two points per pixel
+        if b - a >= 2:
+            t = np.arange(a, b, step) / fs
+            x = (20 + (x_at + t - t0) * px_per_s).tolist()  # Python floats: numpy scalars into Qt leak refs
+            y = (y0 - (signal[a:b:step] - baseline) * self.gain * mm).tolist()
+            p.setPen(QPen(QColor(20, 20, 20), 1.1))
+            p.setBrush(Qt.BrushStyle.NoBrush)  # a trace is a line, never a filled shape
+            p.drawPolyline(QPolygonF([QPointF(xi, yi) for xi, yi in zip(x, y)]))
         p.setFont(QFont("Sans", 9, QFont.Weight.Bold))
         p.drawText(QPointF(20 + x_at * self.speed * mm + 4, y0 - 10 * mm), label)
         # 1 mV calibration pulse at the row start
@@ -128,12 +131,13 @@ class EcgPaper(QWidget):
 
     def _beats(self, p: QPainter, t0: float, t1: float, x_at: float, y0: float) -> None:
         r, mm = self.result, self.px_per_mm
-        times = r.beats / r.fs
+        times = (np.asarray(r.beats) / r.fs).tolist()
+        saliency = np.asarray(r.saliency, float).tolist()
         for k, tb in enumerate(times):
             if not t0 <= tb < t1:
                 continue
             x = 20 + (x_at + tb - t0) * self.speed * mm
-            s = float(r.saliency[k]) if k < len(r.saliency) else 0.0
+            s = saliency[k] if k < len(saliency) else 0.0
             p.fillRect(QRectF(x - 2 * mm, y0 - 13 * mm, 4 * mm, 26 * mm), QColor(255, 140, 0, int(110 * s)))
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(QColor(0, 90, 200))

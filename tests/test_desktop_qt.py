@@ -92,3 +92,37 @@ def test_ecg_lead_choice_reaches_the_model(qtbot, window, pydicom_file, ecg_bund
     run_and_wait(qtbot, window)
     result = window.state.result_of(window.state.study)
     assert result.lead == "V2" and "ecg-rhythm" in result.model_id
+
+
+def test_qt_calls_keep_none_alive(qtbot):
+    """PySide6 6.12.0 releases a reference to None on every void call; on Python 3.11 the app
+    then aborts mid-paint ("deallocating None"). pyproject keeps PySide6 below 6.12."""
+    import sys
+
+    from PySide6.QtGui import QColor, QImage, QPainter
+
+    image = QImage(8, 8, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    before = sys.getrefcount(None)
+    for _ in range(2000):
+        painter.setPen(QColor(1, 2, 3))
+        painter.drawLine(0, 0, 1, 1)
+    painter.end()
+    assert sys.getrefcount(None) >= before - 100
+
+
+def test_half_hour_ecg_with_every_beat_marked(qtbot, window, shared, ecg_bundle):
+    """MIT-BIH 100 (30 min, ~2270 beats): run, then paint the exposed part of metres of paper."""
+    window.state.bundle_folders.append(str(ecg_bundle.parent))
+    window.state.discover()
+    window.open_paths([str(shared / "ecg" / "mitdb" / "100.hea")])
+    run_and_wait(qtbot, window)
+    result = window.state.result_of(window.state.study)
+    assert result is not None and len(result.beats) > 2000
+    paper = window.ecg.paper
+    assert paper.width() > 100_000  # 1805 s at 25 mm/s
+    window.ecg.horizontalScrollBar().setValue(paper.width() // 2)
+    image = window.ecg.viewport().grab().toImage()
+    blue = sum(1 for x in range(0, image.width(), 3) for y in range(0, image.height(), 3)
+               if image.pixelColor(x, y).blue() > 150 and image.pixelColor(x, y).red() < 60)
+    assert blue > 5  # beat marks drawn mid-record
