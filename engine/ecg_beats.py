@@ -4,7 +4,7 @@ A record becomes a sequence of beats, each a short normalised waveform around it
 plus RR-interval features (the beat's own, and the record's irregularity: CV, normalised
 RMSSD, share of successive differences over 50 ms). RR intervals are device-agnostic (atrial fibrillation is an
 irregularly irregular rhythm), so the recurrent part sees the beat sequence, not raw samples.
-Uses scipy (filters, resampling) and wfdb's XQRS detector, both imported lazily.
+Numpy only: the clinic app ships without scipy or wfdb.
 """
 from __future__ import annotations
 
@@ -28,35 +28,100 @@ class Beats:
     fs: float
 
 
+DETECTOR = "medexport.gradient/1"  # the R-peak detector below; bundles name the one they were trained with
+PAD_SECONDS = 2.0  # padding at each end, so the band edges do not ring into the record
+
+
 def condition(signal: np.ndarray, fs: float, spec) -> np.ndarray:
     """Resample to the model's rate and band-pass (removes baseline wander and mains noise)."""
-    from scipy.signal import butter, resample_poly, sosfiltfilt
-
-    x = np.asarray(signal, np.float64)
-    if fs != spec.fs:
-        ratio = Fraction(spec.fs / fs).limit_denominator(1000)
-        x = resample_poly(x, ratio.numerator, ratio.denominator)
     low, high = spec.band
-    sos = butter(2, [low, min(high, spec.fs / 2 * 0.95)], btype="bandpass", fs=spec.fs, output="sos")
-    return sosfiltfilt(sos, x).astype(np.float32)
+    return band_pass(signal, fs, low, min(high, spec.fs / 2 * 0.95), out_fs=spec.fs).astype(np.float32)
+
+
+def band_pass(signal: np.ndarray, fs: float, low: float, high: float, out_fs: float | None = None,
+              order: int = 2) -> np.ndarray:
+    """Zero-phase Butterworth band-pass (``low`` > 0) and resampling to ``out_fs``, in one FFT pass.
+
+    The squared magnitude of a high-pass and a low-pass of ``order`` is what ``filtfilt`` would
+    apply (forward and backward, no phase shift); resampling truncates or zero-pads the spectrum.
+    Each end is padded by odd reflection about its local baseline (not its last sample, which
+    may sit on a wave), so the high-pass sees no step there and the ends do not drift.
+    """
+    x = np.asarray(signal, np.float64)
+    n = len(x)
+    ratio = Fraction((out_fs or fs) / fs).limit_denominator(1000)
+    up, down = ratio.numerator, ratio.denominator
+    pad = down * int(np.ceil(PAD_SECONDS * fs / down))  # whole output samples on each side
+    tail = -n % down
+    if n < 2:
+        raise InvalidInputError(f"an ECG lead of {n} samples", expected="at least 2 samples")
+    padded = np.pad(x, (pad, pad + tail), mode="reflect", reflect_type="odd")
+    padded[:pad] += 2 * (_level_at_end(x[:int(0.4 * fs)][::-1], fs) - x[0])
+    padded[pad + n:] += 2 * (_level_at_end(x[-int(0.4 * fs):], fs) - x[-1])
+    total = len(padded)
+    out_total = total * up // down
+    spectrum = np.fft.rfft(padded)
+    f = np.fft.rfftfreq(total, 1.0 / fs)
+    with np.errstate(divide="ignore"):
+        spectrum *= 1.0 / (1.0 + (low / f) ** (2 * order))  # high-pass, |H|^2 (DC -> 0)
+    spectrum *= 1.0 / (1.0 + (f / high) ** (2 * order))  # low-pass, |H|^2
+    bins = out_total // 2 + 1
+    spectrum = spectrum[:bins] if bins <= len(spectrum) else np.pad(spectrum, (0, bins - len(spectrum)))
+    y = np.fft.irfft(spectrum, out_total) * (out_total / total)
+    start = pad * up // down
+    return y[start:start + int(np.ceil(n * up / down))]
+
+
+def _level_at_end(tail: np.ndarray, fs: float) -> float:
+    """The baseline at the last sample of ``tail``: the median of its last 0.2 s, moved along the
+    slope between that and the median of the 0.2 s before. Robust to a QRS complex, exact on a ramp."""
+    k = max(1, min(int(0.2 * fs), len(tail) // 2))
+    last, before = np.median(tail[-k:]), np.median(tail[-2 * k:-k])
+    return float(last + (last - before) / k * (k - 1) / 2)
+
+
+def _boxcar(x: np.ndarray, size: int) -> np.ndarray:
+    """Moving average of ``size`` samples, centred, with the ends held (as NeuroKit2 smooths)."""
+    size = max(int(size), 1)
+    padded = np.concatenate([np.full(size, x[0]), x, np.full(size, x[-1])])
+    c = np.concatenate([[0.0], np.cumsum(padded)])
+    half = size // 2
+    idx = np.arange(size, size + len(x))
+    lo, hi = idx - half, idx - half + size
+    return (c[hi] - c[lo]) / size
 
 
 def detect_r_peaks(x: np.ndarray, fs: float) -> np.ndarray:
-    """R peaks with wfdb's XQRS, refined to the largest deflection within ±60 ms."""
-    try:
-        from wfdb.processing import xqrs_detect
-    except ImportError:
-        raise InvalidInputError("ECG beat detection needs the wfdb package", fix="pip install 'medexport[ecg]'") from None
-    import logging
+    """R peaks by the gradient method of NeuroKit2 (Makowski et al. 2021), in numpy.
 
-    logging.getLogger("wfdb").setLevel(logging.ERROR)
-    qrs = np.asarray(xqrs_detect(sig=x.astype(np.float64), fs=fs, verbose=False), np.int64)
-    if len(qrs) == 0:
-        return qrs
-    half = int(0.06 * fs)
+    QRS complexes are where the smoothed absolute slope (100 ms) of the 5-15 Hz QRS band
+    (as Pan and Tompkins filter) exceeds 1.5 x its 750 ms
+    average; complexes shorter than 0.4 x the mean length are dropped. The peak is the largest
+    deflection inside the complex (either polarity), at least 250 ms after the previous one.
+    """
+    x = np.asarray(x, np.float64)
+    if len(x) < int(fs):
+        return np.zeros(0, np.int64)
+    slope = _boxcar(np.abs(np.gradient(band_pass(x, fs, 5.0, 15.0))), round(0.1 * fs))
+    qrs = slope > 1.5 * _boxcar(slope, round(0.75 * fs))
+    begins = np.flatnonzero(~qrs[:-1] & qrs[1:]) + 1
+    if len(begins) == 0:
+        return np.zeros(0, np.int64)
+    ends = np.flatnonzero(qrs[:-1] & ~qrs[1:]) + 1
+    ends = ends[ends > begins[0]]
+    k = min(len(begins), len(ends))
+    begins, ends = begins[:k], ends[:k]
+    keep = (ends - begins) >= 0.4 * np.mean(ends - begins) if k else np.zeros(0, bool)
     ref = np.abs(x - np.median(x))
-    refined = [max(0, q - half) + int(np.argmax(ref[max(0, q - half):q + half + 1])) for q in qrs]
-    return np.unique(np.asarray(refined, np.int64))
+    refractory = round(0.25 * fs)
+    peaks: list[int] = []
+    for b, e in zip(begins[keep], ends[keep]):
+        p = int(b + np.argmax(ref[b:e]))
+        if not peaks or p - peaks[-1] > refractory:
+            peaks.append(p)
+        elif ref[p] > ref[peaks[-1]]:  # two complexes within the refractory period: keep the larger
+            peaks[-1] = p
+    return np.asarray(peaks, np.int64)
 
 
 def beat_tokens(x: np.ndarray, peaks: np.ndarray, spec) -> np.ndarray:

@@ -5,6 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .ecg_beats import DETECTOR
 from .errors import BundleError
 
 SCHEMA = "medexport.bundle/1"
@@ -87,12 +88,15 @@ class EcgPreprocess:
     beat_window: tuple = (-0.24, 0.40)  # seconds around each R peak
     beats: int = 32  # beats per window
     stride: int = 16  # window stride in beats
-    detector: str = "wfdb.xqrs"
+    detector: str = DETECTOR
     kind: str = "ecg"
 
     def __post_init__(self):
         for name in ("band", "beat_window"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.detector != DETECTOR:
+            raise BundleError(f"preprocess.detector is {self.detector!r}, which this engine does not ship",
+                              expected=f"{DETECTOR!r}", fix="rebuild the bundle with this version: medexport build ...")
 
     @property
     def beat_samples(self) -> int:

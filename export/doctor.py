@@ -11,7 +11,7 @@ from importlib.util import find_spec
 from .targets import TARGETS
 
 PACKAGES = ("numpy", "pydicom", "pylibjpeg", "openvino", "onnxruntime", "onnx", "torch", "nncf",
-            "PySide6-Essentials", "tensorrt", "cuda-python", "wfdb", "highdicom")
+            "PySide6-Essentials", "tensorrt", "cuda-python", "highdicom")
 
 
 def cpu_info() -> dict:

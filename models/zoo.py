@@ -45,7 +45,7 @@ def densenet121_cxr(**kwargs):
 
 
 ECG_RHYTHM = ModelConfig(
-    name="ecg-rhythm", version="1.0.0", task="ecg_rhythm", labels=("normal", "af", "other", "noisy"),
+    name="ecg-rhythm", version="1.1.0", task="ecg_rhythm", labels=("normal", "af", "other", "noisy"),
     input_shape=(32, 169), input_name="beats",
     # measured on a 2-core AVX2 CPU, 10-s record, batch 1: ONNX Runtime 0.27 ms, OpenVINO 0.36 ms
     # (from ONNX and from the torch module alike), torch eager 1.66 ms

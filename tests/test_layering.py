@@ -38,3 +38,20 @@ def test_heavy_runtimes_are_lazy():
     proc = run("import sys, medexport.engine\n"
                "print(sorted(m for m in ('openvino', 'onnxruntime', 'tensorrt') if m in sys.modules))")
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_ecg_path_needs_neither_scipy_nor_wfdb(shared):
+    """The frozen clinic app ships without scipy, pandas and wfdb: reading, filtering and beat
+    detection of a real WFDB record must work with them blocked."""
+    record = shared / "ecg" / "mitdb" / "100.hea"
+    code = BLOCK.format(mods=["scipy", "wfdb", "pandas"]) + (
+        "from medexport.engine import ecg_beats\n"
+        "from medexport.engine.io.ecg import read_ecg\n"
+        "from medexport.engine.manifest import EcgPreprocess\n"
+        f"r = read_ecg({str(record)!r})\n"
+        "b = ecg_beats.beats_of(r.signals[0, :36000], r.fs, EcgPreprocess())\n"
+        "print(len(r.annotations), len(b.peaks))\n")
+    proc = run(code)
+    assert proc.returncode == 0, proc.stderr
+    n_annotations, n_beats = map(int, proc.stdout.split())
+    assert n_annotations == 2274 and 120 < n_beats < 140  # 100 s of a ~75 bpm record

@@ -6,8 +6,6 @@ import hashlib
 import io
 import os
 import re
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,7 @@ import numpy as np
 
 from ..checksums import sha256_file, sha256_files
 from ..errors import InvalidInputError
+from . import wfdb
 
 LEAD_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3, "nv": 1e-6}
@@ -148,52 +147,14 @@ def _from_dicom(path: Path) -> EcgRecord:
 def _from_wfdb(header: Path) -> EcgRecord:
     if not header.is_file():
         raise InvalidInputError(f"{header} does not exist", expected="a WFDB header (.hea) beside the signal file")
-    try:
-        import wfdb
-    except ImportError:
-        raise InvalidInputError("reading WFDB records needs the wfdb package",
-                                fix="pip install 'medexport[ecg]'") from None
-    stem = str(header.with_suffix(""))
-    try:
-        record = wfdb.rdrecord(stem)
-    except ValueError:
-        record = _rdrecord_tolerant(wfdb, header)
-    except Exception as exc:
-        raise InvalidInputError(f"{header}: WFDB record could not be read ({exc})",
-                                fix="check that the .hea and its signal file are complete") from None
+    record = wfdb.read_record(header)
     units = [UNIT_TO_MV.get(str(u).lower(), 1.0) for u in record.units]
-    signals = record.p_signal.T.astype(np.float32) * np.asarray(units, np.float32)[:, None]
-    annotations = ()
-    if header.with_suffix(".atr").is_file():
-        ann = wfdb.rdann(stem, "atr")
-        annotations = tuple(zip(ann.sample.tolist(), ann.symbol))
+    signals = record.signals.astype(np.float32) * np.asarray(units, np.float32)[:, None]
+    atr = header.with_suffix(".atr")
+    annotations = wfdb.read_annotations(atr) if atr.is_file() else ()
     digest = sha256_files(sorted(header.parent.glob(header.stem + ".*")))
-    meta = {"comments": list(record.comments)}
-    return EcgRecord(_checked(signals, float(record.fs), str(header)), float(record.fs), tuple(record.sig_name),
-                     str(header), "wfdb", digest, annotations, meta)
-
-
-def _rdrecord_tolerant(wfdb, header: Path):
-    """Headers whose base date/time wfdb rejects (CinC 2017): read a copy without them.
-
-    The original files are never touched; the copy lives in a temporary folder.
-    """
-    lines = header.read_text().splitlines()
-    fields = lines[0].split()
-    lines[0] = " ".join(fields[:4])
-    with tempfile.TemporaryDirectory(prefix="medexport-wfdb-") as tmp:
-        for other in header.parent.glob(header.stem + ".*"):
-            if other.suffix != ".hea":
-                try:
-                    os.symlink(other.resolve(), Path(tmp) / other.name)
-                except OSError:
-                    shutil.copyfile(other, Path(tmp) / other.name)
-        (Path(tmp) / header.name).write_text("\n".join(lines) + "\n")
-        try:
-            return wfdb.rdrecord(str(Path(tmp) / header.stem))
-        except Exception as exc:
-            raise InvalidInputError(f"{header}: WFDB record could not be read ({exc})",
-                                    fix="check the header's record line and signal file") from None
+    return EcgRecord(_checked(signals, record.fs, str(header)), record.fs, record.names,
+                     str(header), "wfdb", digest, annotations, {"comments": record.comments})
 
 
 # -- HL7 aECG -------------------------------------------------------------------------------

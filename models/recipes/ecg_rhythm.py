@@ -3,7 +3,7 @@
     python -m medexport.models.recipes.ecg_rhythm [--epochs 60] [--folds 5]
 
 Every record goes through the engine's own preprocessing (resample to 250 Hz, band-pass,
-XQRS R peaks, beat tokens). 5-fold stratified cross-validation gives the card's numbers
+gradient-method R peaks, beat tokens). 5-fold stratified cross-validation gives the card's numbers
 (record level, pooled out-of-fold predictions, bootstrap CIs); the shipped model is then
 trained on all 300 records and checked on ECGs from other devices, rates and leads.
 Augmentation: beat amplitude and noise, heart-rate scaling of the RR features, random
@@ -238,13 +238,19 @@ RMSSD, pNN50) and a per-beat saliency (where the model looked; not a localisatio
 Intended use: {config.intended_use}
 
 ## How
-The engine resamples the lead to 250 Hz, band-passes 0.5-40 Hz, finds R peaks with wfdb's XQRS,
+The engine resamples the lead to 250 Hz, band-passes 0.5-40 Hz (zero-phase, numpy FFT), finds R peaks
+with NeuroKit2's gradient method on the 5-15 Hz QRS band (numpy; MIT-BIH 100: sensitivity and
+positive predictivity ≥ 0.999 on both leads),
 and turns each beat into a token: 160 samples around R (amplitude- and polarity-normalised) plus
 eight RR-interval features (the beat's own, and the record's irregularity). A 1-D CNN embeds each beat; a bidirectional LSTM reads up to 32 beats
 with their RR features; per-beat scores are averaged into the window's logits. Records are cut
 into windows of 32 beats (stride 16); the record's scores are the beat-weighted mean. {r['parameters'] / 1000:.0f} k
 parameters. Why beats and RR intervals: RR irregularity is device-agnostic, raw morphology is
 not (see the project's ECG modelling notes).
+
+Changes in 1.1.0: preprocessing without scipy or wfdb (so the clinic app ships without them),
+retrained. Version 1.0.0 used scipy filters and wfdb's XQRS: CinC score 0.718 (0.667-0.764), `other`
+F1 0.564; CinC 2021 PAC records called AF 10 (now 8); MIT-BIH windows called normal 51 (now 44).
 
 ## Training data
 PhysioNet/CinC Challenge 2017 (validation set, ODC-By 1.0): {r['data']['records']} single-lead
