@@ -16,7 +16,7 @@ $(VENV)/bin/python:
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --upgrade pip setuptools wheel
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[export,ecg,desktop,dev]'
+	$(PIP) install -e '.[export,desktop,dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -38,7 +38,7 @@ bench: install
 installer: bundles
 	$(PYTHON) -m venv $(INSTALLER_VENV)
 	$(INSTALLER_VENV)/bin/pip -q --disable-pip-version-check install --upgrade pip setuptools wheel
-	$(INSTALLER_VENV)/bin/pip -q --disable-pip-version-check install '.[desktop,ecg]' pyinstaller==6.22.3
+	$(INSTALLER_VENV)/bin/pip -q --disable-pip-version-check install '.[desktop]' pyinstaller==6.22.3
 	$(INSTALLER_VENV)/bin/python installer/build.py --bundles $(BUNDLES) --dist dist \
 	    --study ../shared/data/images/cxr-nih/00000001_000.png
 

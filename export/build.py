@@ -204,6 +204,7 @@ def _draft_manifest(source, artifacts, steps=()) -> Manifest:
 
 
 GOLDEN_ROWS = 48
+GOLDEN_INPUT_BYTES = 1 << 20  # at most ~1 MB of golden inputs (large tiles get fewer rows), never fewer than 2 rows
 
 
 def _golden(source, options: BuildOptions) -> Dataset:
@@ -224,7 +225,11 @@ def _golden(source, options: BuildOptions) -> Dataset:
                                      fix="pass --golden DATA (a folder of studies or an .npz)")
         data = load_dataset([str(p) for p in pngs], source.preprocess)
     groups = data.row_groups
-    rows = np.concatenate([np.flatnonzero(groups == g)[:6] for g in range(len(data))])[:GOLDEN_ROWS]
+    per_study = [np.flatnonzero(groups == g)[:6] for g in range(len(data))]
+    rank = np.concatenate([np.arange(len(r)) for r in per_study])  # round robin: every study before seconds
+    rows = np.concatenate(per_study)[np.argsort(rank, kind="stable")]
+    limit = min(GOLDEN_ROWS, max(2, GOLDEN_INPUT_BYTES // data.inputs[0].nbytes))
+    rows = np.sort(rows[:limit])
     names = tuple(data.names[groups[r]] + (f"#{r}" if data.groups is not None else "") for r in rows)
     return Dataset(data.inputs[rows], None, names)
 

@@ -1,6 +1,6 @@
 ; Inno Setup script for the medexport viewer on Windows (per-user install, no admin rights).
 ; Build on Windows: make the frozen folder with the shared spec, then compile this script:
-;   py -m venv .venv-installer && .venv-installer\Scripts\pip install ".[desktop,ecg]" pyinstaller==6.22.3
+;   py -m venv .venv-installer && .venv-installer\Scripts\pip install ".[desktop]" pyinstaller==6.22.3
 ;   .venv-installer\Scripts\python installer\build.py --bundles bundles --dist dist
 ;   iscc installer\windows\medexport-viewer.iss
 ; Not built in CI (no Windows machine there); same structure as the Linux recipe.
