@@ -16,6 +16,7 @@ def offline_environment() -> None:
 
     os.environ.setdefault("MEDEXPORT_CACHE", str(data_dir() / "cache"))
     os.environ["OPENVINO_TELEMETRY_OPT_OUT"] = "1"  # runtime sends none; belt and braces
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # ONNX Runtime's device id and event upload
     os.environ.pop("HTTP_PROXY", None)
     os.environ.pop("HTTPS_PROXY", None)
 

@@ -163,12 +163,19 @@ def clean_env(home: Path) -> dict:
 
 
 def selftest(app: Path) -> str:
+    """Run ``--selftest`` in a throwaway home; fail on a failed bundle or a file written outside
+    the app's data folder (a runtime's device id or cache, say)."""
     with tempfile.TemporaryDirectory() as home:
         proc = subprocess.run([str(app / NAME), "--selftest"], capture_output=True, text=True, timeout=600,
                               env=clean_env(Path(home)), cwd=home)
+        data = Path(clean_env(Path(home))["MEDEXPORT_HOME"])
+        strays = [str(p.relative_to(home)) for p in Path(home).rglob("*") if p.is_file() and data not in p.parents]
     print(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"frozen app failed its self-test (exit {proc.returncode})")
+    if strays:
+        raise SystemExit(f"FAILED: the frozen app wrote outside its data folder: {strays}")
+    print("the self-test wrote only into the app's data folder")
     return proc.stdout
 
 
