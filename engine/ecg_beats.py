@@ -49,12 +49,12 @@ def band_pass(signal: np.ndarray, fs: float, low: float, high: float, out_fs: fl
     """
     x = np.asarray(signal, np.float64)
     n = len(x)
+    if n < 2:
+        raise InvalidInputError(f"an ECG lead of {n} samples", expected="at least 2 samples")
     ratio = Fraction((out_fs or fs) / fs).limit_denominator(1000)
     up, down = ratio.numerator, ratio.denominator
     pad = down * int(np.ceil(PAD_SECONDS * fs / down))  # whole output samples on each side
     tail = -n % down
-    if n < 2:
-        raise InvalidInputError(f"an ECG lead of {n} samples", expected="at least 2 samples")
     padded = np.pad(x, (pad, pad + tail), mode="reflect", reflect_type="odd")
     padded[:pad] += 2 * (_level_at_end(x[:int(0.4 * fs)][::-1], fs) - x[0])
     padded[pad + n:] += 2 * (_level_at_end(x[-int(0.4 * fs):], fs) - x[-1])
@@ -94,10 +94,10 @@ def _boxcar(x: np.ndarray, size: int) -> np.ndarray:
 def detect_r_peaks(x: np.ndarray, fs: float) -> np.ndarray:
     """R peaks by the gradient method of NeuroKit2 (Makowski et al. 2021), in numpy.
 
-    QRS complexes are where the smoothed absolute slope (100 ms) of the 5-15 Hz QRS band
-    (as Pan and Tompkins filter) exceeds 1.5 x its 750 ms
-    average; complexes shorter than 0.4 x the mean length are dropped. The peak is the largest
-    deflection inside the complex (either polarity), at least 250 ms after the previous one.
+    QRS complexes are where the smoothed absolute slope (100 ms) of the 5-15 Hz QRS band (the
+    band Pan and Tompkins filter to) exceeds 1.5 x its 750 ms average; complexes shorter than
+    0.4 x the mean length are dropped. The peak is the largest deflection inside the complex
+    (either polarity), more than 250 ms after the previous one (else the larger of the two).
     """
     x = np.asarray(x, np.float64)
     if len(x) < int(fs):

@@ -105,7 +105,7 @@ def _readelf(flag: str, path: Path) -> str:
     return subprocess.run(["readelf", flag, str(path)], capture_output=True, text=True).stdout
 
 
-def _segments(path: Path) -> list[str]:
+def _segments(path: Path) -> list[list[str]]:
     return [line.split() for line in _readelf("-lW", path).splitlines() if line.strip().startswith("LOAD")]
 
 

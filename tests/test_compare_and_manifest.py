@@ -55,3 +55,11 @@ def test_manifest_round_trip_and_refusals(pneumonia_bundle):
         Manifest.from_dict(data)
     with pytest.raises(BundleError, match="not valid JSON"):
         Manifest.from_json("{")
+
+
+def test_ecg_bundle_from_another_detector_is_refused():
+    """A bundle trained on another R-peak detector would get different beats: refused, with the fix."""
+    from medexport.engine.manifest import EcgPreprocess
+
+    with pytest.raises(BundleError, match="wfdb.xqrs.*rebuild the bundle"):
+        EcgPreprocess(detector="wfdb.xqrs")

@@ -61,8 +61,7 @@ def read_header(path: Path) -> tuple[dict, list[SignalSpec], list[str]]:
     except OSError as exc:
         raise InvalidInputError(f"{path} could not be read ({exc.strerror})", expected="a WFDB header") from None
     comments = [line.strip(" \t#") for line in text.splitlines() if line.strip().startswith("#")]
-    lines = [line.split("#")[0].strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
     if not lines:
         raise InvalidInputError(f"{path} has no record line", expected="'<name> <n_signals> <fs> <n_samples>'", fix=FIX)
     fields = lines[0].split()
