@@ -82,25 +82,30 @@ def _unpack_zip(path: Path) -> Path:
 
 @dataclass(frozen=True)
 class SelfTest:
-    """Golden inputs run on this machine against the reference outputs stored at build time."""
+    """Golden inputs run on this machine against the float source model's scores stored at build
+    time (not against the artifact's own earlier outputs: that would hide a bad artifact)."""
 
     model_id: str
     backend: str
     precision: str
-    max_score_diff: float
-    tolerance: float
+    max_disagreement: float  # the task's measure against the source model, worst golden input
+    tolerance: float  # the artifact's stated tolerance for that measure
+    measure: str
+    worst_item: str
     n: int
     ms_per_item: float
+    drift: float | None = None  # largest |score difference| against this artifact's build-time outputs
 
     @property
     def passed(self) -> bool:
-        return self.max_score_diff <= self.tolerance
+        return self.max_disagreement <= self.tolerance
 
     def line(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
-        return (f"{verdict} {self.model_id} [{self.backend} {self.precision}] {self.n} golden inputs, "
-                f"max score diff {self.max_score_diff:.2e} (tolerance {self.tolerance:.0e}), "
-                f"{self.ms_per_item:.2f} ms/item")
+        drift = "" if self.drift is None else f", drift from build time {self.drift:.1e}"
+        return (f"{verdict} {self.model_id} [{self.backend} {self.precision}] {self.n} golden inputs vs the source "
+                f"model: {self.measure} {self.max_disagreement:.2e} (tolerance {self.tolerance:.0e}, worst "
+                f"{self.worst_item}){drift}, {self.ms_per_item:.2f} ms/item")
 
 
 def in_chunks(run, inputs: np.ndarray, fixed_batch: int = -1, chunk: int = 32) -> dict[str, np.ndarray]:
@@ -171,20 +176,23 @@ class Model:
         return self.task.scores(self.infer(batch))
 
     def self_test(self) -> SelfTest:
-        """Run the bundle's golden inputs here and compare with the stored reference scores."""
+        """Run the bundle's golden inputs here and compare with the source model's stored scores."""
         if not self.manifest.golden:
             raise BundleError(f"bundle {self.manifest.model_id} carries no golden inputs", fix="rebuild the bundle")
         golden = np.load(self.path / self.manifest.golden)
-        key = f"scores_{self.artifact.key}"
-        if key not in golden:
-            raise BundleError(f"golden.npz has no reference scores for {self.artifact.key}", fix="rebuild the bundle")
-        inputs, reference = golden["inputs"], golden[key]
+        if "scores_source" not in golden:
+            raise BundleError("golden.npz has no source-model reference scores", fix="rebuild the bundle")
+        inputs, reference = golden["inputs"], golden["scores_source"]
+        names = golden["names"].tolist() if "names" in golden else [f"#{i}" for i in range(len(inputs))]
         self.scores(inputs[:1])  # warm-up
         start = time.perf_counter()
         scores = np.concatenate([self.scores(inputs[i:i + 1]) for i in range(len(inputs))])
         ms = (time.perf_counter() - start) * 1e3 / len(inputs)
-        return SelfTest(self.manifest.model_id, self.backend, self.precision,
-                        max_abs_diff(scores, reference), self.artifact.tolerance, len(inputs), ms)
+        per_item = self.task.disagreement(reference, scores)
+        own = golden.get(f"scores_{self.artifact.key}")
+        return SelfTest(self.manifest.model_id, self.backend, self.precision, float(per_item.max()),
+                        self.artifact.tolerance, self.task.agreement_measure, names[int(per_item.argmax())],
+                        len(inputs), ms, None if own is None else max_abs_diff(scores, own))
 
     def close(self) -> None:
         self.runtime.close()

@@ -21,6 +21,18 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if np.size(a) else 0.0
 
 
+def score_disagreement(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per input: the largest |score difference| over its labels (classification, ECG)."""
+    return np.abs(np.asarray(reference, np.float64) - scores).reshape(len(scores), -1).max(axis=1)
+
+
+def mask_disagreement(reference: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Per input: the share of pixels whose mask decision differs (segmentation). Per-pixel
+    probabilities of a quantized model move everywhere a little; what a clinician sees is the mask."""
+    changed = (np.asarray(reference) >= threshold) != (np.asarray(scores) >= threshold)
+    return changed.reshape(len(scores), -1).mean(axis=1)
+
+
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U with tie correction)."""
     labels = np.asarray(labels).astype(bool)

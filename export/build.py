@@ -24,8 +24,9 @@ from medexport.engine.tasks import task_for
 
 from . import source as sources
 from .datasets import Dataset, load_dataset
+from .golden import UNLIKE_PREFIX, golden_inputs
 from .steps import validate, write_bundle
-from .targets import SELFTEST_TOLERANCE, SOURCE_TOLERANCE, TASK_METRICS, check_options, get_target
+from .targets import SOURCE_TOLERANCE, TASK_METRICS, check_options, get_target
 
 
 DEFAULT_MAX_DECISION_DROP = 0.02
@@ -47,6 +48,7 @@ class BuildOptions:
     max_drop: float | None = None
     max_decision_drop: float | None = None
     overwrite: bool = False
+    keep_passing: bool = False  # an artifact that fails validation is left out (and recorded) instead of failing the build
     # for ONNX sources
     task: str | None = None
     labels: list | None = None
@@ -134,7 +136,9 @@ def _load_source(model: str, work: Path, options: BuildOptions):
 
 def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifest:
     with log.step("read golden inputs"):
-        golden = _golden(source, options)
+        golden = golden_inputs(source, options.golden)
+        unlike = sum(n.startswith(UNLIKE_PREFIX) for n in golden.names)
+        log.emit(f"[build]   {len(golden.names)} golden rows, {unlike} of them from studies unlike the training data")
     task = task_for(_draft_manifest(source, ()))
     ref_outputs = in_chunks(source.reference, golden.inputs, source.input.shape[0])
     ref_scores = task.scores(ref_outputs)
@@ -146,8 +150,9 @@ def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifes
                 raise ConfigurationError(f"validation data {options.val} has no labels",
                                          fix="use an .npz with *_labels or a folder with labels.csv")
             val_ref = _scores(task, source.reference, val.inputs, source.input)
-    golden_arrays = {"inputs": golden.inputs, "scores_source": ref_scores.astype(np.float32)}
-    artifacts, reports = [], {}
+    golden_arrays = {"inputs": golden.inputs, "scores_source": ref_scores.astype(np.float32),
+                     "names": np.array(golden.names)}
+    artifacts, reports, refused = [], {}, []
     with log.step("prepare calibration data"):
         step_options = _step_options(options, source, task, val, log)
     step_options["golden_inputs"] = golden.inputs
@@ -163,9 +168,10 @@ def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifes
                 run = lambda x: runtime.infer({source.input.name: x})  # noqa: E731
                 outputs = in_chunks(run, golden.inputs, source.input.shape[0])
                 scores = task.scores(outputs)
+                tolerance = SOURCE_TOLERANCE[source.task][precision]
                 report = {"target": name, "precision": precision,
-                          "golden": validate.golden_agreement(ref_scores, scores, golden.names,
-                                                              SOURCE_TOLERANCE.get(precision))}
+                          "golden": validate.golden_agreement(ref_scores, scores, task.disagreement(ref_scores, scores),
+                                                              golden.names, tolerance, task.agreement_measure)}
                 heatmap = source.postprocess.heatmap_output
                 if heatmap:
                     report["golden"]["heatmap_correlation"] = validate.heatmap_correlation(
@@ -173,22 +179,34 @@ def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifes
                 if val is not None:
                     report["validation"] = _validation(source, val, val_ref, _scores(task, run, val.inputs, source.input),
                                                        options)
-            _raise_if_failed(key, report)
+            try:
+                _raise_if_failed(key, report)
+            except ValidationError as exc:
+                if not options.keep_passing:
+                    raise
+                log.emit(f"[build]   {key} refused, left out of the bundle (--keep-passing): {exc.what}")
+                refused.append({"artifact": key, "reason": exc.what})
+                write_bundle.write_json(stage / "reports" / "refused" / f"{key}.json", report)
+                shutil.rmtree(stage / key, ignore_errors=True)
+                continue
             golden_arrays[f"scores_{key}"] = scores.astype(np.float32)
             rel = {role: str(Path(p).relative_to(stage)) for role, p in files.items()}
             reports[key] = report
             write_bundle.write_json(stage / "reports" / f"{key}.json", report)
-            artifacts.append(Artifact(name, precision, rel, SELFTEST_TOLERANCE[precision],
+            artifacts.append(Artifact(name, precision, rel, tolerance,
                                       f"reports/{key}.json", {}))
     np.savez_compressed(stage / "golden.npz", **golden_arrays)
     (stage / "MODEL_CARD.md").write_text(source.card_text)
-    draft = _draft_manifest(source, artifacts, steps=log.steps)
+    if not artifacts:
+        raise ValidationError("every artifact failed validation; no bundle was written",
+                              fix="see the reasons above; build another precision or target")
+    draft = _draft_manifest(source, artifacts, steps=log.steps, refused=refused)
     manifest = Manifest(**{**draft.__dict__, "files": write_bundle.checksums(stage)})
     write_bundle.write_manifest(stage, manifest.to_json())
     return manifest
 
 
-def _draft_manifest(source, artifacts, steps=()) -> Manifest:
+def _draft_manifest(source, artifacts, steps=(), refused=()) -> Manifest:
     return Manifest(
         model_id=source.model_id, model_version=source.version, task=source.task, labels=source.labels,
         input=source.input, outputs=source.outputs, preprocess=source.preprocess,
@@ -200,38 +218,7 @@ def _draft_manifest(source, artifacts, steps=()) -> Manifest:
                     "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "machine": {"platform": platform.platform(), "processor": _cpu_name(),
                                 "python": platform.python_version()},
-                    "steps": list(steps)})
-
-
-GOLDEN_ROWS = 48
-GOLDEN_INPUT_BYTES = 1 << 20  # at most ~1 MB of golden inputs (large tiles get fewer rows), never fewer than 2 rows
-
-
-def _golden(source, options: BuildOptions) -> Dataset:
-    """Real studies stored in the bundle for self-checks, one named row per model input."""
-    if options.golden:
-        data = load_dataset(options.golden, source.preprocess, limit=32)
-    elif source.default_golden:
-        data = load_dataset(list(source.default_golden), source.preprocess)
-    else:
-        from medexport.models.data import shared_data
-
-        try:
-            pngs = sorted((shared_data() / "images" / "cxr-nih").glob("*.png"))
-        except ConfigurationError:
-            pngs = []
-        if not pngs:
-            raise ConfigurationError("no golden inputs: the bundle needs a few real studies for on-target self-checks",
-                                     fix="pass --golden DATA (a folder of studies or an .npz)")
-        data = load_dataset([str(p) for p in pngs], source.preprocess)
-    groups = data.row_groups
-    per_study = [np.flatnonzero(groups == g)[:6] for g in range(len(data))]
-    rank = np.concatenate([np.arange(len(r)) for r in per_study])  # round robin: every study before seconds
-    rows = np.concatenate(per_study)[np.argsort(rank, kind="stable")]
-    limit = min(GOLDEN_ROWS, max(2, GOLDEN_INPUT_BYTES // data.inputs[0].nbytes))
-    rows = np.sort(rows[:limit])
-    names = tuple(data.names[groups[r]] + (f"#{r}" if data.groups is not None else "") for r in rows)
-    return Dataset(data.inputs[rows], None, names)
+                    "steps": list(steps), "refused_artifacts": list(refused)})
 
 
 def _validation(source, val: Dataset, source_rows: np.ndarray, artifact_rows: np.ndarray, options) -> dict:
@@ -249,8 +236,9 @@ def _raise_if_failed(key: str, report: dict) -> None:
     problems = []
     g = report["golden"]
     if not g["passed"]:
-        problems.append(f"golden inputs differ from the source model by up to {g['max_abs_score_diff']:.2e} "
-                        f"(tolerance {g['tolerance']:.0e}, worst {g['worst_item']})")
+        problems.append(f"{len(g['over_tolerance'])} of {g['n']} golden inputs disagree with the source model beyond "
+                        f"the tolerance ({g['measure']} up to {g['max_disagreement']:.2e}, tolerance {g['tolerance']:.0e}, "
+                        f"worst {g['worst_item']})")
     v = report.get("validation")
     if v and not v["passed"] and v["metric"] == "auroc":
         problems.append(f"on validation AUROC drops by {v['auroc_drop']:.4f} (budget {v['max_drop']}) and "

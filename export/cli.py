@@ -39,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--max-decision-drop", type=float,
                    help="largest sensitivity/specificity drop at the operating threshold (int8 default 0.02)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    b.add_argument("--keep-passing", action="store_true",
+                   help="leave out an artifact that fails validation (recorded in the manifest) instead of failing")
     g = b.add_argument_group("ONNX sources (a registered model brings its own)")
     g.add_argument("--task", choices=["classification"])
     g.add_argument("--labels", type=_csv, help="output labels in order, comma-separated")
@@ -113,7 +115,7 @@ def cmd_build(args) -> int:
 
     options = BuildOptions(targets=args.target, precisions=args.precision, golden=args.golden, calib=args.calib,
                            calib_size=args.calib_size, val=args.val, metric=args.metric, max_drop=args.max_drop, max_decision_drop=args.max_decision_drop,
-                           overwrite=args.overwrite, task=args.task, labels=args.labels,
+                           overwrite=args.overwrite, keep_passing=args.keep_passing, task=args.task, labels=args.labels,
                            input_size=args.input_size, mean=args.mean, std=args.std, activation=args.activation,
                            threshold=args.threshold, model_id=args.model_id)
     build(args.model, args.out, options, emit=lambda m: print(m, file=sys.stderr, flush=True))

@@ -14,7 +14,10 @@ from .build import BuildOptions, build
 
 # model -> build options of its demo bundle (nothing is trained here: shipped weights only)
 DEMOS = {
-    "pneumonia-cxr": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"]),
+    # OpenVINO INT8 of this 28-px model disagrees with FP32 by up to 0.34 on studies unlike its
+    # training data (an MR, a CT, other radiographs; NNCF presets and overflow fixes changed
+    # nothing): the build refuses it and keeps the artifacts that pass (ONNX Runtime INT8: 0.04)
+    "pneumonia-cxr": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"], keep_passing=True),
     # INT8 buys nothing measurable for this 38 k-parameter model; ONNX Runtime INT8 fails its F1 guard
     # and OpenVINO's accuracy-controlled INT8 passes but takes minutes to search: FP32 for the demo
     "ecg-rhythm": dict(targets=["onnxruntime", "openvino"], precisions=["fp32"]),
@@ -51,7 +54,8 @@ def is_current(bundle: Path, model: str, options: dict) -> bool:
     except MedError:
         return False
     config = get_config(model)
-    want = {f"{t}-{p}" for t in options["targets"] for p in options["precisions"]}
+    refused = {r["artifact"] for r in manifest.provenance.get("refused_artifacts", [])}
+    want = {f"{t}-{p}" for t in options["targets"] for p in options["precisions"]} - refused
     return (want <= {a.key for a in manifest.artifacts}
             and manifest.provenance.get("source_sha256") == sha256_file(config.weights_path)
             and manifest.provenance.get("tools", {}).get("medexport") == version("medexport"))

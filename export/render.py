@@ -85,15 +85,22 @@ def inspect_bundle(path) -> tuple[str, dict]:
         f"built      {manifest.provenance.get('built_at')} on {manifest.provenance.get('machine', {}).get('processor')}",
         "tools      " + ", ".join(f"{k} {v}" for k, v in manifest.provenance.get("tools", {}).items()),
         "",
-        f"{'artifact':<18} {'MB':>6} {'golden diff':>11} {'heatmap r':>9}  validation (source -> artifact)",
+        f"{'artifact':<18} {'MB':>6} {'golden vs source (tolerance)':>28} {'heatmap r':>9}  validation (source -> artifact)",
     ]
     for a in manifest.artifacts:
         size = sum((root / p).stat().st_size for p in a.files.values()) / 1e6
         rep = reports.get(a.key, {})
         g = rep.get("golden", {})
         corr = g.get("heatmap_correlation", {}).get("mean")
-        lines.append(f"{a.key:<18} {size:6.2f} {g.get('max_abs_score_diff', float('nan')):11.1e} "
+        agreement = f"{g.get('max_disagreement', float('nan')):.1e} ({a.tolerance:.0e})"
+        lines.append(f"{a.key:<18} {size:6.2f} {agreement:>28} "
                      f"{'-' if corr is None else f'{corr:.3f}':>9}  {_validation_text(rep.get('validation'))}")
+    for r in manifest.provenance.get("refused_artifacts", []):
+        lines.append(f"{r['artifact']:<18} REFUSED at build time, not in the bundle: {r['reason']}")
+    measures = {g.get("measure") for g in (r.get("golden", {}) for r in reports.values()) if g.get("measure")}
+    if measures:
+        lines.append(f"golden vs source: {', '.join(sorted(measures))} on every golden input "
+                     "(studies unlike the training data included), against the float source model")
     training = manifest.provenance.get("training") or {}
     if training.get("held_out"):
         h = training["held_out"]

@@ -34,10 +34,14 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            "compile_tensorrt:compile_tensorrt"),
 )}
 
-# Tolerances on |score difference| against the source model (build) and against the
-# artifact's own build-time outputs (on-target self-test).
-SOURCE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
-SELFTEST_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-3, "int8": 2e-2}
+# Largest disagreement with the source (float) model allowed on any golden input, by task and
+# precision: |score difference| for scores, share of changed mask pixels for segmentation (see
+# each engine task's ``disagreement``). The build enforces it on every golden input (studies
+# unlike the training data included); the on-target self-test checks the same measure against
+# the same float reference.
+_SCORES = {"fp32": 1e-3, "fp16": 1e-2, "int8": 5e-2}
+SOURCE_TOLERANCE = {"classification": _SCORES, "ecg_rhythm": _SCORES,
+                    "segmentation": {"fp32": 1e-3, "fp16": 5e-3, "int8": 2e-2}}
 
 # task -> (guarded metric, default largest drop for int8)
 TASK_METRICS = {"classification": ("auroc", 0.005), "ecg_rhythm": ("f1", 0.02), "segmentation": ("dice", 0.01)}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compare import activate
+from ..compare import activate, score_disagreement
 from ..io.image import ImageStudy, read_image
 from ..preprocess import image_to_tensor
 from ..results import ClassificationResult
@@ -63,6 +63,9 @@ class ClassificationTask:
         """(N, labels) probabilities for a batch, for validation and benchmarks."""
         post = self.manifest.postprocess
         return activate(outputs[post.score_output], post.activation)
+
+    disagreement = staticmethod(score_disagreement)  # per golden input, against the source model
+    agreement_measure = "largest |score difference|"
 
     def _heatmap_label(self, scores: dict) -> str:
         """The finding the map explains: the top positive label, else the top score."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ecg_beats
-from ..compare import activate
+from ..compare import activate, score_disagreement
 from ..errors import InvalidInputError
 from ..io.ecg import EcgRecord, read_ecg
 from ..results import EcgRhythmResult
@@ -65,3 +65,6 @@ class EcgRhythmTask:
     def scores(self, outputs: dict) -> np.ndarray:
         post = self.manifest.postprocess
         return activate(outputs[post.score_output], post.activation)
+
+    disagreement = staticmethod(score_disagreement)  # per golden input, against the source model
+    agreement_measure = "largest |score difference|"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compare import activate
+from ..compare import activate, mask_disagreement
 from ..io.image import ImageStudy, read_image
 from ..preprocess import blend_tiles, image_to_tiles
 from ..results import SegmentationResult
@@ -35,3 +35,9 @@ class SegmentationTask:
         """(N, 1, h, w) probabilities per tile."""
         post = self.manifest.postprocess
         return activate(outputs[post.score_output], post.activation).astype(np.float32)
+
+    agreement_measure = "share of mask pixels changed"
+
+    def disagreement(self, reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Per golden tile, against the source model: the share of pixels whose mask decision differs."""
+        return mask_disagreement(reference, scores, next(iter(self.manifest.postprocess.thresholds.values())))

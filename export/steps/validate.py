@@ -7,13 +7,17 @@ from medexport.engine.compare import (auroc, binary_metrics, bootstrap_ci, dice,
                                       max_abs_diff)
 
 
-def golden_agreement(reference: np.ndarray, scores: np.ndarray, names: tuple, tolerance: float | None) -> dict:
-    """Largest and mean |score difference| per golden input against the source model."""
-    per_item = np.abs(reference - scores).reshape(len(scores), -1).max(axis=1)
+def golden_agreement(reference: np.ndarray, scores: np.ndarray, per_item: np.ndarray, names: tuple,
+                     tolerance: float, measure: str) -> dict:
+    """Disagreement with the source model per golden input (``per_item``, the task's measure);
+    every input must stay within ``tolerance`` (those that do not are listed)."""
     worst = int(per_item.argmax())
-    return {"n": int(len(per_item)), "max_abs_score_diff": max_abs_diff(reference, scores),
+    over = [{"item": names[i], "disagreement": round(float(per_item[i]), 5)}
+            for i in np.flatnonzero(per_item > tolerance)]
+    return {"n": int(len(per_item)), "measure": measure, "max_disagreement": round(float(per_item.max()), 6),
+            "max_abs_score_diff": max_abs_diff(reference, scores),
             "mean_abs_score_diff": float(np.abs(reference - scores).mean()), "worst_item": names[worst],
-            "tolerance": tolerance, "passed": tolerance is None or bool(per_item.max() <= tolerance)}
+            "tolerance": tolerance, "over_tolerance": over, "passed": not over}
 
 
 def metric_report(val_labels: np.ndarray, source_scores: np.ndarray, scores: np.ndarray, labels: tuple,
