@@ -26,6 +26,7 @@ def selftest(folders) -> int:
     from medexport.engine import MedError, open_bundle
 
     from .catalog import default_folders, find_bundles
+    from .trust import open_options
 
     bundles, problems = find_bundles(default_folders(folders))
     for problem in problems:
@@ -36,7 +37,7 @@ def selftest(folders) -> int:
     failed = len(problems)
     for entry in bundles:
         try:
-            with open_bundle(entry.path) as model:
+            with open_bundle(entry.path, **open_options()) as model:
                 check = model.self_test()
             print(check.line() + f"  load {model.runtime.load_seconds:.2f} s")
             failed += not check.passed

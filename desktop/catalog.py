@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medexport.engine import MedError, read_manifest
+from medexport.engine.signing import Signature, check_signature
 
 from .paths import data_dir
+from .trust import open_options
 
 STUDY_KIND = {"classification": "image", "ecg_rhythm": "ecg", "segmentation": "image"}
 
@@ -24,6 +26,17 @@ class BundleEntry:
     intended_use: str
     medical_device: bool
     card: Path | None
+    signature: Signature = Signature(False)
+
+    @property
+    def signed_by(self) -> str:
+        """'Signed by X (key ...)' for the model panel."""
+        s = self.signature
+        if s.trusted:
+            return f"Signed by {s.signer} (key {s.fingerprint[:16]})"
+        if s.signed:
+            return f"Signed by an untrusted key {s.fingerprint[:16]} (allowed by this clinic's settings)"
+        return "Unsigned (allowed by this clinic's settings)"
 
     @property
     def study_kind(self) -> str:
@@ -47,8 +60,15 @@ def default_folders(extra: list | None = None) -> list[Path]:
     return folders
 
 
-def find_bundles(folders: list[Path]) -> tuple[list[BundleEntry], list[str]]:
-    """Every valid bundle directly inside ``folders``; problems are returned, not raised."""
+def find_bundles(folders: list[Path], trust: dict | None = None) -> tuple[list[BundleEntry], list[str]]:
+    """Every valid, trusted bundle directly inside ``folders``; problems are returned, not raised.
+
+    ``trust``: ``check_signature`` options (default: the viewer's policy, desktop/trust.py).
+    """
+    try:
+        trust = open_options() if trust is None else trust
+    except MedError as exc:
+        return [], [str(exc)]
     found, problems, seen = [], [], set()
     for folder in folders:
         if not folder.is_dir():
@@ -59,10 +79,11 @@ def find_bundles(folders: list[Path]) -> tuple[list[BundleEntry], list[str]]:
             seen.add(path.resolve())
             try:
                 m, sha, root = read_manifest(path)
+                signature = check_signature(root, **trust)
             except MedError as exc:
                 problems.append(f"{path.name}: {exc}")
                 continue
             found.append(BundleEntry(root, m.model_id, m.model_version, m.task, sha,
                                      tuple(a.key for a in m.artifacts), m.intended_use, m.medical_device,
-                                     root / m.card if m.card else None))
+                                     root / m.card if m.card else None, signature))
     return found, problems

@@ -238,7 +238,8 @@ class MainWindow(QMainWindow):
         if chosen is not None:
             try:
                 runtime = self.state.runtime_of(chosen)
-                self.model_panel.set_runtime(f"Runs on: {runtime}\n{chosen.intended_use}", chosen.medical_device)
+                self.model_panel.set_runtime(f"Runs on: {runtime}\n{chosen.signed_by}\n{chosen.intended_use}",
+                                             chosen.medical_device)
             except MedError as exc:
                 self.model_panel.set_runtime(f"Cannot run here: {exc}", chosen.medical_device)
 

@@ -15,6 +15,7 @@ from medexport.engine import MedError, open_bundle, read_manifest
 from . import audit
 from .catalog import BundleEntry, default_folders, find_bundles
 from .studies import Study, open_paths
+from .trust import open_options
 
 
 class Cancelled(Exception):
@@ -77,7 +78,7 @@ class AppState:
         """The open engine model for a bundle (opened once: checksums, backend choice)."""
         with self._lock:
             if entry.path not in self._models:
-                self._models[entry.path] = open_bundle(entry.path)
+                self._models[entry.path] = open_bundle(entry.path, **open_options())
             return self._models[entry.path]
 
     def runtime_of(self, entry: BundleEntry) -> str:

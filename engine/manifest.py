@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -10,6 +13,62 @@ from .errors import BundleError
 
 SCHEMA = "medexport.bundle/1"
 PRECISIONS = ("fp32", "fp16", "int8")
+DTYPES = ("float32", "float16", "int64", "int32", "uint8", "bool")
+MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is ~5-20 kB
+RESERVED = ("manifest.json", "bundle.sig")  # never listed in ``files``: the manifest and its signature
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+# -- value checks: every refusal names the field ---------------------------------------------------
+def _bad(where: str, value, expected: str):
+    raise BundleError(f"manifest.json: {where} is {value!r}", expected=expected,
+                      fix="rebuild the bundle with 'medexport build' (a hand-edited or damaged manifest is refused)")
+
+
+def _text(where: str, value, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or (not empty and not value.strip()):
+        _bad(where, value, "a string" if empty else "a non-empty string")
+    return value
+
+
+def _int(where: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        _bad(where, value, f"a whole number in {lo}..{hi}")
+    return value
+
+
+def _real(where: str, value, lo: float = -math.inf, hi: float = math.inf, *, above: float | None = None) -> float:
+    """A finite number in [lo, hi] (and > ``above`` when given); bools and NaN/inf refused."""
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+          and lo <= value <= hi and (above is None or value > above))
+    if not ok:
+        if above is not None:
+            bound = f" > {above:g}"
+        elif math.isfinite(lo) and math.isfinite(hi):
+            bound = f" in [{lo:g}, {hi:g}]"
+        else:
+            bound = f" >= {lo:g}" if math.isfinite(lo) else ""
+        _bad(where, value, "a finite number" + bound)
+    return value
+
+
+def _reals(where: str, values, n_ok: tuple, **bounds) -> tuple:
+    if not isinstance(values, (list, tuple)) or len(values) not in n_ok:
+        _bad(where, values, f"a list of {' or '.join(map(str, n_ok))} numbers")
+    return tuple(_real(f"{where}[{i}]", v, **bounds) for i, v in enumerate(values))
+
+
+def relative_path(where: str, value) -> str:
+    """A bundle-relative POSIX path that cannot leave the bundle: no absolute, '..', '\\' or empty parts."""
+    parts = value.split("/") if isinstance(value, str) else []
+    if (not parts or value.startswith("/") or "\\" in value or ":" in value or "\0" in value
+            or any(p in ("", ".", "..") for p in parts)):
+        _bad(where, value, "a relative path inside the bundle (no '..', no absolute path, '/' separators)")
+    return value
+
+
+def _optional_path(where: str, value) -> str | None:
+    return None if value is None else relative_path(where, value)
 
 
 def _build(cls, data: dict, where: str):
@@ -36,7 +95,21 @@ class TensorSpec:
     dtype: str = "float32"
 
     def __post_init__(self):
+        _text("tensor name", self.name)
+        if not isinstance(self.shape, (list, tuple)) or not 1 <= len(self.shape) <= 8:
+            _bad(f"{self.name}.shape", self.shape, "a list of 1 to 8 dimensions")
         object.__setattr__(self, "shape", tuple(self.shape))
+        for i, d in enumerate(self.shape):
+            if d != -1:
+                _int(f"{self.name}.shape[{i}]", d, 1, 1 << 20)
+        if self.dtype not in DTYPES:
+            _bad(f"{self.name}.dtype", self.dtype, f"one of {', '.join(DTYPES)}")
+
+
+def _normalisation(mean, std, channels: int) -> tuple:
+    """(mean, std) per channel or one for all: finite, std > 0."""
+    n_ok = (1, channels) if channels > 1 else (1,)
+    return _reals("preprocess.mean", mean, n_ok), _reals("preprocess.std", std, n_ok, above=0.0)
 
 
 @dataclass(frozen=True)
@@ -52,8 +125,13 @@ class ImagePreprocess:
     kind: str = "image"
 
     def __post_init__(self):
-        for name in ("size", "mean", "std"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not isinstance(self.size, (list, tuple)) or len(self.size) != 2:
+            _bad("preprocess.size", self.size, "[height, width]")
+        object.__setattr__(self, "size", tuple(_int(f"preprocess.size[{i}]", v, 8, 4096) for i, v in enumerate(self.size)))
+        _int("preprocess.channels", self.channels, 1, 4)
+        mean, std = _normalisation(self.mean, self.std, self.channels)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
         if self.crop not in ("center_square", "none"):
             raise BundleError(f"preprocess.crop is {self.crop!r}", expected="'center_square' or 'none'")
         if self.resample not in ("box", "bilinear"):
@@ -72,9 +150,12 @@ class TilePreprocess:
     kind: str = "tiles"
 
     def __post_init__(self):
-        for name in ("mean", "std"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if not 0 <= self.overlap < self.tile // 2:
+        _int("preprocess.tile", self.tile, 8, 4096)
+        _int("preprocess.channels", self.channels, 1, 4)
+        mean, std = _normalisation(self.mean, self.std, self.channels)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        if isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or not 0 <= self.overlap < self.tile // 2:
             raise BundleError(f"preprocess.overlap is {self.overlap}", expected=f"0 <= overlap < {self.tile // 2}")
 
 
@@ -92,8 +173,18 @@ class EcgPreprocess:
     kind: str = "ecg"
 
     def __post_init__(self):
-        for name in ("band", "beat_window"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        _real("preprocess.fs", self.fs, 50.0, 10000.0)
+        _text("preprocess.lead", self.lead)
+        band = _reals("preprocess.band", self.band, (2,), lo=0.0, hi=self.fs / 2)
+        if band[0] >= band[1]:
+            _bad("preprocess.band", list(self.band), f"[low, high] Hz with low < high <= {self.fs / 2:g} (Nyquist)")
+        window = _reals("preprocess.beat_window", self.beat_window, (2,), lo=-2.0, hi=2.0)
+        if not window[0] < 0 < window[1]:
+            _bad("preprocess.beat_window", list(self.beat_window), "[before, after] seconds with before < 0 < after")
+        object.__setattr__(self, "band", band)
+        object.__setattr__(self, "beat_window", window)
+        _int("preprocess.beats", self.beats, 1, 4096)
+        _int("preprocess.stride", self.stride, 1, self.beats)
         if self.detector != DETECTOR:
             raise BundleError(f"preprocess.detector is {self.detector!r}, which this engine does not ship",
                               expected=f"{DETECTOR!r}", fix="rebuild the bundle with this version: medexport build ...")
@@ -116,6 +207,13 @@ class Postprocess:
         if self.activation not in ("softmax", "sigmoid"):
             raise BundleError(f"postprocess.activation is {self.activation!r}",
                               expected="'softmax' or 'sigmoid'")
+        if not isinstance(self.thresholds, dict):
+            _bad("postprocess.thresholds", self.thresholds, "an object: label -> threshold")
+        for label, value in self.thresholds.items():
+            _real(f"postprocess.thresholds[{label!r}]", value, 0.0, 1.0)
+        _text("postprocess.score_output", self.score_output)
+        if self.heatmap_output is not None:
+            _text("postprocess.heatmap_output", self.heatmap_output)
 
 
 @dataclass(frozen=True)
@@ -128,6 +226,19 @@ class Artifact:
     tolerance: float  # largest |score difference| allowed against the source model
     report: str | None = None  # relative path of its validation report
     options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _text("artifacts[].target", self.target)
+        if self.precision not in PRECISIONS:
+            _bad(f"artifacts[{self.target}].precision", self.precision, f"one of {', '.join(PRECISIONS)}")
+        if not isinstance(self.files, dict) or not self.files:
+            _bad(f"artifacts[{self.key}].files", self.files, "an object: role -> relative path")
+        for role, rel in self.files.items():
+            relative_path(f"artifacts[{self.key}].files[{role!r}]", rel)
+        _real(f"artifacts[{self.key}].tolerance", self.tolerance, 0.0, 1.0)
+        _optional_path(f"artifacts[{self.key}].report", self.report)
+        if not isinstance(self.options, dict):
+            _bad(f"artifacts[{self.key}].options", self.options, "an object")
 
     @property
     def key(self) -> str:
@@ -155,10 +266,49 @@ class Manifest:
     schema: str = SCHEMA
 
     def __post_init__(self):
-        object.__setattr__(self, "labels", tuple(self.labels))
-        object.__setattr__(self, "outputs", tuple(self.outputs))
-        object.__setattr__(self, "artifacts", tuple(self.artifacts))
-        object.__setattr__(self, "backend_preference", tuple(self.backend_preference))
+        for name in ("labels", "outputs", "artifacts", "backend_preference"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                _bad(name, getattr(self, name), "a list")
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self._check()
+
+    def _check(self) -> None:
+        for name in ("model_id", "model_version", "task"):
+            _text(name, getattr(self, name))
+        _text("intended_use", self.intended_use, empty=True)
+        if not isinstance(self.medical_device, bool):
+            _bad("medical_device", self.medical_device, "true or false")
+        for i, label in enumerate(self.labels):
+            _text(f"labels[{i}]", label)
+        if not self.labels or len(set(self.labels)) != len(self.labels):
+            _bad("labels", list(self.labels), "a non-empty list of distinct labels")
+        unknown = sorted(set(self.postprocess.thresholds) - set(self.labels))
+        if unknown:
+            _bad("postprocess.thresholds", self.postprocess.thresholds, f"thresholds only on labels {list(self.labels)}")
+        if not self.outputs:
+            _bad("outputs", [], "at least one output")
+        names = [o.name for o in self.outputs]
+        for where, name in (("postprocess.score_output", self.postprocess.score_output),
+                            ("postprocess.heatmap_output", self.postprocess.heatmap_output)):
+            if name is not None and name not in names:
+                _bad(where, name, f"one of the outputs {names}")
+        if not isinstance(self.files, dict):
+            _bad("files", self.files, "an object: relative path -> SHA-256")
+        for rel, digest in self.files.items():
+            relative_path(f"files[{rel!r}]", rel)
+            if rel in RESERVED:
+                _bad(f"files[{rel!r}]", rel, f"no entry for {' or '.join(RESERVED)} (they cannot list themselves)")
+            if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+                _bad(f"files[{rel!r}]", digest, "a SHA-256 as 64 lowercase hex digits")
+        _optional_path("golden", self.golden)
+        _optional_path("card", self.card)
+        for i, name in enumerate(self.backend_preference):
+            _text(f"backend_preference[{i}]", name)
+        keys = [a.key for a in self.artifacts]
+        if len(set(keys)) != len(keys):
+            _bad("artifacts", keys, "each target-precision once")
+        if not isinstance(self.provenance, dict):
+            _bad("provenance", self.provenance, "an object")
 
     def artifact(self, target: str, precision: str) -> Artifact | None:
         return next((a for a in self.artifacts
@@ -177,21 +327,47 @@ class Manifest:
             raise BundleError(f"manifest.json has schema {schema!r}", expected=repr(SCHEMA),
                               fix="rebuild the bundle with this medexport version, or upgrade medexport")
         data = dict(data)
+        for name in ("outputs", "artifacts"):
+            if not isinstance(data.get(name, []), list):
+                _bad(name, data[name], "a list")
         data["input"] = _build(TensorSpec, data.get("input"), "input")
         data["outputs"] = [_build(TensorSpec, o, "outputs[]") for o in data.get("outputs", [])]
         pre = data.get("preprocess") or {}
-        data["preprocess"] = _build(PREPROCESS_KINDS.get(pre.get("kind"), ImagePreprocess), pre, "preprocess")
+        kind = pre.get("kind", "image") if isinstance(pre, dict) else None
+        if isinstance(pre, dict) and kind not in PREPROCESS_KINDS:
+            _bad("preprocess.kind", kind, f"one of {', '.join(PREPROCESS_KINDS)}")
+        data["preprocess"] = _build(PREPROCESS_KINDS.get(kind, ImagePreprocess), pre, "preprocess")
         data["postprocess"] = _build(Postprocess, data.get("postprocess"), "postprocess")
         data["artifacts"] = [_build(Artifact, a, "artifacts[]") for a in data.get("artifacts", [])]
         return _build(cls, data, "the top level")
 
     @classmethod
-    def from_json(cls, text: str) -> "Manifest":
+    def from_json(cls, text: str | bytes) -> "Manifest":
+        """Parse manifest.json: UTF-8, at most 1 MB, no duplicate keys, no deep nesting."""
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise BundleError(f"manifest.json is {len(text)} bytes", expected=f"at most {MAX_MANIFEST_BYTES} bytes",
+                              fix="rebuild the bundle")
         try:
-            data = json.loads(text)
+            if isinstance(text, bytes):
+                text = text.decode("utf-8")
+            data = json.loads(text, object_pairs_hook=_no_duplicates)
+        except UnicodeDecodeError as exc:
+            raise BundleError(f"manifest.json is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                              fix="rebuild the bundle") from None
         except json.JSONDecodeError as exc:
             raise BundleError(f"manifest.json is not valid JSON ({exc})", fix="rebuild the bundle") from None
+        except RecursionError:
+            raise BundleError("manifest.json is nested too deeply to be a manifest", fix="rebuild the bundle") from None
         return cls.from_dict(data)
+
+
+def _no_duplicates(pairs: list) -> dict:
+    """JSON objects with a key twice are refused (json keeps the last one silently)."""
+    counts = Counter(k for k, _ in pairs)
+    dup = sorted(k for k, n in counts.items() if n > 1)
+    if dup:
+        raise BundleError(f"manifest.json: key(s) {dup} appear twice in one object", fix="rebuild the bundle")
+    return dict(pairs)
 
 
 PREPROCESS_KINDS: dict[str, Any] = {"image": ImagePreprocess, "ecg": EcgPreprocess, "tiles": TilePreprocess}

@@ -20,6 +20,7 @@ import numpy as np
 from medexport.engine.bundle import in_chunks, open_bundle
 from medexport.engine.errors import ConfigurationError, ValidationError
 from medexport.engine.manifest import Artifact, Manifest
+from medexport.engine.signing import sign_bundle, signing_key
 from medexport.engine.tasks import task_for
 
 from . import source as sources
@@ -49,6 +50,7 @@ class BuildOptions:
     max_decision_drop: float | None = None
     overwrite: bool = False
     keep_passing: bool = False  # an artifact that fails validation is left out (and recorded) instead of failing the build
+    sign_key: str | None = None  # ECDSA private key (PEM): sign the finished bundle (bundle.sig)
     # for ONNX sources
     task: str | None = None
     labels: list | None = None
@@ -89,6 +91,8 @@ def build(model: str, out, options: BuildOptions, emit=print) -> Path:
     out = Path(out)
     log = Log(emit)
     started = time.perf_counter()
+    if options.sign_key:
+        signing_key(options.sign_key)  # a wrong key path fails now, not after the build
     with tempfile.TemporaryDirectory(prefix="medexport-") as work:
         with log.step("load source model"):
             source = _load_source(model, Path(work), options)
@@ -108,11 +112,15 @@ def build(model: str, out, options: BuildOptions, emit=print) -> Path:
             with log.step("self-test the finished bundle through the engine"):
                 for artifact in manifest.artifacts:
                     with open_bundle(stage, backend=get_target(artifact.target).backend,
-                                     precision=artifact.precision) as bundle:
+                                     precision=artifact.precision, trust=[]) as bundle:  # not signed yet
                         check = bundle.self_test()
                     log.emit(f"[build]   {check.line()}")
                     if not check.passed:
                         raise ValidationError(f"the written bundle failed its own self-test: {check.line()}")
+            if options.sign_key:
+                with log.step("sign the bundle"):
+                    signature = sign_bundle(stage, options.sign_key)
+                log.emit(f"[build]   {signature.describe()}")
             path = write_bundle.finish(stage, out)
         finally:
             shutil.rmtree(stage, ignore_errors=True)

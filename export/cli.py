@@ -1,4 +1,4 @@
-"""The ``medexport`` command: build, predict, inspect, selftest, doctor, models.
+"""The ``medexport`` command: build, predict, inspect, verify, selftest, keygen, doctor, models.
 
 A MedError is printed as one line on stderr (exit code 2), never as a traceback.
 torch is imported only by ``build`` from a registered model.
@@ -41,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     b.add_argument("--keep-passing", action="store_true",
                    help="leave out an artifact that fails validation (recorded in the manifest) instead of failing")
+    b.add_argument("--sign-key", help="ECDSA private key (PEM) to sign the bundle with (see 'medexport keygen')")
     g = b.add_argument_group("ONNX sources (a registered model brings its own)")
     g.add_argument("--task", choices=["classification"])
     g.add_argument("--labels", type=_csv, help="output labels in order, comma-separated")
@@ -67,6 +68,17 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="show a bundle's manifest, card, artifacts and validation")
     i.add_argument("bundle")
     i.add_argument("--json", action="store_true")
+
+    v = sub.add_parser("verify", help="check a bundle's checksums and its signature against trusted keys")
+    v.add_argument("bundles", nargs="+", help="bundle folders or .zip files")
+    v.add_argument("--trust", action="append",
+                   help="public key, certificate or folder of them (repeatable; default $MEDEXPORT_TRUST, "
+                        "else $MEDEXPORT_HOME/trust)")
+    v.add_argument("--json", action="store_true")
+
+    k = sub.add_parser("keygen", help="create an ECDSA P-256 key pair for signing bundles")
+    k.add_argument("-o", "--out", required=True, help="folder for NAME.key.pem (private) and NAME.pub.pem (public)")
+    k.add_argument("--name", default="medexport-signing", help="file name stem (default medexport-signing)")
 
     s = sub.add_parser("selftest", help="verify checksums and run golden inputs on every artifact that runs here")
     s.add_argument("bundles", nargs="+")
@@ -115,7 +127,7 @@ def cmd_build(args) -> int:
 
     options = BuildOptions(targets=args.target, precisions=args.precision, golden=args.golden, calib=args.calib,
                            calib_size=args.calib_size, val=args.val, metric=args.metric, max_drop=args.max_drop, max_decision_drop=args.max_decision_drop,
-                           overwrite=args.overwrite, keep_passing=args.keep_passing, task=args.task, labels=args.labels,
+                           overwrite=args.overwrite, keep_passing=args.keep_passing, sign_key=args.sign_key, task=args.task, labels=args.labels,
                            input_size=args.input_size, mean=args.mean, std=args.std, activation=args.activation,
                            threshold=args.threshold, model_id=args.model_id)
     build(args.model, args.out, options, emit=lambda m: print(m, file=sys.stderr, flush=True))
@@ -181,6 +193,46 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    """Exit 0 when every bundle is intact and signed by a trusted key; 2 otherwise."""
+    from medexport.engine import read_manifest
+    from medexport.engine.signing import check_signature, default_trust_sources, load_trust
+
+    sources = args.trust or default_trust_sources()
+    if not load_trust(sources):
+        raise ConfigurationError("no trusted keys to verify signatures against",
+                                 fix="pass --trust KEY.pub.pem (or a folder), or set $MEDEXPORT_TRUST")
+    failed, rows = 0, []
+    for path in args.bundles:
+        try:
+            manifest, sha, root = read_manifest(path)
+            signature = check_signature(root, sources)
+        except MedError as exc:
+            failed += 1
+            rows.append({"bundle": path, "ok": False, "error": str(exc)})
+            if not args.json:
+                print(f"FAIL {path}: {exc}")
+            continue
+        rows.append({"bundle": path, "ok": True, "model_id": manifest.model_id, "sha256": sha,
+                     "files": len(manifest.files), **signature.to_dict()})
+        if not args.json:
+            print(f"OK   {manifest.model_id} {manifest.model_version} ({path}): {len(manifest.files)} checksums "
+                  f"verified; {signature.describe()}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 2 if failed else 0
+
+
+def cmd_keygen(args) -> int:
+    from medexport.engine.signing import generate_key_pair, read_key
+
+    private, public = generate_key_pair(args.out, args.name)
+    print(f"private key {private}  (keep it secret: it signs bundles)")
+    print(f"public key  {public}  (give it to clinics: medexport verify --trust {public.name})")
+    print(f"fingerprint {read_key(public).fingerprint}")
+    return 0
+
+
 def cmd_selftest(args) -> int:
     from medexport.engine import open_bundle, read_manifest
     from medexport.engine.backends import available_backends, get_backend
@@ -237,7 +289,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "build": cmd_build, "predict": cmd_predict, "inspect": cmd_inspect, "selftest": cmd_selftest,
-            "doctor": cmd_doctor, "models": cmd_models}
+            "doctor": cmd_doctor, "models": cmd_models, "verify": cmd_verify, "keygen": cmd_keygen}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,8 +9,12 @@ from pathlib import Path
 from medexport.engine.bundle import read_manifest
 from medexport.engine.checksums import sha256_file
 from medexport.engine.errors import MedError
+from medexport.engine.signing import check_signature, signing_key
 
 from .build import BuildOptions, build
+
+# the committed demo key (export/demo_keys/README.md: NOT for clinical use); the viewer trusts its public half
+DEMO_SIGN_KEY = Path(__file__).parent / "demo_keys" / "medexport-demo-not-for-clinical-use.key.pem"
 
 # model -> build options of its demo bundle (nothing is trained here: shipped weights only)
 DEMOS = {
@@ -50,13 +54,14 @@ def is_current(bundle: Path, model: str, options: dict) -> bool:
     from medexport.models.registry import get_config
 
     try:
-        manifest, _, _ = read_manifest(bundle, verify=True)
+        manifest, _, root = read_manifest(bundle, verify=True)
+        signed_by_demo_key = check_signature(root, [signing_key(DEMO_SIGN_KEY)]).trusted
     except MedError:
         return False
     config = get_config(model)
     refused = {r["artifact"] for r in manifest.provenance.get("refused_artifacts", [])}
     want = {f"{t}-{p}" for t in options["targets"] for p in options["precisions"]} - refused
-    return (want <= {a.key for a in manifest.artifacts}
+    return (signed_by_demo_key and want <= {a.key for a in manifest.artifacts}
             and manifest.provenance.get("source_sha256") == sha256_file(config.weights_path)
             and manifest.provenance.get("tools", {}).get("medexport") == version("medexport"))
 
@@ -74,20 +79,21 @@ def build_demos(folder: Path, emit=print) -> list[Path]:
             config = get_config(model)
             data = {"calib": default_data(config, "calib"), "val": default_data(config, "val")} \
                 if "int8" in opts["precisions"] else {}
-            build(model, out, BuildOptions(overwrite=True, **opts, **data), emit=emit)
+            build(model, out, BuildOptions(overwrite=True, sign_key=str(DEMO_SIGN_KEY), **opts, **data), emit=emit)
         paths.append(out)
     return paths
 
 
 def run_headless(bundles: list[Path], studies: dict[str, list[str]]) -> int:
+    from medexport.desktop.trust import open_options
     from medexport.engine import open_bundle
 
     from .render import render_result
 
     failures = 0
     for path in bundles:
-        with open_bundle(path) as model:
-            print(model.self_test().line())
+        with open_bundle(path, **open_options()) as model:  # the viewer's trust store: it holds the demo key
+            print(model.self_test().line() + f"  ({model.signature.describe()})")
             for study in studies.get(model.manifest.task, []):
                 try:
                     print(render_result(model.predict(study)))

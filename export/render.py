@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from medexport.engine.bundle import read_manifest
+from medexport.engine.signing import check_signature
 
 
 def render_result(r) -> str:
@@ -57,6 +58,7 @@ def _render_ecg(r, head: str) -> str:
 def inspect_bundle(path) -> tuple[str, dict]:
     """Verify checksums, then describe the bundle: model, I/O, pre/post-processing, artifacts, validation."""
     manifest, sha, root = read_manifest(path, verify=True)
+    signature = check_signature(root, allow_unsigned=True)  # shown, not required; a bad signature still fails
     reports = {a.key: json.loads((root / a.report).read_text()) for a in manifest.artifacts if a.report}
     pre, post = manifest.preprocess, manifest.postprocess
     if pre.kind == "tiles":
@@ -74,6 +76,7 @@ def inspect_bundle(path) -> tuple[str, dict]:
     lines = [
         f"bundle     {root}",
         f"sha256     {sha}  (all {len(manifest.files)} file checksums verified)",
+        f"signature  {signature.describe()}",
         f"model      {manifest.model_id} {manifest.model_version}  task {manifest.task}",
         f"labels     {', '.join(manifest.labels)}",
         f"input      {manifest.input.name} {list(manifest.input.shape)} {manifest.input.dtype}",
@@ -118,7 +121,8 @@ def inspect_bundle(path) -> tuple[str, dict]:
             lines.append(f"  {k:<12} {v[k]['value']:.3f}  (95 % CI {lo:.3f}-{hi:.3f})")
     if manifest.card:
         lines += ["", f"model card: {root / manifest.card}"]
-    data = {"path": str(root), "sha256": sha, "manifest": manifest.to_dict(), "reports": reports}
+    data = {"path": str(root), "sha256": sha, "signature": signature.to_dict(), "manifest": manifest.to_dict(),
+            "reports": reports}
     return "\n".join(lines), data
 
 

@@ -79,3 +79,39 @@ def seg_bundle(tmp_path_factory, cache_dir):
     build("em-membrane-seg", out, BuildOptions(targets=["openvino", "onnxruntime"], precisions=["fp32"]),
           emit=lambda m: None)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clinic_allows_unsigned_bundles():
+    """The session's bundles are built unsigned: the test clinic's viewer settings allow them
+    (desktop/trust.py refuses unsigned bundles by default; tests/test_bundle_trust.py covers that)."""
+    from pathlib import Path
+
+    ini = Path(_HOME) / "viewer.ini"
+    if "allow_unsigned_bundles" not in (ini.read_text() if ini.is_file() else ""):
+        with open(ini, "a") as fh:
+            fh.write("[General]\nallow_unsigned_bundles=true\n")
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory):
+    """A fresh ECDSA P-256 pair (private, public) and a second, unrelated public key."""
+    from medexport.engine.signing import generate_key_pair
+
+    folder = tmp_path_factory.mktemp("keys")
+    private, public = generate_key_pair(folder, "publisher")
+    _, other = generate_key_pair(folder, "stranger")
+    return private, public, other
+
+
+@pytest.fixture(scope="session")
+def signed_bundle(tmp_path_factory, pneumonia_bundle, signing_keys):
+    """A copy of ``pneumonia_bundle`` signed with ``signing_keys`` (the build's --sign-key step)."""
+    import shutil
+
+    from medexport.engine.signing import sign_bundle
+
+    out = tmp_path_factory.mktemp("signed") / "pneumonia-cxr"
+    shutil.copytree(pneumonia_bundle, out)
+    sign_bundle(out, signing_keys[0])
+    return out

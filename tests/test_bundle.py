@@ -126,3 +126,17 @@ def test_frame_zero_of_a_multiframe_dicom(pneumonia_bundle, dcm):
     with open_bundle(pneumonia_bundle) as m:
         first, fifth = m.predict(dcm("emri_small.dcm"), frame=0), m.predict(dcm("emri_small.dcm"), frame=5)
     assert first.scores != fifth.scores
+
+
+def test_a_file_that_is_not_a_zip_is_named(tmp_path):
+    bogus = tmp_path / "bundle.zip"
+    bogus.write_bytes(b"not a zip")
+    with pytest.raises(BundleError, match="is neither a bundle folder nor a zip file"):
+        open_bundle(bogus)
+
+
+def test_built_bundle_lists_no_signature_and_opens_unsigned_without_a_trust_store(pneumonia_bundle):
+    manifest, _, _ = read_manifest(pneumonia_bundle)
+    assert "bundle.sig" not in manifest.files and "manifest.json" not in manifest.files
+    with open_bundle(pneumonia_bundle) as m:
+        assert m.signature.to_dict() == {"signed": False, "fingerprint": None, "signer": None, "trusted": False}

@@ -7,7 +7,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from medexport.engine.bundle import MANIFEST
+from medexport.engine.manifest import RESERVED
 from medexport.engine.checksums import sha256_file
 from medexport.engine.errors import ConfigurationError
 
@@ -38,8 +38,9 @@ def _alive(pid: int) -> bool:
 
 
 def checksums(stage: Path) -> dict:
-    return {str(p.relative_to(stage)): sha256_file(p) for p in sorted(stage.rglob("*"))
-            if p.is_file() and p.name != MANIFEST}
+    """SHA-256 of every file but the manifest and its signature (which cannot list themselves)."""
+    return {p.relative_to(stage).as_posix(): sha256_file(p) for p in sorted(stage.rglob("*"))
+            if p.is_file() and p.relative_to(stage).as_posix() not in RESERVED}
 
 
 def write_json(path: Path, data) -> None:
@@ -49,7 +50,7 @@ def write_json(path: Path, data) -> None:
 
 def write_manifest(stage: Path, manifest_json: str) -> None:
     """Written last: a folder without a manifest is never mistaken for a bundle."""
-    (stage / MANIFEST).write_text(manifest_json)
+    (stage / "manifest.json").write_text(manifest_json)
 
 
 def finish(stage: Path, out: Path) -> Path:

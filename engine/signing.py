@@ -1,0 +1,255 @@
+"""Bundle signatures: who built a bundle, not only that it is intact.
+
+Checksums in the manifest prove integrity; anyone can recompute them. A signature proves
+origin: ``medexport build --sign-key KEY.pem`` signs the finished bundle folder with an ECDSA
+key using OpenSSF model signing (``model-signing``, key-based, offline) and writes
+``bundle.sig`` (a Sigstore bundle) into it. ``open_bundle`` checks it against a trust store:
+public keys (or X.509 certificates) in PEM files, given as ``trust=`` or configured by
+``$MEDEXPORT_TRUST`` (files or folders, ``os.pathsep``-separated) or ``$MEDEXPORT_HOME/trust/``.
+
+Policy: with a trust store, an unsigned bundle or one signed by an unknown key is refused
+unless ``allow_unsigned=True``; a signature by a trusted key that does not match the files is
+always refused. Without a trust store nothing can be verified: the signature is reported
+(signed, key fingerprint, not trusted) and integrity rests on the checksums, as before.
+``model_signing`` and ``cryptography`` are imported only when a signature is made or checked.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BundleError, ConfigurationError
+
+SIGNATURE = "bundle.sig"
+TRUST_ENV = "MEDEXPORT_TRUST"
+MAX_SIGNATURE_BYTES = 1 << 20
+KEY_SUFFIXES = (".pem", ".pub", ".crt", ".cer")
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    name: str  # the file's name without suffixes, or a certificate's subject
+    fingerprint: str  # SHA-256 of the public key's PEM (SubjectPublicKeyInfo): model-signing's key id
+    pem: bytes  # the public key, PEM
+    source: Path
+    key_file: Path | None = None  # ``source`` when it is a plain public key PEM (model-signing reads files)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What ``open_bundle`` found out about who signed a bundle."""
+
+    signed: bool
+    fingerprint: str | None = None
+    signer: str | None = None  # the trusted key's name; None when not verified
+    trusted: bool = False  # verified against a key in the trust store
+
+    def describe(self) -> str:
+        if not self.signed:
+            return "unsigned"
+        if self.trusted:
+            return f"signed by {self.signer} (key {self.fingerprint[:16]}), signature verified"
+        return f"signed by an unknown key {self.fingerprint[:16]} (not in the trust store, not verified)"
+
+    def to_dict(self) -> dict:
+        return {"signed": self.signed, "fingerprint": self.fingerprint, "signer": self.signer,
+                "trusted": self.trusted}
+
+
+# -- keys --------------------------------------------------------------------------------------
+def _public_key_pem(public_key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def fingerprint_of(public_key_pem: bytes) -> str:
+    return hashlib.sha256(public_key_pem).hexdigest()
+
+
+def read_key(path: Path) -> TrustedKey:
+    """A public key or an X.509 certificate (PEM) as a trust-store entry."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = Path(path)
+    data = path.read_bytes()
+    name = path.name.split(".")[0]
+    key_file = None
+    try:
+        if b"BEGIN CERTIFICATE" in data:
+            cert = x509.load_pem_x509_certificate(data)
+            key = cert.public_key()
+            name = cert.subject.rfc4514_string() or name
+        else:
+            key, key_file = serialization.load_pem_public_key(data), path
+    except ValueError as exc:
+        raise ConfigurationError(f"trust store file {path} is not a PEM public key or certificate ({exc})",
+                                 fix="put only public keys (*.pub.pem) or certificates in the trust store") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+        raise ConfigurationError(f"trust store file {path} holds a {type(key).__name__}",
+                                 expected="an ECDSA P-256/P-384/P-521 public key (what 'medexport keygen' writes)")
+    pem = _public_key_pem(key)
+    return TrustedKey(name, fingerprint_of(pem), pem, path, key_file)
+
+
+def load_trust(sources) -> list[TrustedKey]:
+    """Keys from PEM files, folders of them, or TrustedKey objects; a source that does not exist is an error."""
+    keys: list[TrustedKey] = []
+    for source in [sources] if isinstance(sources, (str, os.PathLike, TrustedKey)) else sources:
+        if isinstance(source, TrustedKey):
+            keys.append(source)
+            continue
+        source = Path(source)
+        if source.is_dir():
+            files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix in KEY_SUFFIXES)
+            if not files:
+                raise ConfigurationError(f"trust store folder {source} holds no keys",
+                                         expected=f"public keys or certificates ({', '.join(KEY_SUFFIXES)})",
+                                         fix="add the publisher's public key, or remove the folder")
+            keys += [read_key(p) for p in files]
+        elif source.is_file():
+            keys.append(read_key(source))
+        else:
+            raise ConfigurationError(f"trust store {source} does not exist",
+                                     fix=f"point --trust / ${TRUST_ENV} to a public key or a folder of them")
+    return keys
+
+
+def default_trust_sources() -> list[Path]:
+    """``$MEDEXPORT_TRUST``, else ``$MEDEXPORT_HOME/trust`` when that folder exists, else none."""
+    if os.environ.get(TRUST_ENV):
+        return [Path(p) for p in os.environ[TRUST_ENV].split(os.pathsep) if p]
+    home = os.environ.get("MEDEXPORT_HOME")
+    folder = Path(home) / "trust" if home else None
+    return [folder] if folder is not None and folder.is_dir() else []
+
+
+def generate_key_pair(folder, name: str = "medexport-signing") -> tuple[Path, Path]:
+    """An ECDSA P-256 pair: ``NAME.key.pem`` (private, mode 0600) and ``NAME.pub.pem``; never overwrites."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    folder = Path(folder)
+    private, public = folder / f"{name}.key.pem", folder / f"{name}.pub.pem"
+    taken = [str(p) for p in (private, public) if p.exists()]
+    if taken:
+        raise ConfigurationError(f"{', '.join(taken)} already exist(s)", fix="choose another folder or --name")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    public.write_bytes(_public_key_pem(key.public_key()))
+    return private, public
+
+
+# -- signing and checking ------------------------------------------------------------------------
+def _hashing():
+    from model_signing import hashing
+
+    return hashing.Config().use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False,
+                                                   ignore_paths=[SIGNATURE])
+
+
+def signing_key(private_key, password: str | None = None) -> TrustedKey:
+    """Load a signing key (checked before a long build starts); returns its public half."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private_key = Path(private_key)
+    try:
+        key = serialization.load_pem_private_key(private_key.read_bytes(), password.encode() if password else None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigurationError(f"cannot read signing key {private_key} ({exc})",
+                                 expected="an unencrypted ECDSA private key in PEM",
+                                 fix="create one with 'medexport keygen -o DIR'") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+        raise ConfigurationError(f"signing key {private_key} is a {type(key).__name__}",
+                                 expected="an ECDSA P-256/P-384/P-521 private key", fix="use 'medexport keygen -o DIR'")
+    pem = _public_key_pem(key.public_key())
+    return TrustedKey(private_key.name.split(".")[0], fingerprint_of(pem), pem, private_key)
+
+
+def sign_bundle(folder, private_key, password: str | None = None) -> Signature:
+    """Sign every file of ``folder`` into ``folder/bundle.sig``, then verify it with the public half."""
+    from model_signing import signing
+
+    folder = Path(folder)
+    key = signing_key(private_key, password)
+    signing.Config().use_elliptic_key_signer(private_key=private_key, password=password) \
+        .set_hashing_config(_hashing()).sign(folder, folder / SIGNATURE)
+    return _verify(folder, key, _read_signature(folder / SIGNATURE))
+
+
+def _read_signature(path: Path) -> str:
+    """The key id recorded in ``bundle.sig``; a damaged signature file is refused."""
+    problem = None
+    if path.is_symlink() or not path.is_file():
+        problem = "is not a regular file"
+    elif path.stat().st_size > MAX_SIGNATURE_BYTES:
+        problem = f"is {path.stat().st_size} bytes (at most {MAX_SIGNATURE_BYTES})"
+    else:
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+            hint = data["verificationMaterial"]["publicKey"]["hint"]
+            if not data["dsseEnvelope"]["signatures"]:
+                problem = "holds no signature"
+            elif not (isinstance(hint, str) and len(hint) == 64 and all(c in "0123456789abcdef" for c in hint)):
+                problem = "names no key (verificationMaterial.publicKey.hint)"
+            else:
+                return hint
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError) as exc:
+            problem = f"is not a Sigstore bundle from 'medexport build --sign-key' ({type(exc).__name__}: {exc})"
+    raise BundleError(f"{path} {problem}", fix="get the bundle again from its publisher")
+
+
+def _verify(root: Path, key: TrustedKey, fingerprint: str) -> Signature:
+    """Check ``bundle.sig`` with ``key`` over every file in ``root``; any mismatch is a BundleError."""
+    from cryptography.exceptions import InvalidSignature
+    from model_signing import verifying
+
+    with nullcontext() if key.key_file else tempfile.TemporaryDirectory(prefix="medexport-key-") as tmp:
+        public = key.key_file  # model-signing reads keys from files: certificates (and the build) give theirs here
+        if public is None:
+            public = Path(tmp) / "key.pub.pem"
+            public.write_bytes(key.pem)
+        try:
+            verifying.Config().use_elliptic_key_verifier(public_key=public).set_hashing_config(_hashing()) \
+                .verify(root, root / SIGNATURE)
+        except (ValueError, InvalidSignature, KeyError, IndexError, TypeError) as exc:
+            detail = str(exc) or type(exc).__name__
+            raise BundleError(f"{root}: the signature by {key.name} (key {fingerprint[:16]}) does not match the "
+                              f"bundle ({detail[:300]})", expected="the files exactly as their publisher signed them",
+                              fix="the bundle was changed after signing: get it again from its publisher") from None
+    return Signature(True, fingerprint, key.name, True)
+
+
+def check_signature(root, trust=None, allow_unsigned: bool = False) -> Signature:
+    """Who signed the bundle at ``root``, checked against ``trust`` (None: the default trust store)."""
+    root = Path(root)
+    keys = load_trust(default_trust_sources() if trust is None else trust)
+    if not (root / SIGNATURE).exists() and not (root / SIGNATURE).is_symlink():
+        if keys and not allow_unsigned:
+            raise BundleError(f"{root} is not signed", expected=f"a bundle signed by a trusted key "
+                              f"({', '.join(sorted({k.name for k in keys}))})",
+                              fix="get a signed bundle from its publisher (medexport build --sign-key), or allow "
+                                  "unsigned bundles explicitly (allow_unsigned=True / the app's settings)")
+        return Signature(False)
+    fingerprint = _read_signature(root / SIGNATURE)
+    match = next((k for k in keys if k.fingerprint == fingerprint), None)
+    if match is not None:
+        return _verify(root, match, fingerprint)
+    if keys and not allow_unsigned:
+        raise BundleError(f"{root} is signed by key {fingerprint[:16]}, which is not in the trust store",
+                          expected=f"a key from {', '.join(sorted({str(k.source) for k in keys}))}",
+                          fix="add the publisher's public key to the trust store if you trust them, "
+                              "or get the bundle from a trusted publisher")
+    return Signature(True, fingerprint)
