@@ -139,6 +139,9 @@ def cmd_predict(args) -> int:
 
     from .render import render_result
 
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigurationError(f"--out {args.out} is a file", expected="a folder for masks and heatmaps",
+                                 fix="give a folder path (it is created if missing)")
     failures, results = 0, []
     with open_bundle(args.bundle, backend=args.backend, precision=args.precision) as model:
         for path in args.inputs:
@@ -163,8 +166,6 @@ def cmd_predict(args) -> int:
 
 def _write_outputs(result, path: str, args) -> dict:
     """Masks / heatmaps into --out, and Dice against --reference; returns what to report."""
-    from medexport.engine import outputs
-
     extra = {}
     if args.reference and hasattr(result, "mask"):
         import numpy as np
@@ -176,13 +177,24 @@ def _write_outputs(result, path: str, args) -> dict:
                                      f"{result.mask.shape[1]}x{result.mask.shape[0]}", fix="give the matching mask")
         extra["dice_vs_reference"] = round(result.dice(truth), 4)
     if args.out:
-        if hasattr(result, "mask"):
-            is_dicom = result.input_meta.get("SOPInstanceUID")
-            extra["mask_file"] = str(outputs.save_dicom_seg(result, path, Path(args.out)) if is_dicom
-                                     else outputs.save_mask_png(result, Path(args.out)))
-        elif getattr(result, "heatmap_grid", None) is not None:
-            extra["heatmap_file"] = str(outputs.save_heatmap_png(result, Path(args.out)))
+        try:
+            extra |= _save(result, path, Path(args.out))
+        except OSError as exc:  # disk full, permissions: this study's outputs are lost, say so
+            raise ConfigurationError(f"could not write the outputs of {path} into {args.out} ({exc.strerror})",
+                                     fix="check the --out folder's free space and permissions") from None
     return extra
+
+
+def _save(result, path: str, out: Path) -> dict:
+    from medexport.engine import outputs
+
+    if hasattr(result, "mask"):
+        is_dicom = result.input_meta.get("SOPInstanceUID")
+        return {"mask_file": str(outputs.save_dicom_seg(result, path, out) if is_dicom
+                                 else outputs.save_mask_png(result, out))}
+    if getattr(result, "heatmap_grid", None) is not None:
+        return {"heatmap_file": str(outputs.save_heatmap_png(result, out))}
+    return {}
 
 
 def cmd_inspect(args) -> int:

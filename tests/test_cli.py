@@ -147,3 +147,25 @@ def test_bench_on_a_bundle_writes_table_csv_and_json(pneumonia_bundle, tmp_path)
     assert len(rows) == 1 and float(rows[0]["latency_p50_ms"]) > 0 and float(rows[0]["throughput"]) > 0
     assert float(rows[0]["e2e_p50_ms"]) > float(rows[0]["latency_p50_ms"])
     assert json.loads((tmp_path / "bench.json").read_text())[0]["batch"] == 4
+
+
+def test_one_bad_study_never_stops_a_batch(pneumonia_bundle, cxr, dcm, tmp_path):
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(Path(dcm("RG1_UNCR.dcm")).read_bytes()[:5000])  # a study cut off in transfer
+    junk = tmp_path / "notes.png"
+    junk.write_text("not a picture")
+    proc = medexport("predict", pneumonia_bundle, cxr[0], broken, junk, cxr[1], "--json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [("error" in r) for r in rows] == [False, True, True, False]
+    assert rows[3]["source"] == cxr[1] and "pneumonia" in rows[3]["scores"]
+    proc = medexport("predict", pneumonia_bundle, cxr[0], broken, cxr[1])
+    assert proc.returncode == 1 and proc.stderr.count("error:") == 1 and proc.stdout.count("pneumonia-cxr") >= 2
+
+
+def test_out_pointing_at_a_file_is_refused_before_any_work(pneumonia_bundle, cxr, tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("keep me")
+    proc = medexport("predict", pneumonia_bundle, cxr[0], "--out", target)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "is a file" in proc.stderr
+    assert target.read_text() == "keep me"
