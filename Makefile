@@ -28,6 +28,7 @@ run: install
 	$(VENV)/bin/medexport demo --bundles $(BUNDLES)
 
 test: install
+	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 bench: install

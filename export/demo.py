@@ -85,14 +85,13 @@ def build_demos(folder: Path, emit=print) -> list[Path]:
 
 
 def run_headless(bundles: list[Path], studies: dict[str, list[str]]) -> int:
-    from medexport.desktop.trust import open_options
     from medexport.engine import open_bundle
 
     from .render import render_result
 
     failures = 0
     for path in bundles:
-        with open_bundle(path, **open_options()) as model:  # the viewer's trust store: it holds the demo key
+        with open_bundle(path, trust=[signing_key(DEMO_SIGN_KEY)]) as model:  # the demo key's public half
             print(model.self_test().line() + f"  ({model.signature.describe()})")
             for study in studies.get(model.manifest.task, []):
                 try:
@@ -113,9 +112,10 @@ def main(folder: str, build_only: bool = False, headless: bool = False) -> int:
     if build_only:
         return 0
     if has_display() and not headless:
-        from medexport.desktop.app import main as viewer
+        import subprocess
 
-        studies = demo_studies()
-        return viewer(["--bundles", folder, studies["classification"][0], studies["ecg_rhythm"][0]])
+        studies = demo_studies()  # the viewer is its own program: export never imports the desktop
+        return subprocess.call([sys.executable, "-m", "medexport.desktop.app", "--bundles", folder,
+                                studies["classification"][0], studies["ecg_rhythm"][0]])
     log("[demo] no display: running the viewer's pipeline headless")
     return run_headless(bundles, demo_studies())

@@ -1,10 +1,10 @@
-"""The built-in models. Each entry: a factory plus the config that travels into bundles."""
+"""The built-in models. Each entry: a factory plus the config that travels into bundles.
+
+Factories import their architecture (and so torch) when called: listing models and reading
+their configs (``medexport models``, ``inspect``) needs no torch.
+"""
 from __future__ import annotations
 
-from .archs.densenet import DenseNet
-from .archs.ecg_rnn import BeatCNNLSTM
-from .archs.small_cnn import SmallCNN
-from .archs.unet import UNet
 from .registry import ModelConfig, register_model
 
 NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -36,11 +36,15 @@ DENSENET121_CXR = ModelConfig(
 
 @register_model(PNEUMONIA_CXR)
 def pneumonia_cxr(**kwargs):
+    from .archs.small_cnn import SmallCNN
+
     return SmallCNN(in_channels=1, num_classes=2, **kwargs)
 
 
 @register_model(DENSENET121_CXR)
 def densenet121_cxr(**kwargs):
+    from .archs.densenet import DenseNet
+
     return DenseNet(in_channels=1, num_classes=len(NIH_FINDINGS), **kwargs)
 
 
@@ -65,6 +69,8 @@ ECG_RHYTHM = ModelConfig(
 
 @register_model(ECG_RHYTHM)
 def ecg_rhythm(**kwargs):
+    from .archs.ecg_rnn import BeatCNNLSTM
+
     return BeatCNNLSTM(beat_samples=160, rr_features=8, num_classes=4, **kwargs)
 
 
@@ -84,4 +90,6 @@ EM_MEMBRANE_SEG = ModelConfig(
 
 @register_model(EM_MEMBRANE_SEG)
 def em_membrane_seg(**kwargs):
+    from .archs.unet import UNet
+
     return UNet(in_channels=1, num_classes=1, **kwargs)

@@ -55,3 +55,33 @@ def test_ecg_path_needs_neither_scipy_nor_wfdb(shared):
     assert proc.returncode == 0, proc.stderr
     n_annotations, n_beats = map(int, proc.stdout.split())
     assert n_annotations == 2274 and 120 < n_beats < 140  # 100 s of a ~75 bpm record
+
+
+def test_import_contracts_hold_and_catch_an_upward_import(tmp_path):
+    """The contracts in pyproject.toml hold for the project, and fail for a copy of it in which
+    the engine imports the export layer (what a careless edit would do)."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    lint = Path(sys.executable).with_name("lint-imports")
+    proc = subprocess.run([str(lint)], capture_output=True, text=True, timeout=300, cwd=repo)
+    assert proc.returncode == 0 and "broken" not in proc.stdout.lower().replace("0 broken", ""), proc.stdout
+
+    for layer in ("engine", "export", "models", "desktop"):
+        shutil.copytree(repo / layer, tmp_path / "medexport" / layer, ignore=shutil.ignore_patterns("*.pt", "__pycache__"))
+    shutil.copy(repo / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "medexport" / "engine" / "upward.py").write_text("from medexport.export import build  # noqa\n")
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([str(lint)], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode != 0
+    assert "medexport.engine.upward -> medexport.export" in proc.stdout.replace("\n", " ")
+
+
+@pytest.mark.parametrize("command", [["models"], ["inspect", "BUNDLE"]])
+def test_cli_commands_that_only_read_need_no_torch(command, pneumonia_bundle):
+    args = [str(pneumonia_bundle) if a == "BUNDLE" else a for a in command]
+    proc = run(BLOCK.format(mods=["torch", "torchvision", "nncf"]) +
+               f"from medexport.export.cli import main\nsys.exit(main({args!r}))")
+    assert proc.returncode == 0, proc.stderr
+    assert "pneumonia-cxr" in proc.stdout
