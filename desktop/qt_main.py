@@ -374,7 +374,7 @@ class MainWindow(QMainWindow):
             return None
         try:
             written = write(study, result, Path(folder))
-        except MedError as exc:
+        except (MedError, OSError) as exc:  # OSError: folder not writable, disk full
             qt_dialogs.show_error(self, f"Cannot write the {what}", str(exc))
             return None
         self.statusBar().showMessage(f"Saved {written}", 8000)

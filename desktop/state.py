@@ -177,11 +177,11 @@ def write_batch_csv(rows: list[dict], path: Path) -> Path:
     import csv
     import io
 
-    from .paths import unique_path, write_atomic
+    from medexport.engine.atomic import write_new
 
     keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
     writer.writerows(rows)
-    return write_atomic(unique_path(path), buf.getvalue().encode())
+    return write_new(path, buf.getvalue().encode())
