@@ -173,6 +173,26 @@ def decision_text(result) -> str:
     return ("POSITIVE: " + ", ".join(positive)) if positive else "below threshold"
 
 
+RECENT_MAX = 10
+
+
+def recent_paths(stored, add: str | None = None) -> list[str]:
+    """The recent-files list as settings hold it, with ``add`` first.
+
+    QSettings (INI) gives back a one-entry list as a plain string, no entry as None: a string
+    is one path, never a sequence of characters.
+    """
+    if stored is None:
+        paths = []
+    elif isinstance(stored, str):
+        paths = [stored] if stored else []
+    else:
+        paths = [str(p) for p in stored if p]
+    if add is not None:
+        paths = [add, *(p for p in paths if p != add)]
+    return list(dict.fromkeys(paths))[:RECENT_MAX]
+
+
 def write_batch_csv(rows: list[dict], path: Path) -> Path:
     import csv
     import io
