@@ -143,3 +143,17 @@ def test_recent_list_keeps_one_entry_whole():
     assert recent_paths("/data/a.dcm", add="/data/b.dcm") == ["/data/b.dcm", "/data/a.dcm"]
     assert recent_paths(["/a", "/b"], add="/b") == ["/b", "/a"]
     assert len(recent_paths([f"/{i}" for i in range(30)], add="/x")) == RECENT_MAX
+
+
+def test_selftest_checks_threads_runtime_files_and_audit(pneumonia_bundle, tmp_path, monkeypatch, capsys):
+    from medexport.desktop import app
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert app.selftest([str(pneumonia_bundle.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "4 threads on one model, 0 of" in out and "PASS no runtime wrote under ~/intel" in out
+    assert "PASS the audit log records hashes and UIDs" in out and "FAIL" not in out
+    before = app._intel_files()
+    (tmp_path / "intel").mkdir()
+    (tmp_path / "intel" / "openvino_ga_cid").write_text("id")
+    assert app.no_runtime_files(before).startswith("FAIL")
