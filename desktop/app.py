@@ -12,17 +12,20 @@ import sys
 
 def offline_environment() -> None:
     """The app never reaches the network and writes only into its user data folder."""
+    from medexport.engine.backends.offline import runtimes_offline
+
     from .paths import data_dir
 
     os.environ.setdefault("MEDEXPORT_CACHE", str(data_dir() / "cache"))
-    os.environ["OPENVINO_TELEMETRY_OPT_OUT"] = "1"  # runtime sends none; belt and braces
-    os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # ONNX Runtime's device id and event upload
+    runtimes_offline()  # ONNX Runtime and OpenVINO telemetry off, before either is imported
     os.environ.pop("HTTP_PROXY", None)
     os.environ.pop("HTTPS_PROXY", None)
 
 
 def selftest(folders) -> int:
-    """One line per shipped bundle: checksums verified, golden inputs through the best local backend."""
+    """One line per shipped bundle (checksums verified, golden inputs through the best local backend,
+    threads sharing the model agree), then the privacy checks: no runtime wrote under ~/intel,
+    an audit entry names no file."""
     from medexport.engine import MedError, open_bundle
 
     from .catalog import default_folders, find_bundles
@@ -35,16 +38,69 @@ def selftest(folders) -> int:
         print("FAIL no bundles found in " + ", ".join(str(f) for f in default_folders(folders)))
         return 1
     failed = len(problems)
+    intel_before = _intel_files()
     for entry in bundles:
         try:
             with open_bundle(entry.path, **open_options()) as model:
                 check = model.self_test()
-            print(check.line() + f"  load {model.runtime.load_seconds:.2f} s")
-            failed += not check.passed
+                print(check.line() + f"  load {model.runtime.load_seconds:.2f} s")
+                failed += not check.passed
+                line = threads_agree(model)
+                print(line)
+                failed += line.startswith("FAIL")
         except MedError as exc:
             print(f"FAIL {entry.model_id}: {exc}")
             failed += 1
+    for line in (no_runtime_files(intel_before), audit_names_no_file()):
+        print(line)
+        failed += line.startswith("FAIL")
     return 1 if failed else 0
+
+
+def threads_agree(model, threads: int = 4) -> str:
+    """The golden inputs scored from ``threads`` threads at once equal the one-thread scores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    inputs = np.load(model.path / model.manifest.golden)["inputs"]
+    items = [inputs[i:i + 1] for i in range(len(inputs))] * 2
+    alone = [model.scores(x) for x in items]
+    with ThreadPoolExecutor(threads) as pool:
+        together = list(pool.map(model.scores, items))
+    wrong = sum(not np.array_equal(a, b) for a, b in zip(alone, together))
+    verdict = "PASS" if wrong == 0 else "FAIL"
+    return f"{verdict} {model.manifest.model_id}: {threads} threads on one model, {wrong} of {len(items)} results differ"
+
+
+def _intel_files() -> set:
+    intel = os.path.join(os.path.expanduser("~"), "intel")
+    return {os.path.join(root, f) for root, _, files in os.walk(intel) for f in files}
+
+
+def no_runtime_files(before: set) -> str:
+    """OpenVINO's telemetry writes a client id under ~/intel when it is not switched off."""
+    new = sorted(_intel_files() - before)
+    if new:
+        return f"FAIL a runtime wrote {', '.join(new)} (telemetry is not off)"
+    return "PASS no runtime wrote under ~/intel"
+
+
+def audit_names_no_file() -> str:
+    """An audit entry for a study named like a patient holds neither the name nor the folder."""
+    import json
+    from types import SimpleNamespace
+
+    from . import audit
+
+    source = os.path.join(os.sep, "clinic", "Doe_Jane", "Doe_Jane_1234.dcm")
+    result = SimpleNamespace(source=source, input_sha256="0" * 64, model_id="selftest", model_version="0",
+                             bundle_sha256="0" * 64, backend="selftest", precision="fp32", scores={"x": 0.5},
+                             timings_ms={}, input_meta={"StudyInstanceUID": "1.2.3"})
+    line = json.dumps(audit.entry(result, user_action="selftest"))
+    if "Doe" in line or "clinic" in line:
+        return f"FAIL the audit log would record the file name: {line}"
+    return "PASS the audit log records hashes and UIDs, no file names"
 
 
 def main(argv=None) -> int:

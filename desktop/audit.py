@@ -1,4 +1,9 @@
-"""Append-only audit log of every inference (JSON lines); no patient names, only hashes."""
+"""Append-only audit log of every inference (JSON lines).
+
+No patient data: file names are often patient names (``Jane_Doe_1234.dcm``), so an entry
+identifies its input by the SHA-256 of the file and, for DICOM, by the Study / SOP Instance
+UIDs; never by a file name or a path.
+"""
 from __future__ import annotations
 
 import json
@@ -8,25 +13,34 @@ from pathlib import Path
 
 from .paths import data_dir
 
+UIDS = {"study_uid": "StudyInstanceUID", "sop_instance_uid": "SOPInstanceUID"}
+
 
 def audit_path() -> Path:
     return data_dir() / "audit.jsonl"
 
 
+def entry(result, *, user_action: str = "predict") -> dict:
+    """The line recorded for ``result`` (a classification, segmentation or ECG result)."""
+    meta = getattr(result, "input_meta", None) or {}
+    line = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "action": user_action,
+            "input_sha256": result.input_sha256,
+            "model_id": result.model_id, "model_version": result.model_version,
+            "bundle_sha256": result.bundle_sha256, "backend": result.backend, "precision": result.precision,
+            "scores": {k: round(float(v), 6) for k, v in result.scores.items()},
+            "infer_ms": round(result.timings_ms.get("infer", 0.0), 3)}
+    line.update({key: str(meta[tag]) for key, tag in UIDS.items() if meta.get(tag)})
+    return line
+
+
 def record(result, *, user_action: str = "predict") -> dict:
-    """Append one line for ``result`` (a ClassificationResult or EcgRhythmResult)."""
-    entry = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "action": user_action,
-             "input_sha256": result.input_sha256, "input_name": Path(result.source).name,
-             "model_id": result.model_id, "model_version": result.model_version,
-             "bundle_sha256": result.bundle_sha256, "backend": result.backend, "precision": result.precision,
-             "scores": {k: round(float(v), 6) for k, v in result.scores.items()},
-             "infer_ms": round(result.timings_ms.get("infer", 0.0), 3)}
-    line = json.dumps(entry, sort_keys=True) + "\n"
+    """Append one line for ``result``, flushed to disk."""
+    line = entry(result, user_action=user_action)
     with open(audit_path(), "a", encoding="utf-8") as fh:
-        fh.write(line)
+        fh.write(json.dumps(line, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    return entry
+    return line
 
 
 def read_all() -> list[dict]:

@@ -24,23 +24,3 @@ def reports_dir() -> Path:
     path = data_dir() / "reports"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def unique_path(path: Path) -> Path:
-    """``path`` if free, else ``name (2).ext``, ``name (3).ext``...: never overwrite."""
-    path = Path(path)
-    n = 2
-    candidate = path
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem} ({n}){path.suffix}")
-        n += 1
-    return candidate
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write to a temporary file beside ``path`` and rename it into place (never a half file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path

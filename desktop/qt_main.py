@@ -19,7 +19,7 @@ from .qt_ecg import EcgView
 from .qt_image import ImageView, to_qimage
 from .qt_panels import ModelPanel, ResultPanel
 from .qt_worker import RunWorker
-from .state import AppState, write_batch_csv
+from .state import AppState, recent_paths, write_batch_csv
 
 
 class MainWindow(QMainWindow):
@@ -116,6 +116,7 @@ class MainWindow(QMainWindow):
         self._action(f, "Open files...", self.open_files, QKeySequence.StandardKey.Open)
         self._action(f, "Open folder...", self.open_folder, "Ctrl+Shift+O")
         self.recent_menu = f.addMenu("Recent")
+        self._fill_recent()
         f.addSeparator()
         self._action(f, "Save PDF report...", self.save_pdf, "Ctrl+P")
         self._action(f, "Save DICOM SR...", self.save_sr, "Ctrl+Shift+S")
@@ -271,12 +272,30 @@ class MainWindow(QMainWindow):
             self.open_paths([folder])
 
     def _remember(self, path: str) -> None:
+        """Add ``path`` to the recent files, only where the user turned that on (off by default:
+        file names are often patient names, and viewer.ini is a plain text file)."""
         settings = app_settings()
-        recent = [p for p in (settings.value("recent") or []) if p != path][:9]
-        settings.setValue("recent", [path, *recent])
+        if settings.value("remember_recent", False, type=bool):
+            settings.setValue("recent", recent_paths(settings.value("recent"), add=path))
+            self._fill_recent()
+
+    def set_remember_recent(self, on: bool) -> None:
+        settings = app_settings()
+        settings.setValue("remember_recent", bool(on))
+        if not on:
+            settings.remove("recent")  # turning it off forgets the list too
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        settings = app_settings()
+        remember = settings.value("remember_recent", False, type=bool)
         self.recent_menu.clear()
-        for p in [path, *recent]:
+        for p in recent_paths(settings.value("recent")) if remember else []:
             self._action(self.recent_menu, p, lambda _=False, q=p: self.open_paths([q]))
+        self.recent_menu.addSeparator()
+        toggle = self._action(self.recent_menu, "Remember recent files on this computer", self.set_remember_recent)
+        toggle.setCheckable(True)
+        toggle.setChecked(remember)
 
     def dragEnterEvent(self, e) -> None:
         if e.mimeData().hasUrls():
@@ -375,7 +394,7 @@ class MainWindow(QMainWindow):
             return None
         try:
             written = write(study, result, Path(folder))
-        except MedError as exc:
+        except (MedError, OSError) as exc:  # OSError: folder not writable, disk full
             qt_dialogs.show_error(self, f"Cannot write the {what}", str(exc))
             return None
         self.statusBar().showMessage(f"Saved {written}", 8000)

@@ -7,16 +7,18 @@ from pathlib import Path
 from PySide6.QtCore import QMarginsF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPageLayout, QPageSize, QPainter, QPdfWriter
 
+from medexport.engine.atomic import write_new
 from medexport.engine.results import DISCLAIMER
 
-from .paths import unique_path
 from .state import decision_text
 
 
 def save_pdf(path: Path, study, result, picture: QImage, intended_use: str) -> Path:
-    """Write the report atomically to a new file (``name (2).pdf`` if ``path`` exists)."""
-    path = unique_path(Path(path))
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write the report as a new, complete file (``name (2).pdf`` if ``path`` exists)."""
+    return write_new(Path(path), lambda tmp: _draw(tmp, study, result, picture, intended_use))
+
+
+def _draw(tmp: Path, study, result, picture: QImage, intended_use: str) -> None:
     writer = QPdfWriter(str(tmp))
     writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
                                      QMarginsF(15, 15, 15, 15), QPageLayout.Unit.Millimeter))
@@ -69,6 +71,5 @@ def save_pdf(path: Path, study, result, picture: QImage, intended_use: str) -> P
     text(f"Intended use: {intended_use}", 8, colour=QColor(80, 80, 80))
     text(f"Computed {result.created} UTC; report written {datetime.now().isoformat(timespec='seconds')} by the "
          "medexport viewer, offline on this computer.", 8, colour=QColor(80, 80, 80))
-    p.end()
-    tmp.replace(path)
-    return path
+    if not p.end():
+        raise OSError(f"the PDF report could not be written to {tmp.parent}")

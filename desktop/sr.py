@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medexport.engine.atomic import write_new
 from medexport.engine.errors import InvalidInputError
 from medexport.engine.results import DISCLAIMER
-
-from .paths import unique_path, write_atomic
 
 SCHEME = "99MEDEXPORT"  # private coding scheme for model labels
 
@@ -76,5 +75,4 @@ def save_sr(result, source_path: str, folder: Path) -> Path:
     sr = build_sr(result, source_path)
     buf = io.BytesIO()
     sr.save_as(buf, enforce_file_format=True)
-    target = unique_path(Path(folder) / f"{Path(source_path).stem}.{result.model_id}.SR.dcm")
-    return write_atomic(target, buf.getvalue())
+    return write_new(Path(folder) / f"{Path(source_path).stem}.{result.model_id}.SR.dcm", buf.getvalue())

@@ -174,15 +174,35 @@ def decision_text(result) -> str:
     return ("POSITIVE: " + ", ".join(positive)) if positive else "below threshold"
 
 
+RECENT_MAX = 10
+
+
+def recent_paths(stored, add: str | None = None) -> list[str]:
+    """The recent-files list as settings hold it, with ``add`` first.
+
+    QSettings (INI) gives back a one-entry list as a plain string, no entry as None: a string
+    is one path, never a sequence of characters.
+    """
+    if stored is None:
+        paths = []
+    elif isinstance(stored, str):
+        paths = [stored] if stored else []
+    else:
+        paths = [str(p) for p in stored if p]
+    if add is not None:
+        paths = [add, *(p for p in paths if p != add)]
+    return list(dict.fromkeys(paths))[:RECENT_MAX]
+
+
 def write_batch_csv(rows: list[dict], path: Path) -> Path:
     import csv
     import io
 
-    from .paths import unique_path, write_atomic
+    from medexport.engine.atomic import write_new
 
     keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
     writer.writerows(rows)
-    return write_atomic(unique_path(path), buf.getvalue().encode())
+    return write_new(path, buf.getvalue().encode())

@@ -2,12 +2,11 @@
 
 Imports neither torch nor Qt; heavy runtimes load only when a backend is used.
 """
-import os
+from .backends.offline import runtimes_offline
 
-# ONNX Runtime >= 1.29 has POSIX telemetry: at import it writes a device id and an event queue
-# under ~/.cache/Microsoft/DeveloperTools and may upload events. Clinic machines get none of that;
-# it reads this variable once, at import, so it is set before any backend loads.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+# ONNX Runtime and OpenVINO start telemetry when imported (device / client ids under the home
+# folder, events sent to their vendors): switched off before any runtime is imported.
+runtimes_offline()
 
 from .bundle import Model, open_bundle, read_manifest
 from .errors import (BackendUnavailableError, BundleError, ConfigurationError, ExportError,

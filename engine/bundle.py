@@ -243,11 +243,32 @@ class SelfTest:
                 f"{self.worst_item}){drift}, {self.ms_per_item:.2f} ms/item")
 
 
+# Most inputs one runtime call takes (tiles of a large image, ECG windows, occluded copies): the
+# runtime's working memory grows with the batch, and a 4096 x 4096 image is ~440 tiles of 256^2
+# (all in one call took 3.75 GB on em-membrane-seg; in calls of 8 the whole predict peaks at ~0.9 GB).
+MAX_BATCH = 8
+
+
 def in_chunks(run, inputs: np.ndarray, fixed_batch: int = -1, chunk: int = 32) -> dict[str, np.ndarray]:
-    """Run ``run(array) -> {name: array}`` over ``inputs`` in chunks (of the model's fixed batch, if any)."""
+    """Run ``run(array) -> {name: array}`` over ``inputs`` in chunks (of the model's fixed batch, if any).
+
+    Each chunk's outputs are copied into arrays for all inputs as they come (no second copy
+    from concatenating at the end).
+    """
     size = fixed_batch if fixed_batch > 0 else chunk
-    parts = [run(inputs[i:i + size]) for i in range(0, len(inputs), size)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    n, out = len(inputs), None
+    for i in range(0, n, size):
+        part = run(inputs[i:i + size])
+        if n <= size:
+            return part
+        if out is None:
+            out = {k: np.empty((n, *v.shape[1:]), v.dtype) for k, v in part.items()}
+        for k, v in part.items():
+            if len(v) != len(inputs[i:i + size]):
+                raise BundleError(f"output {k!r} has {len(v)} rows for {len(inputs[i:i + size])} inputs",
+                                  expected="one output row per input (batch first)", fix="rebuild the bundle")
+            out[k][i:i + len(v)] = v
+    return out
 
 
 class Model:
@@ -288,8 +309,10 @@ class Model:
         t1 = time.perf_counter()
         feeds, meta = self.task.preprocess(study, **({"lead": options["lead"]} if "lead" in options else {}))
         t2 = time.perf_counter()
-        outputs = self.runtime.infer(feeds)
+        outputs = self._run(feeds)
         t3 = time.perf_counter()
+        if not options.get("explain"):
+            feeds = None  # a large image's tiles need not outlive the run
         fields = self.task.postprocess(outputs, meta)
         if options.get("explain") and hasattr(self.task, "explain"):
             fields = self.task.explain(self.infer, feeds, fields)
@@ -305,9 +328,16 @@ class Model:
         if tuple(batch.shape[1:]) != tuple(expected):
             raise InvalidInputError(f"batch has shape {batch.shape}", expected=f"(N, {', '.join(map(str, expected))})",
                                     fix="preprocess inputs with the bundle's preprocessing (model.predict does)")
-        name = self.manifest.input.name
-        return in_chunks(lambda x: self.runtime.infer({name: x}), np.ascontiguousarray(batch, np.float32),
-                         self.manifest.input.shape[0])
+        return self._run({self.manifest.input.name: np.ascontiguousarray(batch, np.float32)})
+
+    def _run(self, feeds: dict) -> dict[str, np.ndarray]:
+        """The runtime over a preprocessed input, at most MAX_BATCH items (or the fixed batch) per call.
+
+        Safe from any number of threads: the Model keeps no per-call state and every backend
+        gives each concurrent call its own request / context (or a session that is thread-safe).
+        """
+        (name, inputs), = feeds.items()
+        return in_chunks(lambda x: self.runtime.infer({name: x}), inputs, self.manifest.input.shape[0], MAX_BATCH)
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         return self.task.scores(self.infer(batch))

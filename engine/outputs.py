@@ -1,34 +1,17 @@
 """Write results next to nothing the user did not choose: mask PNGs, heatmap PNGs, DICOM SEG.
 
-Files are written atomically into a folder the caller names, never over an existing file
-and never into the input's folder unless that is the folder given.
+Files are published complete (``atomic.write_new``) into a folder the caller names, never over
+an existing file (``name (2).png`` ...) and never into the input's folder unless that is the folder given.
 """
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_new
 from .errors import BackendUnavailableError, InvalidInputError
-
-
-def _free(path: Path) -> Path:
-    n, candidate = 2, path
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem} ({n}){path.suffix}")
-        n += 1
-    return candidate
-
-
-def _write(path: Path, data: bytes) -> Path:
-    path = _free(Path(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -42,7 +25,7 @@ def _png(array: np.ndarray) -> bytes:
 def save_mask_png(result, folder: Path) -> Path:
     """The mask as an 8-bit PNG (255 = inside), same size as the input."""
     name = f"{Path(result.source).stem}.{result.model_id}.mask.png"
-    return _write(Path(folder) / name, _png(result.mask.astype(np.uint8) * 255))
+    return write_new(Path(folder) / name, _png(result.mask.astype(np.uint8) * 255))
 
 
 def save_heatmap_png(result, folder: Path) -> Path:
@@ -51,7 +34,7 @@ def save_heatmap_png(result, folder: Path) -> Path:
         raise InvalidInputError(f"{result.model_id} gave no heatmap for {result.source}",
                                 fix="use a bundle whose model outputs class activation maps, or --explain")
     name = f"{Path(result.source).stem}.{result.model_id}.heatmap.png"
-    return _write(Path(folder) / name, _png((result.heatmap * 255).astype(np.uint8)))
+    return write_new(Path(folder) / name, _png((result.heatmap * 255).astype(np.uint8)))
 
 
 def save_dicom_seg(result, source_path: str, folder: Path) -> Path:
@@ -85,4 +68,4 @@ def save_dicom_seg(result, source_path: str, folder: Path) -> Path:
     buf = io.BytesIO()
     seg.save_as(buf)
     name = f"{Path(source_path).stem}.{result.model_id}.SEG.dcm"
-    return _write(Path(folder) / name, buf.getvalue())
+    return write_new(Path(folder) / name, buf.getvalue())

@@ -126,3 +126,23 @@ def test_half_hour_ecg_with_every_beat_marked(qtbot, window, shared, ecg_bundle)
     blue = sum(1 for x in range(0, image.width(), 3) for y in range(0, image.height(), 3)
                if image.pixelColor(x, y).blue() > 150 and image.pixelColor(x, y).red() < 60)
     assert blue > 5  # beat marks drawn mid-record
+
+
+def test_recent_files_are_off_by_default_and_one_entry_stays_whole(qtbot, window, cxr):
+    from medexport.desktop.qt_main import app_settings
+
+    settings = app_settings()
+    settings.remove("recent")
+    settings.remove("remember_recent")
+    window.open_paths([cxr[0]])
+    assert app_settings().value("recent") is None  # not remembered unless the user asks
+    window.set_remember_recent(True)
+    window.open_paths([cxr[0]])
+    assert app_settings().value("recent") in (cxr[0], [cxr[0]])
+    settings = app_settings()
+    settings.setValue("recent", cxr[0])  # what the next start reads back from viewer.ini for one entry: a str
+    window._fill_recent()
+    paths = [a.text() for a in window.recent_menu.actions() if not a.isSeparator() and not a.isCheckable()]
+    assert paths == [cxr[0]]
+    window.set_remember_recent(False)
+    assert app_settings().value("recent") is None

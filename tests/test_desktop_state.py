@@ -112,3 +112,48 @@ def test_sr_needs_dicom_input(state, cxr, tmp_path):
     result = state.run(state.study)
     with pytest.raises(InvalidInputError, match="is not DICOM"):
         save_sr(result, cxr[0], tmp_path)
+
+
+def test_audit_log_names_no_file_and_no_folder(state, tmp_path, cxr, dcm):
+    import shutil
+
+    folder = tmp_path / "Doe_Jane"
+    folder.mkdir()
+    named = folder / "Doe_Jane_1234.png"
+    shutil.copy(cxr[0], named)
+    dicom = folder / "Doe_Jane_1234.dcm"
+    shutil.copy(dcm("RG1_UNCI.dcm"), dicom)
+    state.open([str(named), str(dicom)])
+    before = len(audit.read_all())
+    for study in state.studies[-2:]:
+        state.run(study)
+    text = audit.audit_path().read_text(encoding="utf-8")
+    for secret in ("Doe", "Jane", "1234", str(tmp_path)):
+        assert secret not in text
+    png, dicom_entry = audit.read_all()[before:]
+    assert "study_uid" not in png and png["input_sha256"]
+    assert dicom_entry["sop_instance_uid"] == state.result_of(state.studies[-1]).input_meta["SOPInstanceUID"]
+
+
+def test_recent_list_keeps_one_entry_whole():
+    from medexport.desktop.state import RECENT_MAX, recent_paths
+
+    assert recent_paths("/data/a.dcm") == ["/data/a.dcm"]  # QSettings gives a one-entry list back as a str
+    assert recent_paths(None) == [] and recent_paths("") == []
+    assert recent_paths("/data/a.dcm", add="/data/b.dcm") == ["/data/b.dcm", "/data/a.dcm"]
+    assert recent_paths(["/a", "/b"], add="/b") == ["/b", "/a"]
+    assert len(recent_paths([f"/{i}" for i in range(30)], add="/x")) == RECENT_MAX
+
+
+def test_selftest_checks_threads_runtime_files_and_audit(pneumonia_bundle, tmp_path, monkeypatch, capsys):
+    from medexport.desktop import app
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert app.selftest([str(pneumonia_bundle.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "4 threads on one model, 0 of" in out and "PASS no runtime wrote under ~/intel" in out
+    assert "PASS the audit log records hashes and UIDs" in out and "FAIL" not in out
+    before = app._intel_files()
+    (tmp_path / "intel").mkdir()
+    (tmp_path / "intel" / "openvino_ga_cid").write_text("id")
+    assert app.no_runtime_files(before).startswith("FAIL")

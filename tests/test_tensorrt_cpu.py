@@ -102,3 +102,120 @@ def test_auto_ranks_tensorrt_first_only_when_it_can_run(pneumonia_bundle, monkey
     monkeypatch.setattr(TensorRTBackend, "unavailable_reason", classmethod(lambda cls: None))
     cls, art = choose_artifact(manifest)
     assert (cls.name, art.precision) == ("tensorrt", "fp16")
+
+
+class _FakeCuda:
+    """cuda-python's runtime in host memory: 'device' buffers are ctypes buffers, copies are memmove."""
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    def __init__(self):
+        self.keep = {}
+
+    def _alloc(self, n):
+        import ctypes
+
+        buf = ctypes.create_string_buffer(n)
+        self.keep[ctypes.addressof(buf)] = buf
+        return 0, ctypes.addressof(buf)
+
+    cudaMalloc = cudaMallocHost = _alloc
+
+    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
+        import ctypes
+
+        ctypes.memmove(dst, src, n)
+        return (0,)
+
+    def cudaStreamCreate(self):
+        return 0, object()
+
+    def cudaStreamSynchronize(self, stream):
+        return (0,)
+
+    def cudaFree(self, ptr):
+        return (0,)
+
+    cudaFreeHost = cudaStreamDestroy = cudaFree
+
+
+class _FakeContext:
+    """An execution context computing y = 2x + 1; slow enough that shared use would interleave."""
+
+    def __init__(self):
+        self.shape, self.address = None, {}
+
+    def set_input_shape(self, name, shape):
+        self.shape = tuple(shape)
+
+    def get_tensor_shape(self, name):
+        return self.shape
+
+    def set_tensor_address(self, name, ptr):
+        self.address[name] = ptr
+
+    def execute_async_v3(self, stream):
+        import ctypes
+        import time
+
+        n = int(np.prod(self.shape))
+        x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.address["x"])).copy()
+        time.sleep(0.0005)
+        y = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.address["y"]))
+        y[:] = 2 * x + 1
+        return True
+
+
+class _FakeEngine:
+    num_io_tensors = 2
+
+    def __init__(self):
+        self.contexts = 0
+
+    def get_tensor_name(self, i):
+        return ("x", "y")[i]
+
+    def get_tensor_mode(self, name):
+        return "in" if name == "x" else "out"
+
+    def get_tensor_dtype(self, name):
+        return "f32"
+
+    def create_execution_context(self):
+        self.contexts += 1
+        return _FakeContext()
+
+
+def test_concurrent_calls_never_share_an_execution_context(monkeypatch):
+    """4 threads x 40 calls through one TensorRT backend, different inputs: every output is its own input's."""
+    import threading
+    from types import SimpleNamespace
+
+    from medexport.engine.backends import tensorrt as trt_backend
+
+    monkeypatch.setattr(trt_backend, "cudart", lambda fake=_FakeCuda(): fake)
+    trt = SimpleNamespace(TensorIOMode=SimpleNamespace(INPUT="in"), nptype=lambda dtype: np.float32)
+    backend, engine = TensorRTBackend({"model": "m.onnx"}, contexts=2), _FakeEngine()
+    backend._bind(trt, engine)
+    backend.loaded = True
+    inputs = [np.full((2, 3, 8, 8), i, np.float32) for i in range(160)]
+    wrong, errors = [], []
+
+    def work(k):
+        try:
+            for i in range(k, 160, 4):
+                y = backend.infer({"x": inputs[i]})["y"]
+                if not np.array_equal(y, 2 * inputs[i] + 1):
+                    wrong.append(i)
+        except Exception as exc:  # collected and asserted empty below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not wrong
+    assert engine.contexts <= 2  # the pool's cap: a third caller waits for a free context
+    backend.close()

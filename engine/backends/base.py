@@ -61,6 +61,10 @@ class Backend:
         self.require()
         import time
 
+        from .offline import runtimes_offline
+
+        runtimes_offline()  # before the runtime's own import: it may start telemetry there
+
         start = time.perf_counter()
         try:
             self._load()

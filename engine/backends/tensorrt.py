@@ -17,12 +17,14 @@ import hashlib
 import importlib.util
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackendUnavailableError
 from .base import Backend, default_cache_dir
+from .pool import Pool
 
 INSTALL_HINT = ("install TensorRT 10 from NVIDIA's index (pip install --extra-index-url https://pypi.nvidia.com "
                 "tensorrt-cu12) and cuda-python; or use the CPU targets openvino / onnxruntime")
@@ -79,9 +81,15 @@ def cached_engine(cache: Path, key: str, ident: dict) -> bytes | None:
 def store_engine(cache: Path, key: str, ident: dict, data: bytes) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     for name, payload in ((f"{key}.engine", data), (f"{key}.json", json.dumps(ident, sort_keys=True).encode())):
-        tmp = cache / f".{name}.tmp{os.getpid()}"
-        tmp.write_bytes(payload)
-        os.replace(tmp, cache / name)
+        replace_file(cache / name, payload)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Replace a cache file whole (a unique temporary file: two loads at once cannot collide)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
 
 
 class TensorRTBackend(Backend):
@@ -91,6 +99,10 @@ class TensorRTBackend(Backend):
     targets = ("tensorrt",)
     precision_preference = ("int8", "fp16", "fp32")
     install_hint = INSTALL_HINT
+
+    def __init__(self, files, *, contexts: int = 2, **kw):
+        super().__init__(files, **kw)
+        self.contexts = contexts  # execution contexts for concurrent calls (each holds activation memory)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -127,18 +139,40 @@ class TensorRTBackend(Backend):
             data = build_engine(trt, self._logger, onnx_bytes, settings, cache, gpu)
             store_engine(cache, key, ident, data)
             engine = runtime.deserialize_cuda_engine(data)
-        self._runtime, self._engine = runtime, engine
-        self._context = engine.create_execution_context()
-        self._stream = cuda_call(cudart().cudaStreamCreate())
-        self._names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self._inputs = [n for n in self._names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self._buffers = {}  # name -> (device ptr, pinned host ptr, capacity bytes)
+        self._runtime = runtime
+        self._bind(trt, engine)
         self.device = f"{gpu['gpu']} (compute {gpu['compute_capability']})"
 
-    def _buffer(self, name: str, nbytes: int):
+    def _bind(self, trt, engine) -> None:
+        """Tensor names and the pool of execution contexts for a deserialized engine."""
+        self._engine = engine
+        self._names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self._inputs = [n for n in self._names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        # an execution context holds one call's shapes and tensor addresses: one per concurrent call
+        self._pool = Pool(lambda: Slot(trt, engine, self._names, self._inputs), self.contexts, Slot.close)
+
+    def _infer(self, feeds):
+        with self._pool.take() as slot:
+            return slot.run(feeds)
+
+    def _close(self) -> None:
+        self._pool.close()
+        self._pool = self._engine = self._runtime = None
+
+
+class Slot:
+    """One execution context with its own CUDA stream and device / pinned host buffers."""
+
+    def __init__(self, trt, engine, names: list, inputs: list):
+        self.trt, self.engine, self.names, self.inputs = trt, engine, names, inputs
+        self.context = engine.create_execution_context()
+        self.stream = cuda_call(cudart().cudaStreamCreate())
+        self.buffers = {}  # name -> (device ptr, pinned host ptr, capacity bytes)
+
+    def buffer(self, name: str, nbytes: int):
         """Device + pinned host buffers for a tensor, reused across calls and grown when needed."""
         rt = cudart()
-        have = self._buffers.get(name)
+        have = self.buffers.get(name)
         if have and have[2] >= nbytes:
             return have
         if have:
@@ -146,34 +180,34 @@ class TensorRTBackend(Backend):
             cuda_call(rt.cudaFreeHost(have[1]))
         device = cuda_call(rt.cudaMalloc(nbytes))
         host = cuda_call(rt.cudaMallocHost(nbytes))
-        self._buffers[name] = (device, host, nbytes)
-        return self._buffers[name]
+        self.buffers[name] = (device, host, nbytes)
+        return self.buffers[name]
 
-    def _infer(self, feeds):
-        trt, rt, ctx = self._trt, cudart(), self._context
+    def run(self, feeds):
+        trt, rt, ctx = self.trt, cudart(), self.context
         h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        for name in self._inputs:
-            arr = np.ascontiguousarray(feeds[name], dtype=trt.nptype(self._engine.get_tensor_dtype(name)))
+        for name in self.inputs:
+            arr = np.ascontiguousarray(feeds[name], dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
             ctx.set_input_shape(name, arr.shape)
-            device, host, _ = self._buffer(name, arr.nbytes)
+            device, host, _ = self.buffer(name, arr.nbytes)
             ctypes.memmove(host, arr.ctypes.data, arr.nbytes)
-            cuda_call(rt.cudaMemcpyAsync(device, host, arr.nbytes, h2d, self._stream))
+            cuda_call(rt.cudaMemcpyAsync(device, host, arr.nbytes, h2d, self.stream))
             ctx.set_tensor_address(name, device)
         outputs = {}
-        for name in self._names:
-            if name in self._inputs:
+        for name in self.names:
+            if name in self.inputs:
                 continue
             shape = tuple(ctx.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
             nbytes = int(np.prod(shape)) * dtype.itemsize
-            device, host, _ = self._buffer(name, nbytes)
+            device, host, _ = self.buffer(name, nbytes)
             ctx.set_tensor_address(name, device)
             outputs[name] = (shape, dtype, device, host, nbytes)
-        if not ctx.execute_async_v3(self._stream):
+        if not ctx.execute_async_v3(self.stream):
             raise BackendUnavailableError("TensorRT execution failed", fix="rebuild the engine (clear the cache)")
         for name, (shape, dtype, device, host, nbytes) in outputs.items():
-            cuda_call(rt.cudaMemcpyAsync(host, device, nbytes, d2h, self._stream))
-        cuda_call(rt.cudaStreamSynchronize(self._stream))
+            cuda_call(rt.cudaMemcpyAsync(host, device, nbytes, d2h, self.stream))
+        cuda_call(rt.cudaStreamSynchronize(self.stream))
         result = {}
         for name, (shape, dtype, device, host, nbytes) in outputs.items():
             out = np.empty(shape, dtype)
@@ -181,14 +215,14 @@ class TensorRTBackend(Backend):
             result[name] = out.astype(np.float32, copy=False)
         return result
 
-    def _close(self) -> None:
+    def close(self) -> None:
         rt = cudart()
-        for device, host, _ in self._buffers.values():
+        for device, host, _ in self.buffers.values():
             rt.cudaFree(device)
             rt.cudaFreeHost(host)
-        self._buffers = {}
-        rt.cudaStreamDestroy(self._stream)
-        self._context = self._engine = self._runtime = None
+        self.buffers = {}
+        rt.cudaStreamDestroy(self.stream)
+        self.context = None
 
 
 def build_engine(trt, logger, onnx_bytes: bytes, settings: dict, cache: Path, gpu: dict) -> bytes:
@@ -225,7 +259,5 @@ def build_engine(trt, logger, onnx_bytes: bytes, settings: dict, cache: Path, gp
         raise BackendUnavailableError("TensorRT failed to build an engine for this GPU",
                                       fix="see the TensorRT log above; try --precision fp16 or a CPU target")
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = timing_path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-    os.replace(tmp, timing_path)
+    replace_file(timing_path, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,13 +125,15 @@ def _from_dicom(path: str, frame: int | None) -> ImageStudy:
 
 
 _POOL = None
+_POOL_LOCK = threading.Lock()
 
 
 def _hasher():
     """One background thread that hashes input files while they are decoded."""
     global _POOL
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
+    with _POOL_LOCK:  # two first callers at once must not start two pools
+        if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(1, thread_name_prefix="medexport-hash")
-    return _POOL
+            _POOL = ThreadPoolExecutor(1, thread_name_prefix="medexport-hash")
+        return _POOL
