@@ -28,7 +28,7 @@ PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, Loo
 @contextlib.contextmanager
 def parse_errors(path: str, what: str = "could not be parsed as DICOM"):
     """The one boundary of the DICOM readers: turn pydicom's errors into InvalidInputError."""
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     try:
         yield
@@ -36,7 +36,7 @@ def parse_errors(path: str, what: str = "could not be parsed as DICOM"):
         raise InvalidInputError(f"{path} is not a DICOM file (no 'DICM' preamble)",
                                 expected="a DICOM Part 10 file, PNG or JPEG",
                                 fix="export the study from the PACS as DICOM") from None
-    except PARSE_ERRORS as exc:
+    except (*PARSE_ERRORS, BytesLengthException) as exc:
         raise InvalidInputError(f"{path} {what} ({type(exc).__name__}: {exc})", fix=FIX) from None
 
 
