@@ -25,7 +25,7 @@ MAX_TILE_PIXELS = 16_777_216  # tiled models: 4096 x 4096 source pixels at most 
 # -- ECG ----------------------------------------------------------------------------------
 SAMPLING_RATE_HZ = (50.0, 20_000.0)  # below 50 Hz a QRS is not resolved; above 20 kHz is not an ECG
 MAX_SAMPLES_PER_LEAD = 4_000_000  # e.g. 1 h at 1 kHz
-MAX_DURATION_S = 2 * 3600.0  # after resampling to the model's rate, 2 h of signal
+MAX_DURATION_S = 3600.0  # 1 h per lead (beat detection and tokens cost ~2 s per hour at 250 Hz)
 MAX_LEADS = 64
 
 

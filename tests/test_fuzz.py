@@ -123,9 +123,9 @@ def _mutate_dataset(ds, rng: random.Random, pending: list) -> str:
         elif what in ("VOILUTSequence", "ModalityLUTSequence"):
             item = Dataset()
             entries = rng.choice([0, 1, 2, 256, 4096, 70000])
-            item.LUTDescriptor = [rng.choice([0, 1, 256, 4096]), rng.choice([0, 65436, 100]),
-                                  rng.choice([0, 1, 8, 12, 16, 17])][: rng.choice((3, 3, 2))]
-            item.LUTData = [rng.randrange(0, 65536) for _ in range(min(entries, 5000))]
+            item.add_new(0x00283002, "US", [rng.choice([0, 1, 256, 4096]), rng.choice([0, 65436, 100]),
+                                            rng.choice([0, 1, 8, 12, 16, 17])][: rng.choice((3, 3, 2))])
+            item.add_new(0x00283006, "US", [rng.randrange(0, 65536) for _ in range(min(entries, 5000))])
             if what == "ModalityLUTSequence":
                 item.ModalityLUTType = "HU"
             setattr(ds, what, Sequence([item] if rng.random() < 0.9 else []))
