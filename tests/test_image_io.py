@@ -144,8 +144,11 @@ def _variants(grey):
     rgb = grey.convert("RGB")
     exif = Image.Exif()
     exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    perm = np.random.default_rng(0).permutation(256)  # palette entry i shows grey perm[i]: indices are not greys
+    palette = Image.fromarray(np.argsort(perm)[arr].astype(np.uint8), "P")
+    palette.putpalette(np.repeat(perm, 3).astype(np.uint8).tobytes())
     return {
-        "palette.png": (grey.convert("P"), {}), "palette.bmp": (grey.convert("P"), {}),
+        "palette.png": (palette, {}), "palette.bmp": (palette, {}),
         "cmyk.jpg": (rgb.convert("CMYK"), {"quality": 100}), "cmyk.tif": (rgb.convert("CMYK"), {}),
         "la.png": (grey.convert("LA"), {}), "rgba.png": (grey.convert("RGBA"), {}), "rgb.png": (rgb, {}),
         "i16.png": (Image.fromarray(arr.astype(np.uint16) * 257), {}),
