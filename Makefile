@@ -7,7 +7,7 @@ BUNDLES ?= bundles
 
 INSTALLER_VENV ?= .venv-installer
 
-.PHONY: run test install bundles bench installer clean
+.PHONY: run test install bundles bench installer clean fuzz
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ run: install
 test: install
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+# The readers' fuzz suite at length (tests/test_fuzz.py, figures in docs/fuzzing.md): inputs per format.
+FUZZ_EXAMPLES ?= 100000
+fuzz: install
+	MEDEXPORT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -s tests/test_fuzz.py
 
 bench: install
 	$(VENV)/bin/medexport bench densenet121-cxr pneumonia-cxr ecg-rhythm em-membrane-seg --out bench-results

@@ -91,3 +91,42 @@ def blend_tiles(maps: np.ndarray, origins: list, shape: tuple, overlap: int) -> 
         acc[y:y + t, x:x + t] += m * weight
         norm[y:y + t, x:x + t] += weight
     return (acc / np.maximum(norm, 1e-6))[:shape[0], :shape[1]]
+
+
+def check_image(pixels: np.ndarray, spec) -> None:
+    """Refuse an image this model cannot judge, before inference (engine/limits.py has the bounds).
+
+    A constant image carries nothing to judge. A whole-image model (``image``) needs each side of
+    its crop at least as large as its input and an aspect ratio within ``MAX_ASPECT_RATIO``; a tiled
+    model (``tiles``) needs each side at least ``MIN_TILE_FRACTION`` of a tile (the rest is
+    reflected) and at most ``MAX_TILE_PIXELS`` pixels in all.
+    """
+    from . import limits
+    from .errors import InvalidInputError
+
+    h, w = pixels.shape
+    if not np.isfinite(pixels).all():
+        raise InvalidInputError("the image holds NaN or infinite values", expected="finite pixel values")
+    if float(pixels.max()) - float(pixels.min()) <= 1e-6:
+        raise InvalidInputError(f"the image is constant (every pixel is {float(pixels.flat[0]):.3g})",
+                                expected="an image with content", fix="check the window, the rescale tags or the file")
+    if getattr(spec, "kind", "image") == "tiles":
+        least = int(np.ceil(spec.tile * limits.MIN_TILE_FRACTION))
+        if min(h, w) < least:
+            raise InvalidInputError(f"the image is {w} x {h} pixels", expected=f"at least {least} x {least} "
+                                    f"(half of this model's {spec.tile}-pixel tile)", fix="use the full-size image")
+        if h * w > limits.MAX_TILE_PIXELS:
+            raise InvalidInputError(f"the image is {w} x {h} = {h * w:,} pixels",
+                                    expected=f"at most {limits.MAX_TILE_PIXELS:,} pixels for a tiled model "
+                                             "(engine/limits.py)", fix="analyse a region of the image")
+        return
+    need_h, need_w = int(spec.size[0]), int(spec.size[1])
+    side_h, side_w = (min(h, w),) * 2 if spec.crop == "center_square" else (h, w)
+    if side_h < need_h or side_w < need_w:
+        raise InvalidInputError(f"the image is {w} x {h} pixels", expected=f"at least {need_w} x {need_h}, "
+                                "this model's input (it would be upscaled from too little)",
+                                fix="use the full-resolution image")
+    if max(h, w) / min(h, w) > limits.MAX_ASPECT_RATIO:
+        raise InvalidInputError(f"the image is {w} x {h} pixels (aspect ratio {max(h, w) / min(h, w):.1f})",
+                                expected=f"an aspect ratio up to {limits.MAX_ASPECT_RATIO:g}:1 (engine/limits.py)",
+                                fix="crop the region of interest first")

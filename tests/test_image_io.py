@@ -126,3 +126,97 @@ def test_array_inputs():
         read_image(np.zeros((3, 30, 40)))
     with pytest.raises(InvalidInputError, match="NaN"):
         read_image(np.array([[np.nan, 1.0]]))
+
+
+# -- every picture mode shows the same greyscale (issue #12, item 3) ----------------------------
+def _grey(cxr):
+    """A real chest X-ray, small, stretched to the full 0..255 range."""
+    from PIL import Image, ImageOps
+
+    with Image.open(cxr[0]) as img:
+        return ImageOps.autocontrast(img.convert("L").resize((160, 128)))
+
+
+def _variants(grey):
+    from PIL import Image
+
+    arr = np.asarray(grey)
+    rgb = grey.convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    perm = np.random.default_rng(0).permutation(256)  # palette entry i shows grey perm[i]: indices are not greys
+    palette = Image.fromarray(np.argsort(perm)[arr].astype(np.uint8), "P")
+    palette.putpalette(np.repeat(perm, 3).astype(np.uint8).tobytes())
+    return {
+        "palette.png": (palette, {}), "palette.bmp": (palette, {}),
+        "cmyk.jpg": (rgb.convert("CMYK"), {"quality": 100}), "cmyk.tif": (rgb.convert("CMYK"), {}),
+        "la.png": (grey.convert("LA"), {}), "rgba.png": (grey.convert("RGBA"), {}), "rgb.png": (rgb, {}),
+        "i16.png": (Image.fromarray(arr.astype(np.uint16) * 257), {}),
+        "i16.tif": (Image.fromarray(arr.astype(np.uint16) * 257), {}),
+        "i32.tif": (Image.fromarray(arr.astype(np.int32) * 1000 - 70000), {}),  # signed, full range: min-max
+        "float.tif": (Image.fromarray(arr.astype(np.float32) / 255), {}),
+        "bilevel.png": (grey.point(lambda v: 255 * (v > 127)).convert("1"), {}),
+        "exif.png": (Image.fromarray(np.rot90(arr, 1).copy()), {"exif": exif}),
+    }
+
+
+@pytest.fixture(scope="module")
+def mode_files(cxr, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("modes")
+    grey = _grey(cxr)
+    arr = np.asarray(grey)
+    assert arr.min() == 0 and arr.max() == 255  # so that min-max of the 32-bit copy is the same scale
+    grey.save(folder / "grey.png")
+    out = {}
+    for name, (img, kw) in _variants(grey).items():
+        img.save(folder / name, **kw)
+        out[name] = folder / name
+    return folder / "grey.png", out
+
+
+@pytest.mark.parametrize("name", [
+    "palette.png", "palette.bmp", "cmyk.jpg", "cmyk.tif", "la.png", "rgba.png", "rgb.png", "i16.png",
+    "i16.tif", "i32.tif", "float.tif", "bilevel.png", "exif.png"])
+def test_every_picture_mode_gives_the_grey_of_the_8_bit_file(mode_files, name):
+    reference, files = mode_files
+    grey = read_image(reference).pixels
+    if name == "bilevel.png":
+        grey = (grey > 127 / 255).astype(np.float32)
+    pixels = read_image(files[name]).pixels
+    assert pixels.shape == grey.shape
+    tolerance = 0.02 if name.endswith(".jpg") else 1e-6  # JPEG is lossy even at quality 100
+    assert np.abs(pixels - grey).mean() <= tolerance, name
+
+
+def test_picture_modes_give_the_same_scores(pneumonia_bundle, mode_files):
+    from medexport.engine.bundle import open_bundle
+
+    reference, files = mode_files
+    with open_bundle(pneumonia_bundle) as model:
+        want = model.predict(reference).scores
+        for name, path in files.items():
+            if name == "bilevel.png":
+                continue  # thresholded: a different picture
+            got = model.predict(path).scores
+            assert max(abs(got[k] - want[k]) for k in want) < 0.01, name
+
+
+def test_transparent_and_colour_pictures_are_refused(tmp_path, cxr):
+    from PIL import Image
+
+    grey = _grey(cxr).convert("LA")
+    grey.putalpha(128)
+    grey.save(tmp_path / "see-through.png")
+    with pytest.raises(InvalidInputError, match="transparent"):
+        read_image(tmp_path / "see-through.png")
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "red.png")
+    with pytest.raises(InvalidInputError, match="colour image"):
+        read_image(tmp_path / "red.png")
+
+
+def test_multi_page_tiff_needs_a_page(tmp_path, cxr):
+    grey = _grey(cxr)
+    grey.save(tmp_path / "pages.tif", save_all=True, append_images=[grey.rotate(90)])
+    with pytest.raises(InvalidInputError, match="2 pages"):
+        read_image(tmp_path / "pages.tif")
+    assert read_image(tmp_path / "pages.tif", frame=1).frames == 2

@@ -2,14 +2,42 @@
 
 Order (PS3.3 C.11): stored values -> Modality LUT (rescale slope/intercept or LUT) ->
 VOI (window or VOI LUT) -> MONOCHROME1 inverted, so that 1.0 is always white.
+Every tag that drives the chain is checked first (finite, in range, consistent), and the
+header's size is checked against engine/limits.py before any pixel is decoded.
 """
 from __future__ import annotations
 
+import contextlib
+import math
+import struct
+from dataclasses import dataclass
+
 import numpy as np
 
+from .. import limits
 from ..errors import InvalidInputError
 
 GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
+FIX = "check that the file was copied completely, or re-export it from the PACS"
+
+# What pydicom and its pixel decoders raise on malformed or truncated files (never a bare Exception).
+PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, LookupError, EOFError, OSError,
+                struct.error, OverflowError, NotImplementedError, RuntimeError, ZeroDivisionError)
+
+
+@contextlib.contextmanager
+def parse_errors(path: str, what: str = "could not be parsed as DICOM"):
+    """The one boundary of the DICOM readers: turn pydicom's errors into InvalidInputError."""
+    from pydicom.errors import BytesLengthException, InvalidDicomError
+
+    try:
+        yield
+    except InvalidDicomError:
+        raise InvalidInputError(f"{path} is not a DICOM file (no 'DICM' preamble)",
+                                expected="a DICOM Part 10 file, PNG or JPEG",
+                                fix="export the study from the PACS as DICOM") from None
+    except (*PARSE_ERRORS, BytesLengthException) as exc:
+        raise InvalidInputError(f"{path} {what} ({type(exc).__name__}: {exc})", fix=FIX) from None
 
 
 def read_dataset(path: str, data: bytes | None = None):
@@ -17,35 +45,74 @@ def read_dataset(path: str, data: bytes | None = None):
     import io
 
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
-    try:
+    with parse_errors(path):
         return pydicom.dcmread(io.BytesIO(data) if data is not None else path)
-    except InvalidDicomError:
-        raise InvalidInputError(f"{path} is not a DICOM file (no 'DICM' preamble)",
-                                expected="a DICOM Part 10 file, PNG or JPEG",
-                                fix="export the study from the PACS as DICOM") from None
-    except Exception as exc:  # pydicom raises many kinds on truncated files
-        raise InvalidInputError(f"{path} could not be parsed as DICOM ({exc})",
-                                fix="check that the file was copied completely") from None
 
 
-def decode_pixels(ds, path: str) -> np.ndarray:
-    """Decode (7FE0,0010) Pixel Data, naming the transfer syntax when it cannot be."""
-    if "PixelData" not in ds:
+@dataclass(frozen=True)
+class FrameShape:
+    rows: int
+    columns: int
+    frames: int
+
+
+def check_header(ds, path: str) -> FrameShape:
+    """Greyscale, one sample per pixel, and a size within engine/limits.py: checked before decoding."""
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InvalidInputError(
             f"{path} has no (7FE0,0010) Pixel Data (SOP class {ds.get('SOPClassUID', 'unknown')})",
             expected="an image object", fix="open an image series, not a report or waveform")
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric not in GREYSCALE:
+        raise InvalidInputError(
+            f"{path} has (0028,0004) Photometric Interpretation {photometric or 'missing'}",
+            expected="a greyscale image (MONOCHROME1 or MONOCHROME2)",
+            fix="use the original greyscale radiograph, not a colour secondary capture")
+    samples = ds.get("SamplesPerPixel", 1)
+    if samples != 1:
+        raise InvalidInputError(f"{path} has (0028,0002) Samples per Pixel {samples} with {photometric}",
+                                expected="1 sample per pixel for a greyscale image", fix=FIX)
+    rows = limits.check_count(ds.get("Rows"), "(0028,0010) Rows", 2**16 - 1, path)
+    columns = limits.check_count(ds.get("Columns"), "(0028,0011) Columns", 2**16 - 1, path)
+    frames = limits.check_count(ds.get("NumberOfFrames", 1) or 1, "(0028,0008) Number of Frames",
+                                limits.MAX_FRAMES, path)
+    bits = ds.get("BitsAllocated")
+    if bits not in (1, 8, 16, 32, 64):
+        raise InvalidInputError(f"{path} has (0028,0100) Bits Allocated {bits!r}",
+                                expected="1, 8, 16, 32 or 64", fix=FIX)
+    limits.check_pixels(rows, columns, path, "each frame ((0028,0011) Columns x (0028,0010) Rows)")
+    if rows * columns * max(bits, 8) // 8 > limits.MAX_FRAME_BYTES:
+        raise InvalidInputError(f"{path}: one frame of {columns} x {rows} at {bits} bits is "
+                                f"{rows * columns * bits // 8:,} bytes",
+                                expected=f"at most {limits.MAX_FRAME_BYTES:,} bytes per frame (engine/limits.py)",
+                                fix="downsample the image before analysis")
+    return FrameShape(rows, columns, frames)
+
+
+def decode_pixels(ds, path: str, index: int | None = None, shape: FrameShape | None = None) -> np.ndarray:
+    """Decode one frame (``index``) of the pixel data, naming the transfer syntax when it cannot be."""
+    from pydicom.pixels import pixel_array
+
     tsyntax = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
     try:
-        return ds.pixel_array
-    except Exception as exc:
+        arr = pixel_array(ds, index=index)
+    except PARSE_ERRORS as exc:
         name = getattr(tsyntax, "name", str(tsyntax))
         raise InvalidInputError(
-            f"{path}: the pixel data in transfer syntax {name} ({tsyntax}) could not be decoded ({exc})",
+            f"{path}: the pixel data in transfer syntax {name} ({tsyntax}) could not be decoded "
+            f"({type(exc).__name__}: {exc})",
             expected="uncompressed, RLE, JPEG, JPEG-LS or JPEG 2000 data that decodes cleanly",
             fix="re-export the image uncompressed from the PACS, or install pylibjpeg plugins for it",
         ) from None
+    if shape is not None and arr.shape != (shape.rows, shape.columns):
+        raise InvalidInputError(f"{path}: the decoded frame has shape {arr.shape}",
+                                expected=f"({shape.rows}, {shape.columns}) from (0028,0010) Rows and "
+                                         "(0028,0011) Columns", fix=FIX)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InvalidInputError(f"{path}: (7FE0,0008) Float Pixel Data holds NaN or infinite values",
+                                expected="finite pixel values", fix=FIX)
+    return arr
 
 
 def to_display(ds, arr: np.ndarray, path: str) -> tuple[np.ndarray, dict]:
@@ -60,6 +127,8 @@ def to_display(ds, arr: np.ndarray, path: str) -> tuple[np.ndarray, dict]:
             f"{path} has (0028,0004) Photometric Interpretation {photometric or 'missing'}",
             expected="a greyscale image (MONOCHROME1 or MONOCHROME2)",
             fix="use the original greyscale radiograph, not a colour secondary capture")
+    if arr.size == 0:
+        raise InvalidInputError(f"{path}: the pixel data is empty", expected="at least one pixel", fix=FIX)
     if arr.dtype in (np.uint8, np.uint16, np.int8, np.int16):
         info = np.iinfo(arr.dtype)
         stored = np.arange(info.min, info.max + 1, dtype=np.int32)
@@ -77,21 +146,32 @@ def display_curve(ds, stored: np.ndarray, path: str, extent: tuple) -> tuple[np.
     stored-value range, used when the header gives no window or VOI LUT (min-max)."""
     from pydicom.pixels import apply_modality_lut, apply_voi
 
-    values = apply_modality_lut(stored, ds).astype(np.float32)
+    check_modality_lut(ds, path)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = apply_modality_lut(stored, ds).astype(np.float32)
+    if not np.isfinite(values).all():
+        raise InvalidInputError(f"{path}: (0028,1053) Rescale Slope {ds.get('RescaleSlope')} and (0028,1052) "
+                                f"Rescale Intercept {ds.get('RescaleIntercept')} give non-finite values",
+                                expected="a rescale that keeps values finite", fix="correct the rescale tags")
     how: dict = {}
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-        if not width or width <= 0:
+    center, width = _tag_number(ds, "WindowCenter", "(0028,1050) Window Center", path), \
+        _tag_number(ds, "WindowWidth", "(0028,1051) Window Width", path)
+    if (center is None) != (width is None):
+        raise InvalidInputError(f"{path} has only one of (0028,1050) Window Center and (0028,1051) Window Width",
+                                expected="both or neither", fix="correct the tags or remove both")
+    if center is not None:
+        if width <= 0:
             raise InvalidInputError(f"{path} has (0028,1051) Window Width {ds.WindowWidth}",
                                     expected="a positive width",
                                     fix="correct the tag or remove Window Center/Width")
         function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
-        out = window(values, float(center), float(width), function)
-        how.update(voi="window", center=float(center), width=float(width), function=function)
+        with np.errstate(over="ignore"):
+            out = window(values, center, width, function)
+        how.update(voi="window", center=center, width=width, function=function)
     elif ds.get("VOILUTSequence"):
-        lut = ds.VOILUTSequence[0]
+        bits = _check_lut(ds.VOILUTSequence[0], "(0028,3010) VOI LUT Sequence", path, (8, 9, 10, 11, 12, 13, 14, 15, 16))
         out = apply_voi(np.rint(values).astype(np.int64), ds).astype(np.float32)
-        out /= float(2 ** int(lut.LUTDescriptor[2]) - 1)
+        out /= float(2 ** bits - 1)
         how.update(voi="lut")
     else:
         lo, hi = apply_modality_lut(np.array(extent, dtype=stored.dtype), ds).astype(np.float32)
@@ -100,6 +180,49 @@ def display_curve(ds, stored: np.ndarray, path: str, extent: tuple) -> tuple[np.
     if str(ds.get("PhotometricInterpretation")) == "MONOCHROME1":
         out = 1.0 - out
     return np.clip(out, 0.0, 1.0).astype(np.float32), how
+
+
+def check_modality_lut(ds, path: str) -> None:
+    """A Modality LUT that can be applied, or a finite, non-zero rescale slope and finite intercept."""
+    if ds.get("ModalityLUTSequence"):
+        _check_lut(ds.ModalityLUTSequence[0], "(0028,3000) Modality LUT Sequence", path, (8, 16))
+        return
+    slope = _tag_number(ds, "RescaleSlope", "(0028,1053) Rescale Slope", path)
+    intercept = _tag_number(ds, "RescaleIntercept", "(0028,1052) Rescale Intercept", path)
+    if slope == 0 and intercept is not None:
+        raise InvalidInputError(f"{path} has (0028,1053) Rescale Slope 0 (every pixel would get one value)",
+                                expected="a non-zero slope", fix="correct the tag (1 when values are stored as-is)")
+
+
+def _check_lut(item, name: str, path: str, depths: tuple) -> int:
+    """A LUT item whose (0028,3002) LUT Descriptor and (0028,3006) LUT Data agree; returns its bit depth."""
+    desc = item.get("LUTDescriptor")
+    if desc is None or not hasattr(desc, "__len__") or len(desc) != 3 or desc[2] not in depths:
+        raise InvalidInputError(f"{path}: {name} has (0028,3002) LUT Descriptor {desc!r}",
+                                expected=f"three values: entries, first stored value, bits in {depths}", fix=FIX)
+    entries = desc[0] or 2**16
+    data = item.get("LUTData")
+    count = 0 if data is None else (len(data) // 2 if isinstance(data, bytes) else len(data))
+    if count < entries:
+        raise InvalidInputError(f"{path}: {name} has {count} (0028,3006) LUT Data entries",
+                                expected=f"{entries} entries, as its (0028,3002) LUT Descriptor says", fix=FIX)
+    return int(desc[2])
+
+
+def _tag_number(ds, keyword: str, name: str, path: str) -> float | None:
+    """A finite number from a tag (the first of several alternatives, as viewers do); None if absent or empty."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    first = _first(value)
+    try:
+        number = float(first)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{path} has {name} {value!r}", expected="a finite number",
+                                fix=f"correct {name} or remove it")
+    return number
 
 
 def window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -120,8 +243,10 @@ def minmax(values: np.ndarray) -> np.ndarray:
 
 def _first(value):
     """Window tags may hold several alternatives (VM > 1): use the first, as viewers do."""
+    if isinstance(value, (str, bytes)):
+        return value
     try:
-        return value[0]
+        return value[0] if len(value) else None
     except TypeError:
         return value
 

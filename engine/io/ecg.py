@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import limits
 from ..checksums import sha256_file, sha256_files
 from ..errors import InvalidInputError
 from . import wfdb
@@ -66,12 +67,15 @@ def read_ecg(source, *, fs: float | None = None, leads: list[str] | None = None)
     """
     if isinstance(source, np.ndarray):
         return _from_array(source, fs, leads)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InvalidInputError(f"the record is a {type(source).__name__}", expected="a file path or an array")
     path = Path(os.fspath(source))
     suffix = path.suffix.lower()
     if suffix in (".hea", ".dat", ".mat", ".atr") or (not path.exists() and path.with_suffix(".hea").is_file()):
         return _from_wfdb(path.with_suffix(".hea"))
     if not path.is_file():
         raise InvalidInputError(f"{path} does not exist", fix="check the path")
+    limits.check_file_size(path.stat().st_size, str(path))
     with open(path, "rb") as fh:
         head = fh.read(132)
     if head[128:132] == b"DICM" or suffix in (".dcm", ".dicom"):
@@ -85,12 +89,14 @@ def read_ecg(source, *, fs: float | None = None, leads: list[str] | None = None)
 
 
 def _checked(signals: np.ndarray, fs: float, where: str) -> np.ndarray:
-    if not fs or fs <= 0:
-        raise InvalidInputError(f"{where}: sampling rate is {fs}", expected="a positive rate in Hz")
+    """Float32 (leads, samples) within engine/limits.py; NaN gaps bridged, infinities refused."""
+    fs = limits.check_sampling_rate(fs, where)
+    _check_shape(np.shape(signals), fs, where)
     signals = np.asarray(signals, np.float32)
-    if signals.ndim != 2 or signals.shape[1] < 2:
-        raise InvalidInputError(f"{where}: signal shape {signals.shape}", expected="(leads, samples)")
-    bad = ~np.isfinite(signals)
+    if np.isinf(signals).any():
+        raise InvalidInputError(f"{where}: {int(np.isinf(signals).sum())} samples are infinite (overflow)",
+                                expected="finite samples in mV (NaN marks a gap)", fix="check the file's units and gain")
+    bad = np.isnan(signals)
     if bad.all(axis=1).any():
         raise InvalidInputError(f"{where}: a lead holds no finite samples", fix="drop the empty lead")
     if bad.any():  # gaps (NaN) in a lead: hold the last value so filters stay stable
@@ -100,9 +106,22 @@ def _checked(signals: np.ndarray, fs: float, where: str) -> np.ndarray:
     return signals
 
 
+def _check_shape(shape: tuple, fs: float, where: str) -> None:
+    """(leads, samples): 1..MAX_LEADS leads of 2..MAX_SAMPLES_PER_LEAD samples (before any copy)."""
+    if len(shape) != 2 or shape[1] < 2 or shape[0] < 1:
+        raise InvalidInputError(f"{where}: signal shape {shape}", expected="(leads, samples) with at least 2 samples")
+    limits.check_count(shape[0], "the number of leads", limits.MAX_LEADS, where)
+    limits.check_samples(shape[1], fs, where)
+
+
 def _from_array(arr: np.ndarray, fs, leads) -> EcgRecord:
     if fs is None:
         raise InvalidInputError("an ECG array needs its sampling rate", fix="pass fs=..., e.g. predict(array, fs=300)")
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInputError(f"the ECG array has dtype {arr.dtype}", expected="integers or floats in mV")
+    if arr.ndim > 2:
+        raise InvalidInputError(f"the ECG array has shape {arr.shape}", expected="(samples,) or (leads, samples)")
+    _check_shape(np.atleast_2d(arr).shape, limits.check_sampling_rate(fs, "array"), "array")
     arr = np.atleast_2d(np.asarray(arr, np.float32))
     names = tuple(leads) if leads else (("ECG",) if arr.shape[0] == 1 else tuple(LEAD_ORDER[: arr.shape[0]]))
     if len(names) != arr.shape[0]:
@@ -113,17 +132,23 @@ def _from_array(arr: np.ndarray, fs, leads) -> EcgRecord:
 
 # -- DICOM waveform -----------------------------------------------------------------------
 def _from_dicom(path: Path) -> EcgRecord:
-    from .dicom import read_dataset
+    from .dicom import parse_errors, read_dataset
 
     data = path.read_bytes()
-    ds = read_dataset(str(path), data)
-    if "WaveformSequence" not in ds:
+    with parse_errors(str(path)):  # the one boundary for pydicom's own errors on malformed tags
+        ds = read_dataset(str(path), data)
+        return _waveform(ds, path, data)
+
+
+def _waveform(ds, path: Path, data: bytes) -> EcgRecord:
+    if not ds.get("WaveformSequence"):
         raise InvalidInputError(f"{path} has no (5400,0100) Waveform Sequence (SOP class {ds.get('SOPClassUID', '?')})",
                                 expected="a DICOM ECG waveform object", fix="open the ECG, not an image")
     groups = ds.WaveformSequence
     labels = [str(g.get("MultiplexGroupLabel", "")) for g in groups]
     index = next((i for i, lab in enumerate(labels) if "RHYTHM" in lab.upper()), 0)
     group = groups[index]
+    _check_waveform_group(group, path)
     raw = ds.waveform_array(index)  # applies sensitivity, correction factor and baseline
     scale, names = [], []
     for i, ch in enumerate(group.ChannelDefinitionSequence):
@@ -136,11 +161,41 @@ def _from_dicom(path: Path) -> EcgRecord:
         scale.append(UNIT_TO_MV[unit.lower()])
         source = ch.ChannelSourceSequence[0] if ch.get("ChannelSourceSequence") else None
         names.append(normalise_lead(source.CodeMeaning) if source is not None else f"ch{i + 1}")
+    if raw.ndim != 2 or raw.shape[1] != len(scale):
+        raise InvalidInputError(f"{path}: waveform data of shape {raw.shape} for {len(scale)} channel definitions",
+                                expected="one (003A,0200) Channel Definition per channel", fix=FIX_DICOM)
     signals = raw.T.astype(np.float32) * np.asarray(scale, np.float32)[:, None]
     fs = float(group.SamplingFrequency)
     meta = {"multiplex_group": labels[index], "groups": labels, "Modality": str(ds.get("Modality", ""))}
     return EcgRecord(_checked(signals, fs, str(path)), fs, tuple(names), str(path), "dicom",
                      hashlib.sha256(data).hexdigest(), (), meta)
+
+
+FIX_DICOM = "re-export the ECG from the cart or the PACS"
+
+
+def _check_waveform_group(group, path: Path) -> None:
+    """Channels, samples, rate, bits and data length of one multiplex group, before decoding it."""
+    where = f"{path}: waveform group"
+    channels = limits.check_count(group.get("NumberOfWaveformChannels"), "(003A,0005) Number of Waveform Channels",
+                                  limits.MAX_LEADS, where, FIX_DICOM)
+    fs = limits.check_sampling_rate(group.get("SamplingFrequency"), f"{where} (003A,001A) Sampling Frequency")
+    samples = limits.check_count(group.get("NumberOfWaveformSamples"), "(003A,0010) Number of Waveform Samples",
+                                 limits.MAX_SAMPLES_PER_LEAD, where, FIX_DICOM)
+    limits.check_samples(samples, fs, where)
+    bits = group.get("WaveformBitsAllocated")
+    if bits not in (8, 16):
+        raise InvalidInputError(f"{where} has (5400,1004) Waveform Bits Allocated {bits!r}", expected="8 or 16",
+                                fix=FIX_DICOM)
+    definitions = group.get("ChannelDefinitionSequence") or []
+    if len(definitions) != channels:
+        raise InvalidInputError(f"{where} defines {len(definitions)} channels in (003A,0200) Channel Definition "
+                                f"Sequence", expected=f"{channels}, as (003A,0005) says", fix=FIX_DICOM)
+    size = len(group.get("WaveformData") or b"")
+    if size < channels * samples * bits // 8:
+        raise InvalidInputError(f"{where} has {size:,} bytes of (5400,1010) Waveform Data",
+                                expected=f"{channels * samples * bits // 8:,} ({channels} channels x {samples} "
+                                         f"samples x {bits // 8} bytes)", fix=FIX_DICOM)
 
 
 # -- WFDB -----------------------------------------------------------------------------------
@@ -162,6 +217,7 @@ NS = {"h": "urn:hl7-org:v3"}
 
 
 def _from_aecg(path: Path) -> EcgRecord:
+    limits.check_file_size(path.stat().st_size, str(path), limits.MAX_TEXT_BYTES)
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
@@ -173,18 +229,22 @@ def _from_aecg(path: Path) -> EcgRecord:
         raise InvalidInputError(f"{path} has no <series> with ECG sequences", expected="an aECG rhythm series")
     fs, names, rows = None, [], []
     for seq in series.findall("./h:component/h:sequenceSet/h:component/h:sequence", NS):
-        code = seq.find("h:code", NS).get("code", "")
-        value = seq.find("h:value", NS)
+        code = _element(seq, "h:code", path).get("code", "")
+        value = _element(seq, "h:value", path)
         if "TIME" in code:
-            inc = value.find("h:increment", NS)
-            step = float(inc.get("value")) * (1e-3 if inc.get("unit") == "ms" else 1.0)
-            fs = 1.0 / step
+            inc = _element(value, "h:increment", path)
+            step = _number(inc, "value", path) * (1e-3 if inc.get("unit") == "ms" else 1.0)
+            fs = limits.check_sampling_rate(1.0 / step if step > 0 else step, f"{path} <increment>")
             continue
-        origin, scale = value.find("h:origin", NS), value.find("h:scale", NS)
-        digits = np.array(value.find("h:digits", NS).text.split(), np.float32)
+        origin, scale = _element(value, "h:origin", path), _element(value, "h:scale", path)
+        text = _element(value, "h:digits", path).text or ""
+        try:
+            digits = np.array(text.split(), np.float64)
+        except ValueError:
+            raise InvalidInputError(f"{path}: lead {code} has non-numeric <digits>", expected="integers") from None
         unit = UNIT_TO_MV.get(scale.get("unit", "uV").lower(), 1e-3)
         o_unit = UNIT_TO_MV.get(origin.get("unit", "uV").lower(), 1e-3)
-        rows.append(digits * float(scale.get("value")) * unit + float(origin.get("value")) * o_unit)
+        rows.append(digits * _number(scale, "value", path) * unit + _number(origin, "value", path) * o_unit)
         names.append(normalise_lead(code))
     if fs is None or not rows:
         raise InvalidInputError(f"{path} rhythm series lacks a time increment or lead sequences",
@@ -194,9 +254,30 @@ def _from_aecg(path: Path) -> EcgRecord:
     return EcgRecord(_checked(signals, fs, str(path)), fs, tuple(names), str(path), "aecg", sha256_file(path))
 
 
+def _element(parent, tag: str, path: Path):
+    found = parent.find(tag, NS)
+    if found is None:
+        raise InvalidInputError(f"{path}: a <{parent.tag.split('}')[-1]}> has no <{tag[2:]}>",
+                                expected="an HL7 aECG sequence with code, value, origin, scale and digits")
+    return found
+
+
+def _number(element, attribute: str, path: Path) -> float:
+    """A finite number from an XML attribute, else InvalidInputError naming it."""
+    text = element.get(attribute)
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value):
+        raise InvalidInputError(f"{path}: <{element.tag.split('}')[-1]} {attribute}={text!r}>", expected="a finite number")
+    return value
+
+
 # -- CSV ------------------------------------------------------------------------------------
 def _from_csv(path: Path, fs: float | None) -> EcgRecord:
     """One column per lead with a header row; ``# fs=500`` / ``# units=uV`` comment lines or a time column."""
+    limits.check_file_size(path.stat().st_size, str(path), limits.MAX_TEXT_BYTES)
     text = path.read_text(errors="replace")
     comments = dict(re.findall(r"^#\s*(\w+)\s*=\s*(\S+)", text, flags=re.M))
     body = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
@@ -205,23 +286,40 @@ def _from_csv(path: Path, fs: float | None) -> EcgRecord:
     if not header or all(_is_number(h) for h in header):
         raise InvalidInputError(f"{path} has no header row", expected="lead names in the first row, e.g. I,II,V1",
                                 fix="add a header row naming each column")
+    rows = [row for row in reader if row]
+    ragged = next((i for i, row in enumerate(rows) if len(row) != len(header)), None)
+    if ragged is not None or not rows:
+        raise InvalidInputError(f"{path}: " + (f"row {ragged + 2} has {len(rows[ragged])} values" if rows else "no rows"),
+                                expected=f"{len(header)} values in every row, as the header names",
+                                fix="write one value per column in every row")
     try:
-        values = np.array([[float(v) for v in row] for row in reader if row], np.float64)
+        values = np.array([[float(v) for v in row] for row in rows], np.float64)
     except ValueError as exc:
         raise InvalidInputError(f"{path} holds a non-numeric value ({exc})", expected="numbers below the header") from None
     names = [h.strip() for h in header]
     time_col = next((i for i, h in enumerate(names) if h.lower() in ("time", "t", "time_s", "seconds")), None)
-    rate = fs or (float(comments["fs"]) if "fs" in comments else None)
+    rate = fs if fs is not None else _comment_number(comments, "fs", path)
     if rate is None and time_col is not None:
-        rate = 1.0 / float(np.median(np.diff(values[:, time_col])))
+        step = float(np.median(np.diff(values[:, time_col]))) if len(values) > 1 else 0.0
+        rate = limits.check_sampling_rate(1.0 / step if step > 0 else step, f"{path} time column (median step {step} s)")
     if rate is None:
         raise InvalidInputError(f"{path} does not say its sampling rate", expected="fs given, a '# fs=500' line or a time column",
                                 fix="pass fs=... or add '# fs=<Hz>' as the first line")
     keep = [i for i in range(len(names)) if i != time_col]
-    scale = UNIT_TO_MV.get(comments.get("units", "mV").lower(), 1.0)
-    signals = values[:, keep].T * scale
+    unit = comments.get("units", "mV").lower()
+    if unit not in UNIT_TO_MV:
+        raise InvalidInputError(f"{path} says '# units={comments['units']}'", expected=f"one of {sorted(UNIT_TO_MV)}")
+    signals = values[:, keep].T * UNIT_TO_MV[unit]
     return EcgRecord(_checked(signals, rate, str(path)), float(rate), tuple(names[i] for i in keep), str(path),
                      "csv", sha256_file(path))
+
+
+def _comment_number(comments: dict, key: str, path: Path) -> float | None:
+    if key not in comments:
+        return None
+    if not _is_number(comments[key]):
+        raise InvalidInputError(f"{path} says '# {key}={comments[key]}'", expected="a number")
+    return float(comments[key])
 
 
 def _is_number(text: str) -> bool:

@@ -1,19 +1,28 @@
-"""Read a study image (DICOM, PNG, JPEG or a numpy array) into display-space greyscale."""
+"""Read a study image (DICOM, PNG, JPEG, TIFF, BMP or a numpy array) into display-space greyscale."""
 from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import limits
 from ..checksums import sha256_file
 from ..errors import InvalidInputError
 from . import dicom
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom", "")
+PICTURE_FIX = "check the file is a complete PNG, JPEG, TIFF or BMP"
+
+# What Pillow raises on malformed files (its plugins use SyntaxError for broken headers).
+PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                 ZeroDivisionError, OverflowError)
+# Pillow mode -> how its values become display greyscale in [0, 1]
+SCALE = {"L": 255.0, "I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
 
 
 @dataclass(frozen=True)
@@ -35,29 +44,36 @@ class ImageStudy:
 def read_image(source, *, frame: int | None = None) -> ImageStudy:
     """Read ``source`` (a path or a 2-D array) into an :class:`ImageStudy`.
 
-    Files are only read, never modified. A multi-frame DICOM needs ``frame``.
+    Files are only read, never modified. A multi-frame DICOM (or multi-page TIFF) needs ``frame``.
     """
     if isinstance(source, np.ndarray):
         return _from_array(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InvalidInputError(f"the study is a {type(source).__name__}", expected="a file path or a 2-D array")
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise InvalidInputError(f"{path} does not exist or is not a file",
                                 fix="check the path (folders are opened by the viewer's batch mode)")
+    limits.check_file_size(os.path.getsize(path), path)
     with open(path, "rb") as fh:
         head = fh.read(132)
     if head[128:132] == b"DICM" or path.lower().endswith((".dcm", ".dicom")):
         return _from_dicom(path, frame)
     if path.lower().endswith(IMAGE_SUFFIXES) or head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff":
-        return _from_picture(path)
+        return _from_picture(path, frame)
     raise InvalidInputError(f"{path} is neither DICOM nor a picture (first bytes {head[:8]!r})",
                             expected="a DICOM file, PNG or JPEG",
                             fix="open the study's image file")
 
 
 def _from_array(arr: np.ndarray) -> ImageStudy:
-    if arr.ndim != 2:
-        raise InvalidInputError(f"the array has shape {arr.shape}", expected="a 2-D greyscale array (H, W)",
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInputError(f"the array has dtype {arr.dtype}", expected="booleans, integers or floats",
+                                fix="pass a numeric greyscale array")
+    if arr.ndim != 2 or arr.size == 0:
+        raise InvalidInputError(f"the array has shape {arr.shape}", expected="a non-empty 2-D greyscale array (H, W)",
                                 fix="pass one greyscale frame, e.g. arr[..., 0] or arr.mean(-1)")
+    limits.check_pixels(*arr.shape, "<array>")
     if not np.isfinite(arr).all():
         raise InvalidInputError("the array holds NaN or infinite values", expected="finite pixel values")
     values = arr.astype(np.float32)
@@ -71,57 +87,111 @@ def _from_array(arr: np.ndarray) -> ImageStudy:
     return ImageStudy(pixels.astype(np.float32), "<array>", "array", digest, {"scaling": how})
 
 
-def _from_picture(path: str) -> ImageStudy:
+def _from_picture(path: str, frame: int | None) -> ImageStudy:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
+            fmt, mode, frames = (img.format or "image").lower(), img.mode, getattr(img, "n_frames", 1)
+            limits.check_pixels(img.size[1], img.size[0], path)  # before decoding: the header's size
+            _seek(img, frame, frames, path)
             img.load()
-            mode, fmt = img.mode, (img.format or "image").lower()
-            arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidInputError(f"{path} could not be decoded as a picture ({exc})",
-                                fix="check the file is a complete PNG or JPEG") from None
-    if arr.ndim == 3:
-        arr = _grey_from_colour(arr[..., :3], path)
-    if arr.dtype == np.uint8:
-        pixels = arr.astype(np.float32) / 255.0
-    elif arr.dtype in (np.uint16, np.int32) and mode.startswith("I"):
-        pixels = arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
-    else:
-        pixels = dicom.minmax(arr.astype(np.float32))
-    return ImageStudy(pixels, path, fmt, sha256_file(path), {"mode": mode})
+            grey, alpha = _canonical(img, path)
+    except Image.DecompressionBombError as exc:
+        raise InvalidInputError(f"{path} is a decompression bomb ({exc})",
+                                expected=f"at most {limits.MAX_FRAME_PIXELS:,} pixels (engine/limits.py)",
+                                fix="downsample the image before analysis") from None
+    except (UnidentifiedImageError, *PILLOW_ERRORS) as exc:
+        raise InvalidInputError(f"{path} could not be decoded as a picture ({type(exc).__name__}: {exc})",
+                                fix=PICTURE_FIX) from None
+    if alpha is not None and alpha.min() < 255:
+        raise InvalidInputError(f"{path} ({mode}) has transparent pixels (alpha down to {alpha.min()})",
+                                expected="an opaque greyscale image (what it looks like depends on the background)",
+                                fix="flatten the image onto its background and save it without transparency")
+    pixels, how = _display_grey(grey, path)
+    return ImageStudy(pixels, path, fmt, sha256_file(path), {"mode": mode, "greyscale": how}, frames)
 
 
-def _grey_from_colour(rgb: np.ndarray, where: str) -> np.ndarray:
+def _seek(img, frame: int | None, frames: int, path: str) -> None:
+    if frames > 1 and frame is None:
+        raise InvalidInputError(f"{path} holds {frames} pages", expected="one page to analyse",
+                                fix="choose a page (predict(..., frame=0) or --frame 0)")
+    if frame is not None and not 0 <= frame < frames:
+        raise InvalidInputError(f"frame {frame} was asked for but {path} has {frames}",
+                                expected=f"a frame in 0..{frames - 1}")
+    if frame:
+        img.seek(frame)
+
+
+def _canonical(img, path: str) -> tuple:
+    """EXIF orientation applied, then one of L, RGB, I;16*, I, F as a numpy array, and the alpha channel if any."""
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode in ("P", "PA"):  # palette indices are not grey levels: look them up
+        img = img.convert("RGBA")
+    elif mode == "CMYK":  # Pillow undoes Adobe's inverted CMYK when converting
+        img = img.convert("RGB")
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode == "YCbCr":
+        img = img.convert("RGB")
+    alpha = None
+    if img.mode in ("LA", "RGBA"):
+        alpha = np.asarray(img.getchannel("A"))
+        img = img.convert(img.mode[:-1])
+    if img.mode == "RGB":
+        rgb = np.asarray(img)
+        _check_grey(rgb, path)
+        img = img.convert("L")  # ITU-R 601 luma; equal channels keep their value
+    if img.mode not in (*SCALE, "I", "F"):
+        raise InvalidInputError(f"{path} has picture mode {mode}",
+                                expected="greyscale, palette, RGB(A), CMYK, 16-bit, 32-bit or float pixels",
+                                fix="save the image as 8- or 16-bit greyscale PNG")
+    return (np.asarray(img), img.mode), alpha
+
+
+def _display_grey(grey: tuple, path: str) -> tuple[np.ndarray, str]:
+    arr, mode = grey
+    if mode in SCALE:
+        return (arr.astype(np.float32) / SCALE[mode]).astype(np.float32), f"{mode} / {SCALE[mode]:g}"
+    if mode == "F" and not np.isfinite(arr).all():
+        raise InvalidInputError(f"{path} holds {int((~np.isfinite(arr)).sum())} NaN or infinite float pixels",
+                                expected="finite pixel values", fix="re-export the image without invalid pixels")
+    values = arr.astype(np.float32)
+    if mode == "F" and values.min() >= 0 and values.max() <= 1:
+        return values, "float as given (in [0, 1])"
+    return dicom.minmax(values).astype(np.float32), f"{mode}: min-max (no standard display range)"
+
+
+def _check_grey(rgb: np.ndarray, where: str) -> None:
     """Accept colour files whose channels are equal (greyscale saved as RGB); refuse real colour."""
-    spread = np.abs(rgb.astype(np.int32) - rgb[..., :1].astype(np.int32)).max()
+    spread = int(np.abs(rgb.astype(np.int16) - rgb[..., :1].astype(np.int16)).max())
     if spread > 2:
         raise InvalidInputError(f"{where} is a colour image (channels differ by up to {spread})",
                                 expected="a greyscale radiograph",
                                 fix="open the original greyscale image")
-    return rgb[..., 0]
 
 
 def _from_dicom(path: str, frame: int | None) -> ImageStudy:
     with open(path, "rb") as fh:
         data = fh.read()  # read once: hashed for the audit trail and parsed from memory
     digest = _hasher().submit(lambda: hashlib.sha256(data).hexdigest())  # hashlib releases the GIL
-    ds = dicom.read_dataset(path, data)
-    arr = dicom.decode_pixels(ds, path)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        if frame is None:
-            raise InvalidInputError(f"{path} holds {frames} frames ((0028,0008) Number of Frames)",
+    with dicom.parse_errors(path):  # the one boundary for pydicom's own errors on malformed tags
+        ds = dicom.read_dataset(path, data)
+        shape = dicom.check_header(ds, path)
+        if shape.frames > 1 and frame is None:
+            raise InvalidInputError(f"{path} holds {shape.frames} frames ((0028,0008) Number of Frames)",
                                     expected="one frame to analyse",
                                     fix="choose a frame (predict(..., frame=0) or --frame 0)")
-        if not 0 <= frame < frames:
-            raise InvalidInputError(f"frame {frame} was asked for but {path} has {frames}",
-                                    expected=f"a frame in 0..{frames - 1}")
-        arr = arr[frame]
-    pixels, how = dicom.to_display(ds, arr, path)
-    meta = dicom.describe(ds) | {"greyscale": how}
-    return ImageStudy(pixels, path, "dicom", digest.result(), meta, frames)
+        if frame is not None and not 0 <= frame < shape.frames:
+            raise InvalidInputError(f"frame {frame} was asked for but {path} has {shape.frames}",
+                                    expected=f"a frame in 0..{shape.frames - 1}")
+        arr = dicom.decode_pixels(ds, path, frame if shape.frames > 1 else None, shape)
+        pixels, how = dicom.to_display(ds, arr, path)
+        meta = dicom.describe(ds) | {"greyscale": how}
+    return ImageStudy(pixels, path, "dicom", digest.result(), meta, shape.frames)
 
 
 _POOL = None

@@ -3,7 +3,8 @@
 Follows the WFDB specifications (header(5), signal(5), annotation(5) in the WFDB Applications
 Guide): single-segment records in formats 16, 24, 32, 61, 80, 160 and 212, several signals
 per file, byte offsets and several samples per frame (averaged to one, as wfdb-python does).
-Invalid samples become NaN. Files are only read, never rewritten.
+Invalid samples become NaN. Files are only read, never rewritten. The header's counts, rate
+and sizes are checked against engine/limits.py before a signal byte is read.
 """
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import limits
 from ..errors import InvalidInputError
 
 FIX = "check that the .hea and its signal files are complete and unmodified"
 DEFAULT_GAIN = 200.0  # ADC units per physical unit when the header gives none
+MAX_SAMPLES_PER_FRAME = 64
 
 # format -> (bytes per sample or None for packed formats, numpy dtype, value marking an invalid sample)
 FORMATS = {16: (2, "<i2", -32768), 61: (2, ">i2", -32768), 80: (1, "u1", -128),
@@ -57,6 +60,7 @@ class WfdbRecord:
 def read_header(path: Path) -> tuple[dict, list[SignalSpec], list[str]]:
     """Record line fields, signal specs and comment lines of a ``.hea`` file."""
     try:
+        limits.check_file_size(path.stat().st_size, str(path), limits.MAX_TEXT_BYTES)
         text = path.read_text(errors="replace")
     except OSError as exc:
         raise InvalidInputError(f"{path} could not be read ({exc.strerror})", expected="a WFDB header") from None
@@ -75,6 +79,12 @@ def read_header(path: Path) -> tuple[dict, list[SignalSpec], list[str]]:
     except ValueError:
         raise InvalidInputError(f"{path} record line is {lines[0]!r}",
                                 expected="'<name> <n_signals> <fs> <n_samples> [time date]'", fix=FIX) from None
+    limits.check_count(n_signals, "the number of signals", limits.MAX_LEADS, str(path), FIX)
+    fs = limits.check_sampling_rate(fs, f"{path} record line")
+    if n_samples is not None and n_samples < 0:
+        raise InvalidInputError(f"{path}: the record line gives {n_samples} samples", expected="a count >= 0", fix=FIX)
+    if n_samples:
+        limits.check_samples(n_samples, fs, str(path))
     if len(lines) < 1 + n_signals:
         raise InvalidInputError(f"{path} announces {n_signals} signals but has {len(lines) - 1} signal lines",
                                 expected="one line per signal", fix=FIX)
@@ -101,7 +111,9 @@ def _signal_spec(line: str, path: Path) -> SignalSpec:
             adc_zero = int(parts[4]) if len(parts) > 4 else 0
             spec.baseline = int(baseline.rstrip(")")) if baseline else adc_zero
         spec.description = parts[8] if len(parts) > 8 else ""
-    except (IndexError, ValueError):
+        if not (1 <= spec.samples_per_frame <= MAX_SAMPLES_PER_FRAME and spec.offset >= 0 and np.isfinite(spec.gain)):
+            raise ValueError("samples per frame, byte offset or gain out of range")
+    except (IndexError, ValueError, OverflowError):
         raise InvalidInputError(f"{path}: signal line {line!r} could not be parsed",
                                 expected="'<file> <format>[x<spf>][+<offset>] <gain>[(<baseline>)]/<units> ...'",
                                 fix=FIX) from None
@@ -118,7 +130,7 @@ def read_record(header: Path) -> WfdbRecord:
     columns: dict[int, np.ndarray] = {}
     for name in dict.fromkeys(s.file for s in specs):  # one read per signal file, in header order
         group = [i for i, s in enumerate(specs) if s.file == name]
-        raw = _read_group(header.parent / name, [specs[i] for i in group], info["n_samples"], header)
+        raw = _read_group(header.parent / name, [specs[i] for i in group], info["n_samples"], info["fs"], header)
         columns.update(zip(group, raw))
     n = min(len(c) for c in columns.values()) if columns else 0
     signals = np.stack([columns[i][:n] for i in range(len(specs))]) if specs else np.zeros((0, 0))
@@ -129,7 +141,8 @@ def read_record(header: Path) -> WfdbRecord:
     return WfdbRecord(physical, info["fs"], names, tuple(s.units for s in specs), comments)
 
 
-def _read_group(path: Path, specs: list[SignalSpec], n_samples: int | None, header: Path) -> list[np.ndarray]:
+def _read_group(path: Path, specs: list[SignalSpec], n_samples: int | None, fs: float,
+                header: Path) -> list[np.ndarray]:
     """The signals stored in one file: decode, de-interleave, average multi-sample frames."""
     if specs[0].file == "~" or not path.is_file():
         raise InvalidInputError(f"{header} names signal file {specs[0].file}, which is missing",
@@ -137,14 +150,21 @@ def _read_group(path: Path, specs: list[SignalSpec], n_samples: int | None, head
     fmt = specs[0].fmt
     if any(s.fmt != fmt for s in specs):
         raise InvalidInputError(f"{path} mixes formats {sorted({s.fmt for s in specs})}", expected="one format per file", fix=FIX)
-    data = np.fromfile(path, np.uint8, offset=specs[0].offset)
-    values, invalid = _decode(data, fmt)
     frame = sum(s.samples_per_frame for s in specs)
+    size, _, _ = FORMATS[fmt]
+    available = path.stat().st_size - specs[0].offset
+    wanted = available
+    if n_samples:  # read only what the header announces (212: 3 bytes per 2 samples)
+        wanted = min(available, n_samples * frame * size if size else -(-n_samples * frame * 3 // 2))
+    limits.check_file_size(wanted, f"{path} (signal bytes to read)")
+    data = np.fromfile(path, np.uint8, count=max(wanted, 0), offset=specs[0].offset) if wanted > 0 else np.zeros(0, np.uint8)
+    values, invalid = _decode(data, fmt)
     n_frames = len(values) // frame
     if n_samples:
         n_frames = min(n_frames, n_samples)
     if n_frames == 0:
         raise InvalidInputError(f"{path} holds no complete frame", expected=f"{frame} samples per frame", fix=FIX)
+    limits.check_samples(n_frames, fs, str(path))
     frames = values[:n_frames * frame].reshape(n_frames, frame).astype(np.float64)
     frames[frames == invalid] = np.nan
     out, col = [], 0
@@ -177,6 +197,7 @@ def _decode(data: np.ndarray, fmt: int) -> tuple[np.ndarray, int]:
 
 def read_annotations(path: Path) -> tuple[tuple[int, str], ...]:
     """(sample, symbol) pairs of an MIT-format annotation file (e.g. ``100.atr``)."""
+    limits.check_file_size(path.stat().st_size, str(path), limits.MAX_ANNOTATION_BYTES)
     words = np.fromfile(path, "<u2").astype(np.int64)
     out, sample, i = [], 0, 0
     while i < len(words):

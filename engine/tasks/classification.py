@@ -5,7 +5,7 @@ import numpy as np
 
 from ..compare import activate, score_disagreement
 from ..io.image import ImageStudy, read_image
-from ..preprocess import image_to_tensor
+from ..preprocess import check_image, image_to_tensor
 from ..results import ClassificationResult
 
 CAM_METHOD = "class activation map computed in the compiled graph (where the model looked; not a localisation)"
@@ -26,6 +26,7 @@ class ClassificationTask:
         return read_image(source, frame=options.get("frame"))
 
     def preprocess(self, study: ImageStudy) -> tuple[dict, dict]:
+        check_image(study.pixels, self.manifest.preprocess)
         tensor, geometry = image_to_tensor(study.pixels, self.manifest.preprocess)
         return {self.input_name: tensor}, {"geometry": geometry}
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..compare import activate, mask_disagreement
 from ..io.image import ImageStudy, read_image
-from ..preprocess import blend_tiles, image_to_tiles
+from ..preprocess import blend_tiles, check_image, image_to_tiles
 from ..results import SegmentationResult
 
 
@@ -22,6 +22,7 @@ class SegmentationTask:
         return read_image(source, frame=options.get("frame"))
 
     def preprocess(self, study: ImageStudy) -> tuple[dict, dict]:
+        check_image(study.pixels, self.spec)
         tiles, origins = image_to_tiles(study.pixels, self.spec)
         return {self.input_name: tiles}, {"origins": origins, "shape": study.pixels.shape}
 
