@@ -8,12 +8,10 @@ from pathlib import Path
 
 from medexport.engine import MedError, read_manifest
 from medexport.engine.signing import Signature, check_signature
+from medexport.engine.tasks import task_class
 
 from .paths import data_dir
 from .trust import open_options
-
-STUDY_KIND = {"classification": "image", "ecg_rhythm": "ecg", "segmentation": "image"}
-
 
 @dataclass(frozen=True)
 class BundleEntry:
@@ -27,6 +25,8 @@ class BundleEntry:
     medical_device: bool
     card: Path | None
     signature: Signature = Signature(False)
+    study_kind: str = "image"  # what the bundle's task reads: "image" | "ecg"
+    rank: int = 0  # lower first when the viewer picks a default model for a study kind
 
     @property
     def signed_by(self) -> str:
@@ -37,10 +37,6 @@ class BundleEntry:
         if s.signed:
             return f"Signed by an untrusted key {s.fingerprint[:16]} (allowed by this clinic's settings)"
         return "Unsigned (allowed by this clinic's settings)"
-
-    @property
-    def study_kind(self) -> str:
-        return STUDY_KIND.get(self.task, "image")
 
     @property
     def title(self) -> str:
@@ -80,10 +76,11 @@ def find_bundles(folders: list[Path], trust: dict | None = None) -> tuple[list[B
             try:
                 m, sha, root = read_manifest(path)
                 signature = check_signature(root, **trust)
+                task = task_class(m.task)
             except MedError as exc:
                 problems.append(f"{path.name}: {exc}")
                 continue
             found.append(BundleEntry(root, m.model_id, m.model_version, m.task, sha,
                                      tuple(a.key for a in m.artifacts), m.intended_use, m.medical_device,
-                                     root / m.card if m.card else None, signature))
+                                     root / m.card if m.card else None, signature, task.study_kind, task.viewer_rank))
     return found, problems

@@ -65,3 +65,9 @@ def mask_rgba(mask: np.ndarray, opacity: float, colour=(0, 200, 255)) -> np.ndar
     rgba[mask > 0, :3] = colour
     rgba[mask > 0, 3] = int(opacity * 255)
     return rgba
+
+
+# One painter per overlay kind a result can draw over an image (engine.results.Overlay.kind):
+# ``painter(data, opacity) -> (H, W, 4) uint8`` on the study's pixel grid. A new result kind
+# that draws over images adds its painter here. (ECG beats are painted by the ECG paper view.)
+IMAGE_PAINTERS = {"heatmap": heatmap_rgba, "mask": mask_rgba}

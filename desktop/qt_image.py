@@ -7,7 +7,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter
 from PySide6.QtWidgets import QWidget
 
-from .imaging import display_values, heatmap_rgba, mask_rgba, window_to_uint8
+from .imaging import IMAGE_PAINTERS, display_values, window_to_uint8
 
 
 def to_qimage(arr: np.ndarray) -> QImage:
@@ -33,7 +33,7 @@ class ImageView(QWidget):
         self.level, self.width_ = 0.5, 1.0
         self.invert = False
         self.zoom, self.pan = 1.0, QPointF(0, 0)
-        self.heat, self.mask = None, None
+        self.overlay_spec = None  # engine.results.Overlay of the shown result
         self.show_overlay, self.opacity = True, 0.5
         self.corners = {}
         self._base = self._overlay = None
@@ -43,18 +43,15 @@ class ImageView(QWidget):
     def set_study(self, study) -> None:
         self.values, self.default_window, self.unit = display_values(study)
         self.level, self.width_ = self.default_window
-        self.heat = self.mask = None
+        self.overlay_spec = None
         self._overlay = None
         self.fit()
         self._render()
 
-    def set_heatmap(self, heat: np.ndarray | None) -> None:
-        self.heat = heat
-        self._overlay = None
-        self.update()
-
-    def set_mask(self, mask: np.ndarray | None) -> None:
-        self.mask = mask
+    def set_result_overlay(self, overlay) -> None:
+        """What the shown result draws (an ``engine.results.Overlay``, or None), painted by
+        ``imaging.IMAGE_PAINTERS`` for its kind."""
+        self.overlay_spec = overlay if overlay is not None and overlay.kind in IMAGE_PAINTERS else None
         self._overlay = None
         self.update()
 
@@ -96,10 +93,9 @@ class ImageView(QWidget):
 
     def _overlay_image(self) -> QImage | None:
         if self._overlay is None:
-            if self.mask is not None:
-                self._overlay = to_qimage(mask_rgba(self.mask, self.opacity))
-            elif self.heat is not None:
-                self._overlay = to_qimage(heatmap_rgba(self.heat, self.opacity))
+            if self.overlay_spec is not None:
+                paint = IMAGE_PAINTERS[self.overlay_spec.kind]
+                self._overlay = to_qimage(paint(self.overlay_spec.data, self.opacity))
         return self._overlay
 
     def image_rect(self) -> QRectF:

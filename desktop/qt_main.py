@@ -247,8 +247,7 @@ class MainWindow(QMainWindow):
     def _show_result(self, result) -> None:
         self.result_panel.show_result(result)
         if self.stack.currentWidget() is self.image:
-            self.image.set_heatmap(getattr(result, "heatmap", None) if result is not None else None)
-            self.image.set_mask(getattr(result, "mask", None) if result is not None else None)
+            self.image.set_result_overlay(result.overlay() if result is not None else None)
         else:
             self.ecg.paper.set_result(result)
 
@@ -410,11 +409,9 @@ class MainWindow(QMainWindow):
         from medexport.engine.errors import InvalidInputError
 
         def write(study, result, target):
-            if not hasattr(result, "mask"):
+            if "mask" not in result.saves:
                 raise InvalidInputError("this model gives scores, not a mask")
-            if result.input_meta.get("SOPInstanceUID"):
-                return outputs.save_dicom_seg(result, study.path, target)
-            return outputs.save_mask_png(result, target)
+            return result.save_outputs(target, study.path)["mask_file"]
 
         return self._save_into_folder("mask", write, folder)
 

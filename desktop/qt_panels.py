@@ -7,7 +7,6 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QGroupBox, QHBoxLayout, QLa
 
 from medexport.engine.results import DISCLAIMER
 
-from .state import decision_text
 
 
 class ModelPanel(QGroupBox):
@@ -133,30 +132,22 @@ class ResultPanel(QGroupBox):
             self.table.setRowCount(0)
             self.details.setText("")
             return
-        self.decision.setText(decision_text(result))
-        self.overlay.setToolTip("The model's mask" if hasattr(result, "mask") else
-                                "Where the model looked (class activation map); not a localisation")
-        thresholds = getattr(result, "thresholds", {})
-        top = result.top_label
-        self.table.setRowCount(len(result.scores))
-        for i, (label, score) in enumerate(sorted(result.scores.items(), key=lambda kv: -kv[1])):
-            t = thresholds.get(label)
-            cells = [label, f"{score:.3f}", "-" if t is None else f"{t:.3f}"]
+        self.decision.setText(result.headline())
+        overlay = result.overlay()
+        self.overlay.setToolTip(overlay.note if overlay is not None else "This result draws nothing over the study")
+        rows = result.score_rows()
+        self.table.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            cells = [row.label, f"{row.score:.3f}", "-" if row.threshold is None else f"{row.threshold:.3f}"]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                hit = (t is not None and score >= t) or (not thresholds and label == top)
-                if hit:
+                if row.hit:
                     item.setForeground(Qt.GlobalColor.darkRed)
                 self.table.setItem(i, j, item)
         t = result.timings_ms
         lines = [f"{result.model_id} {result.model_version} on {result.backend} {result.precision}",
                  f"bundle {result.bundle_sha256[:16]}...", f"{t['total']:.0f} ms (inference {t['infer']:.1f} ms)"]
-        if getattr(result, "heatmap_method", None):
-            lines.append("Overlay: where the model looked for '%s'. Not a localisation." % result.heatmap_label)
-        if hasattr(result, "mask"):
-            lines.append(f"Mask: probability >= {result.thresholds[result.label]:.2f}; {result.tiles} tiles.")
-        if hasattr(result, "stats") and result.stats.get("heart_rate_bpm"):
-            st = result.stats
-            lines.append(f"Lead {result.lead}: {st['n_beats']} beats, HR {st['heart_rate_bpm']:.0f} bpm, "
-                         f"RR CV {st['rr_cv']:.3f}, pNN50 {st['pnn50']:.2f}. Shading: where the model looked.")
+        lines += result.detail_lines()
+        if overlay is not None:
+            lines.append(overlay.note)
         self.details.setText("\n".join(lines))

@@ -10,7 +10,6 @@ from PySide6.QtGui import QColor, QFont, QImage, QPageLayout, QPageSize, QPainte
 from medexport.engine.atomic import write_new
 from medexport.engine.results import DISCLAIMER
 
-from .state import decision_text
 
 
 def save_pdf(path: Path, study, result, picture: QImage, intended_use: str) -> Path:
@@ -47,23 +46,21 @@ def _draw(tmp: Path, study, result, picture: QImage, intended_use: str) -> None:
     text(f"Study: {Path(study.path).name}" + (f"   Patient: {who}" if who else "")
          + (f"   Date: {header.get('StudyDate')}" if header.get("StudyDate") else ""), 10)
     text(f"Input SHA-256: {result.input_sha256}", 8, colour=QColor(80, 80, 80))
-    text(f"Result: {decision_text(result)}", 14, True)
+    text(f"Result: {result.headline()}", 14, True)
     if not picture.isNull():
         box_h = w * 0.62
         scaled = picture.scaled(int(w), int(box_h), Qt.AspectRatioMode.KeepAspectRatio,
                                 Qt.TransformationMode.SmoothTransformation)
         p.drawImage(QRectF((w - scaled.width()) / 2, y, scaled.width(), scaled.height()), scaled)
         y += scaled.height() + 20
-        note = ("Overlay: where the model looked (class activation map); not a localisation."
-                if getattr(result, "heatmap_method", None) else
-                "Shading: where the model looked, per beat; not a localisation." if hasattr(result, "beats") else
-                "Overlay: the model's mask." if hasattr(result, "mask") else "")
-        if note:
-            text(note, 8, colour=QColor(90, 90, 90))
-    thresholds = getattr(result, "thresholds", {})
-    for label, score in sorted(result.scores.items(), key=lambda kv: -kv[1]):
-        t = thresholds.get(label)
-        text(f"{label:<24} {score:.3f}" + (f"   threshold {t:.3f}" if t is not None else ""), 10, height=1.0)
+        overlay = result.overlay()
+        if overlay is not None:
+            text(overlay.note, 8, colour=QColor(90, 90, 90))
+    for row in result.score_rows():
+        text(f"{row.label:<24} {row.score:.3f}" + (f"   threshold {row.threshold:.3f}" if row.threshold is not None
+                                                   else ""), 10, height=1.0)
+    for line in result.detail_lines():
+        text(line, 9, height=1.0)
     y += 10
     text(f"Model: {result.model_id} {result.model_version}   Runtime: {result.backend} {result.precision} "
          f"({result.provenance.device})", 9)

@@ -26,10 +26,9 @@ def build_sr(result, source_path: str):
     except Exception:
         raise InvalidInputError(f"{source_path} is not DICOM: a DICOM SR must reference a DICOM study",
                                 fix="save a PDF report instead, or open the DICOM original") from None
-    if hasattr(result, "mask"):
+    if result.sr_procedure is None:
         raise InvalidInputError("a segmentation result is saved as DICOM SEG, not SR",
                                 fix="use File > Save mask (PNG or DICOM SEG)")
-    ecg = hasattr(result, "beats")
     algorithm = hd.sr.AlgorithmIdentification(
         name=result.model_id, version=result.model_version,
         parameters=[f"backend={result.backend}", f"precision={result.precision}",
@@ -44,18 +43,17 @@ def build_sr(result, source_path: str):
                                       value=round(float(score), 6), unit=unit, algorithm_id=algorithm)
                     for label, score in result.scores.items()]
     finding = hd.sr.CodedConcept("121071", "DCM", "Finding")
-    labels = [result.label] if ecg else (result.positive or [])
+    labels = result.finding_labels()
     evaluations = [hd.sr.QualitativeEvaluation(finding, hd.sr.CodedConcept(lab, SCHEME, lab)) for lab in labels]
-    if not ecg and not labels:
+    if not labels:
         evaluations = [hd.sr.QualitativeEvaluation(finding, hd.sr.CodedConcept("below-threshold", SCHEME,
                                                                                  "No finding at operating threshold"))]
-    sources = [] if ecg else [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)]
+    sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)] if result.sr_references_image else []
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"medexport {result.model_id}"),
         algorithm_id=algorithm, measurements=measurements, qualitative_evaluations=evaluations,
         source_images=sources or None)
-    procedure = (hd.sr.CodedConcept("29303009", "SCT", "Electrocardiographic procedure") if ecg
-                 else hd.sr.CodedConcept("363679005", "SCT", "Imaging"))
+    procedure = hd.sr.CodedConcept(*result.sr_procedure)
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=procedure,
                                      imaging_measurements=[group])
     sr = hd.sr.ComprehensiveSR(

@@ -48,9 +48,9 @@ class AppState:
         self.bundles, self.bundle_problems = find_bundles(default_folders(self.bundle_folders))
         for kind in ("image", "ecg"):
             if kind not in self.chosen:
-                fitting = sorted(self.models_for(kind), key=lambda b: (b.task != "classification", b.model_id))
+                fitting = sorted(self.models_for(kind), key=lambda b: (b.rank, b.model_id))
                 if fitting:
-                    self.chosen[kind] = fitting[0]  # classifiers first; the user picks others
+                    self.chosen[kind] = fitting[0]  # by the task's viewer rank; the user picks others
         self.emit("bundles")
 
     def models_for(self, kind: str) -> list[BundleEntry]:
@@ -158,20 +158,9 @@ def batch_row(study: Study, result, error: str | None) -> dict:
     row = {"file": Path(study.path).name, "path": study.path, "kind": study.kind, "error": error or ""}
     if result is not None:
         row.update(model=f"{result.model_id} {result.model_version}", runtime=f"{result.backend} {result.precision}",
-                   decision=decision_text(result), input_sha256=result.input_sha256)
+                   decision=result.headline(), input_sha256=result.input_sha256)
         row.update({f"score_{k}": round(float(v), 4) for k, v in result.scores.items()})
     return row
-
-
-def decision_text(result) -> str:
-    """One line a clinician reads: the rhythm, or the findings at their operating thresholds."""
-    if hasattr(result, "mask"):
-        return f"{result.label}: {result.mask.mean() * 100:.1f} % of the image"
-    if hasattr(result, "beats"):
-        hr = result.stats.get("heart_rate_bpm")
-        return f"{result.label.upper()}" + (f", {hr:.0f} bpm" if hr else "")
-    positive = result.positive
-    return ("POSITIVE: " + ", ".join(positive)) if positive else "below threshold"
 
 
 RECENT_MAX = 10

@@ -10,7 +10,6 @@ import tempfile
 import time
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ import numpy as np
 from .backends import choose_artifact
 from .backends.base import default_cache_dir
 from .checksums import sha256_file
-from .compare import max_abs_diff
 from .errors import BundleError, ConfigurationError, InvalidInputError
 from .manifest import MAX_MANIFEST_BYTES, RESERVED, Manifest, relative_path
 from .results import Provenance
@@ -215,34 +213,6 @@ def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, expected: s
                           fix="the file was changed or corrupted: copy the bundle again or rebuild it")
 
 
-@dataclass(frozen=True)
-class SelfTest:
-    """Golden inputs run on this machine against the float source model's scores stored at build
-    time (not against the artifact's own earlier outputs: that would hide a bad artifact)."""
-
-    model_id: str
-    backend: str
-    precision: str
-    max_disagreement: float  # the task's measure against the source model, worst golden input
-    tolerance: float  # the artifact's stated tolerance for that measure
-    measure: str
-    worst_item: str
-    n: int
-    ms_per_item: float
-    drift: float | None = None  # largest |score difference| against this artifact's build-time outputs
-
-    @property
-    def passed(self) -> bool:
-        return self.max_disagreement <= self.tolerance
-
-    def line(self) -> str:
-        verdict = "PASS" if self.passed else "FAIL"
-        drift = "" if self.drift is None else f", drift from build time {self.drift:.1e}"
-        return (f"{verdict} {self.model_id} [{self.backend} {self.precision}] {self.n} golden inputs vs the source "
-                f"model: {self.measure} {self.max_disagreement:.2e} (tolerance {self.tolerance:.0e}, worst "
-                f"{self.worst_item}){drift}, {self.ms_per_item:.2f} ms/item")
-
-
 # Most inputs one runtime call takes (tiles of a large image, ECG windows, occluded copies): the
 # runtime's working memory grows with the batch, and a 4096 x 4096 image is ~440 tiles of 256^2
 # (all in one call took 3.75 GB on em-membrane-seg; in calls of 8 the whole predict peaks at ~0.9 GB).
@@ -297,30 +267,28 @@ class Model:
         Images: a path (DICOM, PNG, JPEG) or a 2-D array; ``frame=`` for multi-frame DICOM;
         ``explain=True`` computes an occlusion map when the graph has no CAM output (slower).
         ECGs: a path (DICOM waveform, WFDB, aECG, CSV) or an array with ``fs=``; ``lead=`` to choose.
+        Options the bundle's task does not take are refused (see ``Task.options``).
         """
-        options = {k: v for k, v in options.items() if v is not None and v is not False}  # frame=0 counts
-        unknown = sorted(set(options) - set(self.task.predict_options))
-        if unknown:
-            raise ConfigurationError(f"option(s) {', '.join(unknown)} do not apply to a {self.manifest.task} bundle",
-                                     expected=f"only {', '.join(self.task.predict_options) or 'none'}",
-                                     fix=f"drop {', '.join(unknown)}")
+        opts = self.task.options(**options)
         t0 = time.perf_counter()
-        study = self.task.read(source, **options)
+        study = self.task.read(source, opts)
         t1 = time.perf_counter()
-        feeds, meta = self.task.preprocess(study, **({"lead": options["lead"]} if "lead" in options else {}))
+        feeds, meta = self.task.preprocess(study, opts)
+        source, sha256, input_meta = study.source, study.sha256, study.meta
+        del study  # a large image's pixels need not outlive its preprocessing
         t2 = time.perf_counter()
         outputs = self._run(feeds)
         t3 = time.perf_counter()
-        if not options.get("explain"):
+        if not self.task.explains(opts):
             feeds = None  # a large image's tiles need not outlive the run
         fields = self.task.postprocess(outputs, meta)
-        if options.get("explain") and hasattr(self.task, "explain"):
+        if feeds is not None:
             fields = self.task.explain(self.infer, feeds, fields)
         t4 = time.perf_counter()
         timings = {"read": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "infer": (t3 - t2) * 1e3,
                    "postprocess": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}
-        return self.task.result_type(self.provenance, study.source, study.sha256, timings_ms=timings,
-                                     input_meta=study.meta, **fields)
+        return self.task.result_type(provenance=self.provenance, source=source, input_sha256=sha256,
+                                     timings_ms=timings, input_meta=input_meta, **fields)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs for an already-preprocessed (N, ...) float32 batch."""
@@ -342,24 +310,12 @@ class Model:
     def scores(self, batch: np.ndarray) -> np.ndarray:
         return self.task.scores(self.infer(batch))
 
-    def self_test(self) -> SelfTest:
-        """Run the bundle's golden inputs here and compare with the source model's stored scores."""
-        if not self.manifest.golden:
-            raise BundleError(f"bundle {self.manifest.model_id} carries no golden inputs", fix="rebuild the bundle")
-        golden = np.load(self.path / self.manifest.golden)
-        if "scores_source" not in golden:
-            raise BundleError("golden.npz has no source-model reference scores", fix="rebuild the bundle")
-        inputs, reference = golden["inputs"], golden["scores_source"]
-        names = golden["names"].tolist() if "names" in golden else [f"#{i}" for i in range(len(inputs))]
-        self.scores(inputs[:1])  # warm-up
-        start = time.perf_counter()
-        scores = np.concatenate([self.scores(inputs[i:i + 1]) for i in range(len(inputs))])
-        ms = (time.perf_counter() - start) * 1e3 / len(inputs)
-        per_item = self.task.disagreement(reference, scores)
-        own = golden.get(f"scores_{self.artifact.key}")
-        return SelfTest(self.manifest.model_id, self.backend, self.precision, float(per_item.max()),
-                        self.artifact.tolerance, self.task.agreement_measure, names[int(per_item.argmax())],
-                        len(inputs), ms, None if own is None else max_abs_diff(scores, own))
+    def self_test(self, threads: int = 4):
+        """The bundle's golden inputs run here against the source model's stored scores, also
+        from ``threads`` threads at once (see :mod:`medexport.engine.selftest`)."""
+        from .selftest import run_self_test
+
+        return run_self_test(self, threads)
 
     def close(self) -> None:
         self.runtime.close()

@@ -137,6 +137,10 @@ class ImagePreprocess:
         if self.resample not in ("box", "bilinear"):
             raise BundleError(f"preprocess.resample is {self.resample!r}", expected="'box' or 'bilinear'")
 
+    def describe(self) -> str:
+        return (f"greyscale display [0,1] -> crop {self.crop} -> {self.resample} resize to {self.size[0]}x{self.size[1]} "
+                f"-> (x - {list(self.mean)}) / {list(self.std)}")
+
 
 @dataclass(frozen=True)
 class TilePreprocess:
@@ -157,6 +161,10 @@ class TilePreprocess:
         object.__setattr__(self, "std", std)
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or not 0 <= self.overlap < self.tile // 2:
             raise BundleError(f"preprocess.overlap is {self.overlap}", expected=f"0 <= overlap < {self.tile // 2}")
+
+    def describe(self) -> str:
+        return (f"greyscale display [0,1] -> tiles {self.tile}x{self.tile} overlapping {self.overlap} px (no resizing) "
+                f"-> (x - {list(self.mean)}) / {list(self.std)}; tiles blended back onto the source grid")
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,11 @@ class EcgPreprocess:
     @property
     def beat_samples(self) -> int:
         return int(round(-self.beat_window[0] * self.fs)) + int(round(self.beat_window[1] * self.fs))
+
+    def describe(self) -> str:
+        return (f"lead {self.lead} (default) -> resample {self.fs:g} Hz -> band-pass {self.band[0]}-{self.band[1]} Hz -> "
+                f"R peaks ({self.detector}) -> beats {self.beat_window[0]}..{self.beat_window[1]} s + RR features -> "
+                f"windows of {self.beats} beats (stride {self.stride})")
 
 
 @dataclass(frozen=True)

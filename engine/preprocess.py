@@ -73,13 +73,19 @@ def image_to_tiles(pixels: np.ndarray, spec) -> tuple[np.ndarray, list]:
     mean = np.asarray(spec.mean, np.float32).reshape(-1, 1, 1)
     std = np.asarray(spec.std, np.float32).reshape(-1, 1, 1)
     origins = [(y, x) for y in tile_origins(max(h, t), t, spec.overlap) for x in tile_origins(max(w, t), t, spec.overlap)]
-    tiles = np.stack([np.broadcast_to(padded[y:y + t, x:x + t], (spec.channels, t, t)) for y, x in origins])
-    return ((tiles - mean) / std).astype(np.float32), origins
+    tiles = np.empty((len(origins), spec.channels, t, t), np.float32)  # filled in place: no full-size temporaries
+    for tile, (y, x) in zip(tiles, origins):
+        np.subtract(padded[y:y + t, x:x + t], mean, out=tile)
+        tile /= std
+    return tiles, origins
 
 
-def blend_tiles(maps: np.ndarray, origins: list, shape: tuple, overlap: int) -> np.ndarray:
-    """Average (N, tile, tile) maps back onto an (H, W) grid, down-weighting tile borders."""
-    t = maps.shape[-1]
+def blend_tiles(maps, origins: list, shape: tuple, overlap: int, tile: int | None = None) -> np.ndarray:
+    """Average (tile, tile) maps back onto an (H, W) grid, down-weighting tile borders.
+
+    ``maps`` is an (N, tile, tile) array or any iterable of tiles (a generator keeps only one
+    chunk of probabilities alive at a time)."""
+    t = tile or maps.shape[-1]
     ramp = np.ones(t, np.float32)
     if overlap:
         edge = np.linspace(0.05, 1.0, overlap, dtype=np.float32)
@@ -90,7 +96,9 @@ def blend_tiles(maps: np.ndarray, origins: list, shape: tuple, overlap: int) -> 
     for m, (y, x) in zip(maps, origins):
         acc[y:y + t, x:x + t] += m * weight
         norm[y:y + t, x:x + t] += weight
-    return (acc / np.maximum(norm, 1e-6))[:shape[0], :shape[1]]
+    np.maximum(norm, 1e-6, out=norm)
+    acc /= norm
+    return acc[:shape[0], :shape[1]]
 
 
 def check_image(pixels: np.ndarray, spec) -> None:

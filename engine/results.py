@@ -1,13 +1,21 @@
-"""Frozen result records with provenance: what was found, by which model, on which runtime."""
+"""Frozen result records with provenance: what was found, by which model, on which runtime.
+
+Every result is a :class:`Result`. The CLI, the viewer, the PDF and the SR writers call its
+methods (``headline``, ``score_rows``, ``detail_lines``, ``overlay``, ``finding_labels``,
+``to_dict``, ``save_outputs``) and never test which attributes a result happens to have.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 DISCLAIMER = "Demo model, not a medical device: not for diagnosis or treatment decisions."
+LOOKED_NOTE = "where the model looked; not a localisation"
 
 
 @dataclass(frozen=True)
@@ -21,8 +29,47 @@ class Provenance:
     medical_device: bool = False
 
 
-class _Provenanced:
-    """Shortcuts from a result to its provenance (public API names)."""
+@dataclass(frozen=True)
+class ScoreRow:
+    """One line of a score table: the label, its score, its operating threshold (if any) and
+    whether it is the decision (at or above its threshold, or the top label)."""
+
+    label: str
+    score: float
+    threshold: float | None
+    hit: bool
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """What a result draws over its study: ``kind`` picks the viewer's painter ("heatmap",
+    "mask", "beats"), ``data`` is on the source grid, ``note`` says what it shows."""
+
+    kind: str
+    data: object
+    note: str
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """Provenance and timing every result carries, and the methods every consumer calls."""
+
+    provenance: Provenance
+    source: str  # a path, or "<array>"
+    input_sha256: str
+    timings_ms: dict  # read, preprocess, infer, postprocess, total
+    input_meta: dict = field(default_factory=dict)
+    created: str = field(default_factory=_now)
+
+    saves: ClassVar[tuple] = ()  # the files save_outputs() writes: "mask", "heatmap"
+    # DICOM SR (TID 1500): the procedure code, and whether findings reference the source image;
+    # None where the result is not an SR's kind (a mask goes to DICOM SEG)
+    sr_procedure: ClassVar[tuple | None] = ("363679005", "SCT", "Imaging")
+    sr_references_image: ClassVar[bool] = True
 
     model_id = property(lambda self: self.provenance.model_id)
     model_version = property(lambda self: self.provenance.model_version)
@@ -38,32 +85,55 @@ class _Provenanced:
     def top_label(self) -> str:
         return max(self.scores, key=self.scores.get)
 
-    def _common(self) -> dict:
+    # -- what every consumer calls ---------------------------------------------------------
+    def headline(self) -> str:
+        """The decision in one line a clinician reads."""
+        raise NotImplementedError
+
+    def score_rows(self) -> list[ScoreRow]:
+        """The score table, highest first (the top label is the decision by default)."""
+        top = self.top_label
+        return [ScoreRow(k, float(v), None, k == top) for k, v in sorted(self.scores.items(), key=lambda kv: -kv[1])]
+
+    def detail_lines(self) -> list[str]:
+        """Task-specific facts beside the scores (beats, mask size, what the overlay shows)."""
+        return []
+
+    def overlay(self) -> Overlay | None:
+        return None
+
+    def finding_labels(self) -> list[str]:
+        """The findings an SR records as qualitative evaluations (empty: no finding)."""
+        return [self.top_label]
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (arrays are summarised, not embedded)."""
         return {"source": self.source, "input_sha256": self.input_sha256,
                 "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
+                "decision": self.headline(),
                 "model_id": self.model_id, "model_version": self.model_version,
                 "bundle_sha256": self.bundle_sha256, "backend": self.backend,
                 "precision": self.precision, "device": self.provenance.device,
                 "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
                 "created": self.created, "disclaimer": self.disclaimer}
 
+    def save_outputs(self, folder: Path, source_path: str | None = None) -> dict[str, Path]:
+        """Write this result's files (see ``saves``) into ``folder``, never overwriting."""
+        return {}
 
-@dataclass(frozen=True)
-class ClassificationResult(_Provenanced):
+
+@dataclass(frozen=True, kw_only=True)
+class ClassificationResult(Result):
     """Scores per label, decisions at the bundle's operating thresholds, optional heatmap."""
 
-    provenance: Provenance
-    source: str
-    input_sha256: str
     scores: dict  # label -> probability
     thresholds: dict  # label -> operating threshold
-    timings_ms: dict  # read, preprocess, infer, postprocess, total
     heatmap_grid: np.ndarray | None = None  # (h, w) map on the model's input grid
     heatmap_geometry: object = None  # preprocess.Geometry, to map it back onto the source
     heatmap_label: str | None = None
     heatmap_method: str | None = None
-    input_meta: dict = field(default_factory=dict)
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    saves: ClassVar[tuple] = ("heatmap",)
 
     @cached_property
     def heatmap(self) -> np.ndarray | None:
@@ -81,33 +151,57 @@ class ClassificationResult(_Provenanced):
         """Labels whose score reaches their operating threshold."""
         return [k for k, t in self.thresholds.items() if self.scores[k] >= t]
 
+    def headline(self) -> str:
+        if not self.thresholds:
+            return self.top_label
+        return ("POSITIVE: " + ", ".join(self.positive)) if self.positive else "below threshold"
+
+    def score_rows(self) -> list[ScoreRow]:
+        if not self.thresholds:
+            return super().score_rows()
+        return [ScoreRow(k, float(v), self.thresholds.get(k), k in self.thresholds and v >= self.thresholds[k])
+                for k, v in sorted(self.scores.items(), key=lambda kv: -kv[1])]
+
+    def detail_lines(self) -> list[str]:
+        return [f"heatmap: {LOOKED_NOTE} for '{self.heatmap_label}'"] if self.heatmap_grid is not None else []
+
+    def overlay(self) -> Overlay | None:
+        if self.heatmap_grid is None:
+            return None
+        return Overlay("heatmap", self.heatmap, f"Overlay: {LOOKED_NOTE} for '{self.heatmap_label}'.")
+
+    def finding_labels(self) -> list[str]:
+        return self.positive if self.thresholds else [self.top_label]
+
     def to_dict(self) -> dict:
-        """JSON-ready summary (the heatmap is summarised, not embedded)."""
-        out = self._common() | {"thresholds": self.thresholds, "positive": self.positive}
+        out = super().to_dict() | {"thresholds": self.thresholds, "positive": self.positive}
         if self.heatmap_grid is not None:
             out["heatmap"] = {"label": self.heatmap_label, "method": self.heatmap_method,
-                              "shape": list(self.heatmap_geometry.source_shape),
-                              "note": "where the model looked; not a localisation"}
+                              "shape": list(self.heatmap_geometry.source_shape), "note": LOOKED_NOTE}
         return out
 
+    def save_outputs(self, folder: Path, source_path: str | None = None) -> dict[str, Path]:
+        if self.heatmap_grid is None:
+            return {}
+        from .outputs import save_heatmap_png
 
-@dataclass(frozen=True)
-class EcgRhythmResult(_Provenanced):
+        return {"heatmap_file": save_heatmap_png(self, Path(folder))}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EcgRhythmResult(Result):
     """Rhythm class per record, beats and rhythm statistics, and where along the signal the model looked."""
 
-    provenance: Provenance
-    source: str
-    input_sha256: str
     scores: dict  # label -> probability (mean over beat windows)
-    timings_ms: dict
     lead: str  # the lead that was analysed
     fs: float  # the source's sampling rate
     beats: np.ndarray  # R-peak sample indices on the source's time base
     stats: dict  # heart rate, RR CV, normalised RMSSD, pNN50, number of beats
     saliency: np.ndarray  # one weight in [0, 1] per beat: where the model looked
     windows: int = 1
-    input_meta: dict = field(default_factory=dict)
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    sr_procedure: ClassVar[tuple | None] = ("29303009", "SCT", "Electrocardiographic procedure")
+    sr_references_image: ClassVar[bool] = False
 
     @property
     def label(self) -> str:
@@ -117,26 +211,38 @@ class EcgRhythmResult(_Provenanced):
     def heart_rate(self) -> float | None:
         return self.stats.get("heart_rate_bpm")
 
+    def headline(self) -> str:
+        hr = self.heart_rate
+        return f"{self.label.upper()}" + (f", {hr:.0f} bpm" if hr else "")
+
+    def detail_lines(self) -> list[str]:
+        lines = [f"lead {self.lead}, {len(self.beats)} beats, {self.windows} window(s)"]
+        st = self.stats
+        if st.get("heart_rate_bpm"):
+            lines.append(f"heart rate {st['heart_rate_bpm']:.0f} bpm; RR CV {st['rr_cv']:.3f}, "
+                         f"normalised RMSSD {st['rmssd_norm']:.3f}, pNN50 {st['pnn50']:.2f}")
+        return lines
+
+    def overlay(self) -> Overlay:
+        return Overlay("beats", (self.beats, self.saliency), f"Shading: {LOOKED_NOTE}, per beat.")
+
     def to_dict(self) -> dict:
-        return self._common() | {"label": self.label, "lead": self.lead, "fs": self.fs, "stats": self.stats,
-                                 "beats_s": [round(b / self.fs, 3) for b in self.beats.tolist()],
-                                 "saliency": [round(float(v), 3) for v in self.saliency], "windows": self.windows,
-                                 "saliency_note": "where the model looked, per beat; not a localisation"}
+        return super().to_dict() | {"label": self.label, "lead": self.lead, "fs": self.fs, "stats": self.stats,
+                                    "beats_s": [round(b / self.fs, 3) for b in self.beats.tolist()],
+                                    "saliency": [round(float(v), 3) for v in self.saliency],
+                                    "windows": self.windows, "saliency_note": f"{LOOKED_NOTE}, per beat"}
 
 
-@dataclass(frozen=True)
-class SegmentationResult(_Provenanced):
+@dataclass(frozen=True, kw_only=True)
+class SegmentationResult(Result):
     """A mask on the source pixel grid, with the probability map it was thresholded from."""
 
-    provenance: Provenance
-    source: str
-    input_sha256: str
     probability: np.ndarray  # (H, W) float32 in [0, 1], source grid
     thresholds: dict  # label -> threshold applied to the probability
-    timings_ms: dict
     tiles: int = 1
-    input_meta: dict = field(default_factory=dict)
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    saves: ClassVar[tuple] = ("mask",)
+    sr_procedure: ClassVar[tuple | None] = None  # a mask is saved as DICOM SEG
 
     @property
     def label(self) -> str:
@@ -157,7 +263,25 @@ class SegmentationResult(_Provenanced):
 
         return dice(self.mask, reference)
 
+    def headline(self) -> str:
+        return f"{self.label}: {self.mask.mean() * 100:.1f} % of the image"
+
+    def detail_lines(self) -> list[str]:
+        return [f"{self.label}: {self.mask.mean() * 100:.1f} % of {self.mask.shape[1]} x {self.mask.shape[0]} pixels "
+                f"(probability >= {self.thresholds[self.label]:.2f}; {self.tiles} tiles)"]
+
+    def overlay(self) -> Overlay:
+        return Overlay("mask", self.mask, f"Overlay: the model's mask (probability >= {self.thresholds[self.label]:.2f}).")
+
     def to_dict(self) -> dict:
-        return self._common() | {"label": self.label, "threshold": self.thresholds[self.label],
-                                 "mask_shape": list(self.mask.shape), "mask_fraction": round(float(self.mask.mean()), 5),
-                                 "tiles": self.tiles}
+        return super().to_dict() | {"label": self.label, "threshold": self.thresholds[self.label],
+                                    "mask_shape": list(self.mask.shape),
+                                    "mask_fraction": round(float(self.mask.mean()), 5), "tiles": self.tiles}
+
+    def save_outputs(self, folder: Path, source_path: str | None = None) -> dict[str, Path]:
+        """The mask as DICOM SEG for a DICOM study (referencing it), else as a PNG."""
+        from . import outputs
+
+        if self.input_meta.get("SOPInstanceUID") and source_path:
+            return {"mask_file": outputs.save_dicom_seg(self, source_path, Path(folder))}
+        return {"mask_file": outputs.save_mask_png(self, Path(folder))}

@@ -47,19 +47,23 @@ def run_worker(cfg: dict) -> dict:
     raise RuntimeError((proc.stderr or proc.stdout).strip().splitlines()[-1] if (proc.stderr or proc.stdout) else "no output")
 
 
-def default_study(task: str = "classification") -> str | None:
-    """A real DICOM for end-to-end timing: the RG1 chest radiograph (1955x1841 CR) for images,
-    pydicom's 10-s 12-lead waveform for ECGs."""
+def default_study(model_id: str, task: str) -> str | None:
+    """A real study for end-to-end timing: the model's own demo study (a DICOM where there is
+    one), else by study kind the RG1 chest radiograph (1955x1841 CR) or pydicom's 10-s 12-lead
+    waveform."""
+    from medexport.engine.tasks import task_class
     from medexport.models.data import pydicom_data
 
-    if task == "ecg_rhythm":
+    from .demo import demo_studies
+
+    own = demo_studies().get(model_id, [])
+    dicom = [s for s in own if s.endswith(".dcm")]
+    if dicom or own:
+        return (dicom or own)[0]
+    if task_class(task).study_kind == "ecg":
         from pydicom.data import get_testdata_file
 
         return get_testdata_file("waveform_ecg.dcm")
-    if task == "segmentation":
-        from medexport.models.data import shared_data
-
-        return str(shared_data() / "segmentation" / "isbi2012-em" / "image" / "24.png")
     root = pydicom_data()
     return str(root / "RG1_UNCI.dcm") if root and (root / "RG1_UNCI.dcm").is_file() else None
 
@@ -87,7 +91,7 @@ def _measure(row: Row, cfg: dict, emit) -> Row:
 
 def _bench_bundle(path, targets, precisions, data, batch, threads, study, emit) -> list[Row]:
     manifest, _, root = read_manifest(path)
-    study = study or default_study(manifest.task)
+    study = study or default_study(manifest.model_id, manifest.task)
     rows = []
     for a in manifest.artifacts:
         if (targets and a.target not in targets) or (precisions and a.precision not in precisions):
@@ -104,7 +108,7 @@ def _bench_model(name, work: Path, targets, precisions, data, batch, threads, st
     from medexport.models.registry import get_config
 
     config = get_config(name)
-    study = study or default_study(config.task)
+    study = study or default_study(config.name, config.task)
     calib = default_data(config, "calib")
     val_list = [data] if data else default_data(config, "val")
     torch_cfg = {"torch": True, "model": name, "batch": batch, "threads": threads, "study": study}

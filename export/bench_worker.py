@@ -58,7 +58,8 @@ def bench_bundle(cfg: dict) -> dict:
     if cfg.get("study"):
         e2e = timed(lambda: model.predict(cfg["study"]), min_iters=10)
         out["e2e_p50_ms"] = float(np.median(e2e))
-        feeds, _ = model.task.preprocess(model.task.read(cfg["study"]))
+        options = model.task.options()
+        feeds, _ = model.task.preprocess(model.task.read(cfg["study"], options), options)
         out["items_per_study"] = int(len(next(iter(feeds.values()))))  # tiles or beat windows per study
     if cfg.get("data"):
         out["metric"] = _metric(model.scores, model.manifest, cfg["data"])
@@ -92,7 +93,7 @@ def bench_torch(cfg: dict) -> dict:
     lat = timed(lambda: run(one))
     thr = timed(lambda: run(many), min_iters=10)
     out = {"load_cold_s": None, "load_warm_s": None, **summary(lat, thr, cfg["batch"]), "batch": cfg["batch"]}
-    if cfg.get("study") and config.task == "classification":
+    if cfg.get("study") and config.preprocess.get("kind", "image") == "image":  # torch path: one resized image
         spec = ImagePreprocess(**config.preprocess)
 
         def e2e():
@@ -105,14 +106,16 @@ def bench_torch(cfg: dict) -> dict:
 
 def _metric(scores_fn, manifest, data) -> float | None:
     """The task's guarded metric (AUROC, macro F1 or Dice) of this artifact on labelled data."""
+    from medexport.engine.tasks import task_class
     from medexport.export.datasets import load_dataset
-    from medexport.export.steps.validate import guarded_metric
+    from medexport.export.guards import guard_class
 
     ds = load_dataset(data, manifest.preprocess, labels=manifest.labels)
     if ds.labels is None:
         return None
-    return guarded_metric(manifest.task, ds, scores_fn(ds.inputs), manifest.labels, manifest.postprocess,
-                          manifest.preprocess)
+    guard = guard_class(task_class(manifest.task), manifest.postprocess)(manifest.labels, manifest.postprocess,
+                                                                         manifest.preprocess)
+    return guard.value(ds, scores_fn(ds.inputs))
 
 
 def main() -> None:

@@ -17,17 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from medexport.engine.bundle import in_chunks, open_bundle
+from medexport.engine.bundle import in_chunks
+from medexport.engine.selftest import self_test_bundle
 from medexport.engine.errors import ConfigurationError, ValidationError
 from medexport.engine.manifest import Artifact, Manifest
 from medexport.engine.signing import sign_bundle, signing_key
-from medexport.engine.tasks import task_for
+from medexport.engine.tasks import task_class, task_for
 
 from . import source as sources
 from .datasets import Dataset, load_dataset
 from .golden import UNLIKE_PREFIX, golden_inputs
+from .guards import AurocGuard, GuardReport, guard_class
 from .steps import validate, write_bundle
-from .targets import SOURCE_TOLERANCE, TASK_METRICS, check_options, get_target
+from .steps.context import CompileContext
+from .targets import check_options, get_target
 
 
 DEFAULT_MAX_DECISION_DROP = 0.02
@@ -96,24 +99,23 @@ def build(model: str, out, options: BuildOptions, emit=print) -> Path:
     with tempfile.TemporaryDirectory(prefix="medexport-") as work:
         with log.step("load source model"):
             source = _load_source(model, Path(work), options)
-        check_options(options.targets, options.precisions, source.task, clinical=source.clinical, calib=options.calib,
-                      calib_size=options.calib_size, val=options.val, metric=options.metric,
-                      max_drop=options.max_drop, max_decision_drop=options.max_decision_drop)
+        check_options(options.targets, options.precisions, clinical=source.clinical, calib=options.calib,
+                      calib_size=options.calib_size, val=options.val, max_drop=options.max_drop,
+                      max_decision_drop=options.max_decision_drop)
+        guard_cls = guard_class(task_class(source.task), source.postprocess, options.metric)
         if "int8" in options.precisions:
-            metric, default_drop = TASK_METRICS[source.task]
-            options = replace(options, max_drop=_default(options.max_drop, default_drop),
+            options = replace(options, max_drop=_default(options.max_drop, guard_cls.default_budget),
                               max_decision_drop=_default(options.max_decision_drop, DEFAULT_MAX_DECISION_DROP))
-            log.emit(f"[build] int8 guard: {metric.upper()} may drop by at most {options.max_drop} (--max-drop)"
+            log.emit(f"[build] int8 guard: {guard_cls.name.upper()} may drop by at most {options.max_drop} (--max-drop)"
                      + (f", sensitivity and specificity at the threshold by {options.max_decision_drop} "
-                        "(--max-decision-drop)" if source.postprocess.thresholds else ""))
+                        "(--max-decision-drop)" if guard_cls is AurocGuard else ""))
+        guard = guard_cls(source.labels, source.postprocess, source.preprocess, max_drop=options.max_drop,
+                          max_decision_drop=options.max_decision_drop)
         stage = write_bundle.staging_dir(out, options.overwrite)
         try:
-            manifest = _build_into(stage, source, options, log)
+            manifest = _build_into(stage, source, options, guard, log)
             with log.step("self-test the finished bundle through the engine"):
-                for artifact in manifest.artifacts:
-                    with open_bundle(stage, backend=get_target(artifact.target).backend,
-                                     precision=artifact.precision, trust=[]) as bundle:  # not signed yet
-                        check = bundle.self_test()
+                for check in self_test_bundle(stage, trust=[]):  # not signed yet
                     log.emit(f"[build]   {check.line()}")
                     if not check.passed:
                         raise ValidationError(f"the written bundle failed its own self-test: {check.line()}")
@@ -142,7 +144,7 @@ def _load_source(model: str, work: Path, options: BuildOptions):
     return sources.from_registry(model, work)
 
 
-def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifest:
+def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> Manifest:
     with log.step("read golden inputs"):
         golden = golden_inputs(source, options.golden)
         unlike = sum(n.startswith(UNLIKE_PREFIX) for n in golden.names)
@@ -162,21 +164,21 @@ def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifes
                      "names": np.array(golden.names)}
     artifacts, reports, refused = [], {}, []
     with log.step("prepare calibration data"):
-        step_options = _step_options(options, source, task, val, log)
-    step_options["golden_inputs"] = golden.inputs
+        context = _compile_context(options, source, task, guard, val, golden, log)
     for name in options.targets:
         target = get_target(name)
         compiler = _compiler(target)
         for precision in options.precisions:
             key = f"{name}-{precision}"
             with log.step(f"compile {key}"):
-                files = compiler(source, precision, stage / key, step_options)
+                files = compiler(source, precision, stage / key,
+                                 context.with_tolerance(task.golden_tolerance[precision]))
             backend_cls = _backend(target.backend)
             with backend_cls(files, precision=precision) as runtime, log.step(f"validate {key}"):
                 run = lambda x: runtime.infer({source.input.name: x})  # noqa: E731
                 outputs = in_chunks(run, golden.inputs, source.input.shape[0])
                 scores = task.scores(outputs)
-                tolerance = SOURCE_TOLERANCE[source.task][precision]
+                tolerance = task.golden_tolerance[precision]
                 report = {"target": name, "precision": precision,
                           "golden": validate.golden_agreement(ref_scores, scores, task.disagreement(ref_scores, scores),
                                                               golden.names, tolerance, task.agreement_measure)}
@@ -184,11 +186,12 @@ def _build_into(stage: Path, source, options: BuildOptions, log: Log) -> Manifes
                 if heatmap:
                     report["golden"]["heatmap_correlation"] = validate.heatmap_correlation(
                         ref_outputs[heatmap], outputs[heatmap], ref_scores)
+                verdict = None
                 if val is not None:
-                    report["validation"] = _validation(source, val, val_ref, _scores(task, run, val.inputs, source.input),
-                                                       options)
+                    verdict = guard.report(val, val_ref, _scores(task, run, val.inputs, source.input))
+                    report["validation"] = verdict.data
             try:
-                _raise_if_failed(key, report)
+                _raise_if_failed(key, report, verdict)
             except ValidationError as exc:
                 if not options.keep_passing:
                     raise
@@ -229,33 +232,20 @@ def _draft_manifest(source, artifacts, steps=(), refused=()) -> Manifest:
                     "steps": list(steps), "refused_artifacts": list(refused)})
 
 
-def _validation(source, val: Dataset, source_rows: np.ndarray, artifact_rows: np.ndarray, options) -> dict:
-    """Item-level comparison of artifact and source on labelled data (AUROC, F1 or Dice by task)."""
-    return validate.report(source.task, val, source_rows, artifact_rows, source.labels, source.postprocess,
-                           source.preprocess, max_drop=options.max_drop, max_decision_drop=options.max_decision_drop)
-
-
 def _scores(task, run, inputs: np.ndarray, input_spec) -> np.ndarray:
     """Scores for many preprocessed inputs, chunked by the model's batch dimension."""
     return task.scores(in_chunks(run, inputs, input_spec.shape[0]))
 
 
-def _raise_if_failed(key: str, report: dict) -> None:
+def _raise_if_failed(key: str, report: dict, verdict: GuardReport | None) -> None:
     problems = []
     g = report["golden"]
     if not g["passed"]:
         problems.append(f"{len(g['over_tolerance'])} of {g['n']} golden inputs disagree with the source model beyond "
                         f"the tolerance ({g['measure']} up to {g['max_disagreement']:.2e}, tolerance {g['tolerance']:.0e}, "
                         f"worst {g['worst_item']})")
-    v = report.get("validation")
-    if v and not v["passed"] and v["metric"] == "auroc":
-        problems.append(f"on validation AUROC drops by {v['auroc_drop']:.4f} (budget {v['max_drop']}) and "
-                        f"sensitivity/specificity at the threshold by up to {v['decision_drop']:.4f} "
-                        f"(budget {v['max_decision_drop']}); {v['n_flips']} decisions flip")
-    elif v and not v["passed"]:
-        drop = v.get("f1_drop", v.get("dice_drop"))
-        problems.append(f"on validation {v['metric']} drops by {drop:.4f} (budget {v['max_drop']}); "
-                        f"{v['n_flips']} items change")
+    if verdict is not None:
+        problems += verdict.problems
     if problems:
         raise ValidationError(f"{key} failed validation: " + "; ".join(problems) + "; no bundle was written",
                               fix="raise the budget only if that is clinically acceptable, or choose another precision",
@@ -275,22 +265,21 @@ def _backend(name: str):
     return cls
 
 
-def _step_options(options: BuildOptions, source, task, val: Dataset | None, log: Log) -> dict:
-    """What compile steps may use: calibration inputs and, with --val, the guarded metric."""
-    out = {"emit": log.emit, "max_drop": options.max_drop, "metric_name": TASK_METRICS[source.task][0]}
+def _compile_context(options: BuildOptions, source, task, guard, val: Dataset | None, golden: Dataset,
+                     log: Log) -> CompileContext:
+    """What compile steps may use: golden and calibration inputs and, with --val, the guarded metric."""
+    calib = None
     if "int8" in options.precisions:
         calib = load_dataset(options.calib, source.preprocess, labels=source.labels, limit=options.calib_size or 300)
-        out["calib_inputs"] = calib.inputs
         log.emit(f"[build]   {len(calib)} calibration studies from {options.calib}")
+    metric = None
     if val is not None:
-        out["val_inputs"] = val.inputs
-
-        def val_metric(run, inputs=None) -> float:  # NNCF passes the whole validation set back
-            rows = _scores(task, run, val.inputs, source.input)
-            return validate.guarded_metric(source.task, val, rows, source.labels, source.postprocess, source.preprocess)
-
-        out["val_metric"] = val_metric
-    return out
+        def metric(run, inputs=None) -> float:  # NNCF passes the whole validation set back
+            return guard.value(val, _scores(task, run, val.inputs, source.input))
+    return CompileContext(emit=log.emit, golden_inputs=golden.inputs, golden_tolerance=0.0,
+                          calib_inputs=None if calib is None else calib.inputs,
+                          val_inputs=None if val is None else val.inputs, val_metric=metric,
+                          metric_name=guard.name, max_drop=options.max_drop)
 
 
 def _tool_versions() -> dict:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from medexport.engine.errors import ConfigurationError, MedError, ValidationError
+from medexport.engine.tasks import TASKS
 
 
 def _csv(text: str) -> list[str]:
@@ -34,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--calib", help="calibration data for int8 (folder of studies or .npz[:split[:n]])")
     b.add_argument("--calib-size", type=int, help="number of calibration studies (default 300)")
     b.add_argument("--val", help="labelled validation data: the build reports metrics and guards int8 on them")
-    b.add_argument("--metric", help="task metric for the guard (classification: auroc)")
+    b.add_argument("--metric", help="metric that guards the artifacts: auroc (findings with thresholds; the default "
+                                    "for them), f1 (argmax classes; ECG rhythm), dice (segmentation)")
     b.add_argument("--max-drop", type=float, help="largest AUROC drop allowed against the source model (int8 default 0.005)")
     b.add_argument("--max-decision-drop", type=float,
                    help="largest sensitivity/specificity drop at the operating threshold (int8 default 0.02)")
@@ -43,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
                    help="leave out an artifact that fails validation (recorded in the manifest) instead of failing")
     b.add_argument("--sign-key", help="ECDSA private key (PEM) to sign the bundle with (see 'medexport keygen')")
     g = b.add_argument_group("ONNX sources (a registered model brings its own)")
-    g.add_argument("--task", choices=["classification"])
+    g.add_argument("--task", choices=[name for name, cls in TASKS.items() if cls.from_onnx],
+                   help="what the model does (tasks a user's ONNX file can be built as)")
     g.add_argument("--labels", type=_csv, help="output labels in order, comma-separated")
     g.add_argument("--input-size", type=int, help="square input size in pixels")
     g.add_argument("--mean", type=_floats, default=(0.0,), help="normalisation mean on [0,1] pixels (default 0)")
@@ -167,7 +170,10 @@ def cmd_predict(args) -> int:
 def _write_outputs(result, path: str, args) -> dict:
     """Masks / heatmaps into --out, and Dice against --reference; returns what to report."""
     extra = {}
-    if args.reference and hasattr(result, "mask"):
+    if args.reference:
+        if "mask" not in result.saves:
+            raise ConfigurationError("--reference is a truth mask: it applies to segmentation bundles",
+                                     fix="drop --reference")
         import numpy as np
         from PIL import Image
 
@@ -178,23 +184,11 @@ def _write_outputs(result, path: str, args) -> dict:
         extra["dice_vs_reference"] = round(result.dice(truth), 4)
     if args.out:
         try:
-            extra |= _save(result, path, Path(args.out))
+            extra |= {k: str(v) for k, v in result.save_outputs(Path(args.out), path).items()}
         except OSError as exc:  # disk full, permissions: this study's outputs are lost, say so
             raise ConfigurationError(f"could not write the outputs of {path} into {args.out} ({exc.strerror})",
                                      fix="check the --out folder's free space and permissions") from None
     return extra
-
-
-def _save(result, path: str, out: Path) -> dict:
-    from medexport.engine import outputs
-
-    if hasattr(result, "mask"):
-        is_dicom = result.input_meta.get("SOPInstanceUID")
-        return {"mask_file": str(outputs.save_dicom_seg(result, path, out) if is_dicom
-                                 else outputs.save_mask_png(result, out))}
-    if getattr(result, "heatmap_grid", None) is not None:
-        return {"heatmap_file": str(outputs.save_heatmap_png(result, out))}
-    return {}
 
 
 def cmd_inspect(args) -> int:
@@ -246,20 +240,12 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_selftest(args) -> int:
-    from medexport.engine import open_bundle, read_manifest
-    from medexport.engine.backends import available_backends, get_backend
+    from medexport.engine.selftest import self_test_bundle
 
     failed = 0
     for path in args.bundles:
-        manifest, _, _ = read_manifest(path)
-        for a in manifest.artifacts:
-            backend = get_backend(a.target) if a.target in available_backends() else None
-            if backend is None:
-                print(f"SKIP {manifest.model_id} [{a.target} {a.precision}] runtime not available here")
-                continue
-            with open_bundle(path, backend=a.target, precision=a.precision) as model:
-                check = model.self_test()
-            failed += not check.passed
+        for check in self_test_bundle(path):
+            failed += not check.passed and not check.skipped
             print(check.line())
     return 1 if failed else 0
 

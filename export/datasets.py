@@ -20,6 +20,13 @@ import numpy as np
 from medexport.engine.errors import ConfigurationError, InvalidInputError
 from medexport.engine.io.image import read_image
 from medexport.engine.preprocess import image_to_tensor
+from medexport.engine.tasks import item_scores
+from medexport.engine.tasks.ecg_rhythm import EcgRhythmTask
+
+def row_weights(inputs: np.ndarray) -> np.ndarray:
+    """Beat windows (N, beats, features + mask) count by their beats; other rows equally."""
+    return EcgRhythmTask.row_weights(inputs) if inputs.ndim == 3 else np.ones(len(inputs))
+
 
 STUDY_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 ECG_SUFFIXES = (".hea", ".xml", ".dcm", ".csv")
@@ -42,16 +49,11 @@ class Dataset:
         return np.arange(len(self.inputs)) if self.groups is None else self.groups
 
     def item_scores(self, scores: np.ndarray) -> np.ndarray:
-        """Per-item scores: rows of one item averaged, weighted by valid beats for ECG windows."""
+        """Per-item scores: rows of one item averaged, weighted as the engine's task weighs them
+        (beat windows by their beats)."""
         if self.groups is None:
             return scores
-        weights = self.inputs[:, :, -1].sum(1) if self.inputs.ndim == 3 else np.ones(len(self.inputs))
-        weights = np.maximum(weights, 1e-6)
-        out = np.zeros((len(self.names), scores.shape[1]))
-        np.add.at(out, self.groups, scores * weights[:, None])
-        total = np.zeros(len(self.names))
-        np.add.at(total, self.groups, weights)
-        return out / total[:, None]
+        return item_scores(scores, self.groups, row_weights(self.inputs), len(self.names))
 
 
 def subset(total: int, limit: int | None, seed: int = 0) -> np.ndarray:

@@ -30,7 +30,7 @@ DEMOS = {
 
 
 def demo_studies() -> dict[str, list[str]]:
-    """Real studies per study kind: chest X-rays (NIH PNGs, pydicom-data CR DICOMs), ECGs
+    """Real studies per demo model: chest X-rays (NIH PNGs, pydicom-data CR DICOMs), ECGs
     (CinC 2017 records, pydicom's 12-lead DICOM), and held-out EM slices."""
     from pydicom.data import get_testdata_file
 
@@ -44,7 +44,7 @@ def demo_studies() -> dict[str, list[str]]:
     ecg = [str(root / "ecg" / "cinc2017-af" / f"{r}.hea") for r in ("A00001", "A00004")]
     ecg.append(get_testdata_file("waveform_ecg.dcm"))
     em = [str(root / "segmentation" / "isbi2012-em" / "image" / "24.png")]
-    return {"classification": images, "ecg_rhythm": ecg, "segmentation": em}
+    return {"pneumonia-cxr": images, "ecg-rhythm": ecg, "em-membrane-seg": em}
 
 
 def is_current(bundle: Path, model: str, options: dict) -> bool:
@@ -93,7 +93,7 @@ def run_headless(bundles: list[Path], studies: dict[str, list[str]]) -> int:
     for path in bundles:
         with open_bundle(path, trust=[signing_key(DEMO_SIGN_KEY)]) as model:  # the demo key's public half
             print(model.self_test().line() + f"  ({model.signature.describe()})")
-            for study in studies.get(model.manifest.task, []):
+            for study in studies.get(model.manifest.model_id, []):
                 try:
                     print(render_result(model.predict(study)))
                 except MedError as exc:
@@ -116,6 +116,6 @@ def main(folder: str, build_only: bool = False, headless: bool = False) -> int:
 
         studies = demo_studies()  # the viewer is its own program: export never imports the desktop
         return subprocess.call([sys.executable, "-m", "medexport.desktop.app", "--bundles", folder,
-                                studies["classification"][0], studies["ecg_rhythm"][0]])
+                                studies["pneumonia-cxr"][0], studies["ecg-rhythm"][0]])
     log("[demo] no display: running the viewer's pipeline headless")
     return run_headless(bundles, demo_studies())

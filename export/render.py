@@ -6,50 +6,21 @@ import json
 from medexport.engine.bundle import read_manifest
 from medexport.engine.signing import check_signature
 
+from .guards import describe_report
+
 
 def render_result(r) -> str:
-    head = f"{r.source}\n  {r.model_id} {r.model_version} [{r.backend} {r.precision}]  bundle {r.bundle_sha256[:12]}"
-    if hasattr(r, "beats"):
-        return _render_ecg(r, head)
-    if hasattr(r, "probability"):
-        return _render_segmentation(r, head)
-    lines = [head]
-    for label, score in r.scores.items():
-        mark = ""
-        if label in r.thresholds:
-            t = r.thresholds[label]
-            mark = f"  threshold {t:.3f}  -> {'POSITIVE' if score >= t else 'negative'}"
-        lines.append(f"  {label:<20} {score:7.4f}{mark}")
-    if r.heatmap_grid is not None:
-        lines.append(f"  heatmap: where the model looked for '{r.heatmap_label}' (not a localisation)")
+    """A result as the CLI prints it: provenance, the decision, the score table, the task's details."""
+    lines = [r.source, f"  {r.model_id} {r.model_version} [{r.backend} {r.precision}]  bundle {r.bundle_sha256[:12]}",
+             f"  decision: {r.headline()}"]
+    for row in r.score_rows():
+        mark = "" if row.threshold is None else \
+            f"  threshold {row.threshold:.3f}  -> {'POSITIVE' if row.hit else 'negative'}"
+        lines.append(f"  {row.label:<20} {row.score:7.4f}{mark}")
+    lines += [f"  {line}" for line in r.detail_lines()]
     t = r.timings_ms
     lines.append(f"  time {t['total']:.1f} ms (read {t['read']:.1f}, preprocess {t['preprocess']:.1f}, "
-                 f"infer {t['infer']:.1f})")
-    if r.disclaimer:
-        lines.append(f"  {r.disclaimer}")
-    return "\n".join(lines)
-
-
-def _render_segmentation(r, head: str) -> str:
-    t = r.timings_ms
-    lines = [head, f"  {r.label}: {r.mask.mean() * 100:.1f} % of {r.mask.shape[1]} x {r.mask.shape[0]} pixels "
-                   f"(probability >= {r.thresholds[r.label]:.2f}; {r.tiles} tiles)",
-             f"  time {t['total']:.1f} ms (read {t['read']:.1f}, preprocess {t['preprocess']:.1f}, infer {t['infer']:.1f})"]
-    if r.disclaimer:
-        lines.append(f"  {r.disclaimer}")
-    return "\n".join(lines)
-
-
-def _render_ecg(r, head: str) -> str:
-    st = r.stats
-    lines = [head, f"  rhythm: {r.label.upper()}   (lead {r.lead}, {len(r.beats)} beats, {r.windows} window(s))"]
-    for label, score in r.scores.items():
-        lines.append(f"  {label:<20} {score:7.4f}{'  <-' if label == r.label else ''}")
-    if st.get("heart_rate_bpm"):
-        lines.append(f"  heart rate {st['heart_rate_bpm']:.0f} bpm; RR CV {st['rr_cv']:.3f}, "
-                     f"normalised RMSSD {st['rmssd_norm']:.3f}, pNN50 {st['pnn50']:.2f}")
-    t = r.timings_ms
-    lines.append(f"  time {t['total']:.1f} ms (read {t['read']:.1f}, preprocess {t['preprocess']:.1f}, infer {t['infer']:.2f})")
+                 f"infer {t['infer']:.2f})")
     if r.disclaimer:
         lines.append(f"  {r.disclaimer}")
     return "\n".join(lines)
@@ -61,16 +32,7 @@ def inspect_bundle(path) -> tuple[str, dict]:
     signature = check_signature(root, allow_unsigned=True)  # shown, not required; a bad signature still fails
     reports = {a.key: json.loads((root / a.report).read_text()) for a in manifest.artifacts if a.report}
     pre, post = manifest.preprocess, manifest.postprocess
-    if pre.kind == "tiles":
-        pre_text = (f"greyscale display [0,1] -> tiles {pre.tile}x{pre.tile} overlapping {pre.overlap} px (no resizing) "
-                    f"-> (x - {list(pre.mean)}) / {list(pre.std)}; tiles blended back onto the source grid")
-    elif pre.kind == "ecg":
-        pre_text = (f"lead {pre.lead} (default) -> resample {pre.fs:g} Hz -> band-pass {pre.band[0]}-{pre.band[1]} Hz -> "
-                    f"R peaks ({pre.detector}) -> beats {pre.beat_window[0]}..{pre.beat_window[1]} s + RR features -> "
-                    f"windows of {pre.beats} beats (stride {pre.stride})")
-    else:
-        pre_text = (f"greyscale display [0,1] -> crop {pre.crop} -> {pre.resample} resize to {pre.size[0]}x{pre.size[1]} "
-                    f"-> (x - {list(pre.mean)}) / {list(pre.std)}")
+    pre_text = pre.describe()
     decision = (", ".join(f"{k} >= {v:.4f}" for k, v in post.thresholds.items()) if post.thresholds
                 else "argmax (no thresholds)")
     lines = [
@@ -97,7 +59,7 @@ def inspect_bundle(path) -> tuple[str, dict]:
         corr = g.get("heatmap_correlation", {}).get("mean")
         agreement = f"{g.get('max_disagreement', float('nan')):.1e} ({a.tolerance:.0e})"
         lines.append(f"{a.key:<18} {size:6.2f} {agreement:>28} "
-                     f"{'-' if corr is None else f'{corr:.3f}':>9}  {_validation_text(rep.get('validation'))}")
+                     f"{'-' if corr is None else f'{corr:.3f}':>9}  {describe_report(rep.get('validation'))}")
     for r in manifest.provenance.get("refused_artifacts", []):
         lines.append(f"{r['artifact']:<18} REFUSED at build time, not in the bundle: {r['reason']}")
     measures = {g.get("measure") for g in (r.get("golden", {}) for r in reports.values()) if g.get("measure")}
@@ -124,24 +86,3 @@ def inspect_bundle(path) -> tuple[str, dict]:
     data = {"path": str(root), "sha256": sha, "signature": signature.to_dict(), "manifest": manifest.to_dict(),
             "reports": reports}
     return "\n".join(lines), data
-
-
-def _validation_text(v: dict | None) -> str:
-    if not v:
-        return "- (build with --val to measure)"
-    if v["metric"] == "dice":
-        budget = "" if v["max_drop"] is None else f"; budget {v['max_drop']}"
-        return (f"Dice {v['source']['dice']['value']:.4f}->{v['artifact']['dice']['value']:.4f}, agreement Dice "
-                f"{v['agreement_dice']:.4f}, {v['changed_pixels'] * 100:.3f} % pixels changed, n={v['n']}{budget}")
-    if v["metric"] == "macro_f1":
-        src, art = v["source"]["macro_f1"]["value"], v["artifact"]["macro_f1"]["value"]
-        budget = "" if v["max_drop"] is None else f"; budget {v['max_drop']}"
-        return f"macro F1 {src:.4f}->{art:.4f}; {v['n_flips']} flips of {v['n']}{budget}"
-    parts = []
-    for label, m in v["per_label"].items():
-        src, art = m["source"], m["artifact"]
-        parts.append(f"{label}: AUROC {src['auroc']['value']:.4f}->{art['auroc']['value']:.4f}, "
-                     f"sens {src['sensitivity']['value']:.3f}->{art['sensitivity']['value']:.3f}, "
-                     f"spec {src['specificity']['value']:.3f}->{art['specificity']['value']:.3f}")
-    budget = "" if v["max_drop"] is None else f"; budget AUROC {v['max_drop']}, decisions {v['max_decision_drop']}"
-    return "; ".join(parts) + f"; {v['n_flips']} flips of {v['n']}{budget}"

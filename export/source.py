@@ -122,8 +122,11 @@ def from_onnx(path: Path, *, task: str | None, labels: list[str] | None, input_s
     if missing:
         raise ConfigurationError(f"building from an ONNX file needs {', '.join(missing)}",
                                  fix="e.g. --task classification --labels normal,abnormal --input-size 224")
-    if task != "classification":
-        raise ConfigurationError(f"task {task!r} is not supported for ONNX files yet", expected="classification")
+    from medexport.engine.tasks import TASKS
+
+    onnx_tasks = [name for name, cls in TASKS.items() if cls.from_onnx]
+    if task not in onnx_tasks:
+        raise ConfigurationError(f"task {task!r} is not supported for ONNX files yet", expected=" or ".join(onnx_tasks))
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)

@@ -28,7 +28,8 @@ def test_open_run_heatmap_and_pdf(qtbot, window, cxr, tmp_path):
     assert window.stack.currentWidget() is window.image and window.image.values.shape == (512, 512)
     run_and_wait(qtbot, window)
     assert window.result_panel.table.rowCount() == 2
-    assert window.image.heat is not None and window.image.heat.shape == (512, 512)
+    spec = window.image.overlay_spec
+    assert spec is not None and spec.kind == "heatmap" and spec.data.shape == (512, 512)
     shot = window.grab().toImage()
     assert shot.width() > 1000
     pdf = window.save_pdf(str(tmp_path / "r.pdf"))

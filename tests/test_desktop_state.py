@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from medexport.desktop import audit
-from medexport.desktop.state import AppState, decision_text, write_batch_csv
+from medexport.desktop.state import AppState, write_batch_csv
 from medexport.desktop.studies import open_paths
 
 
@@ -41,7 +41,7 @@ def test_model_choice_run_and_audit(state, cxr):
     state.subscribe(events.append)
     before = len(audit.read_all())
     result = state.run(state.study)
-    assert state.result_of(state.study) is result and "below threshold" in decision_text(result)
+    assert state.result_of(state.study) is result and "below threshold" in result.headline()
     entries = audit.read_all()
     assert len(entries) == before + 1
     last = entries[-1]
@@ -151,7 +151,7 @@ def test_selftest_checks_threads_runtime_files_and_audit(pneumonia_bundle, tmp_p
     monkeypatch.setenv("HOME", str(tmp_path))
     assert app.selftest([str(pneumonia_bundle.parent)]) == 0
     out = capsys.readouterr().out
-    assert "4 threads on one model, 0 of" in out and "PASS no runtime wrote under ~/intel" in out
+    assert "4 threads: 0 results differ" in out and "PASS no runtime wrote under ~/intel" in out
     assert "PASS the audit log records hashes and UIDs" in out and "FAIL" not in out
     before = app._intel_files()
     (tmp_path / "intel").mkdir()

@@ -85,3 +85,23 @@ def test_cli_commands_that_only_read_need_no_torch(command, pneumonia_bundle):
                f"from medexport.export.cli import main\nsys.exit(main({args!r}))")
     assert proc.returncode == 0, proc.stderr
     assert "pneumonia-cxr" in proc.stdout
+
+
+def test_tasks_have_one_home():
+    """No caller tells results apart by their attributes, and task names are matched only in
+    the task registry (engine/tasks): everything else asks the Task / Result objects."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    names = "|".join(["classification", "ecg_rhythm", "segmentation"])
+    compared = re.compile(rf"""[=!]=\s*["']({names})["']|["']({names})["']\s*[=!]=|in\s*\(["']({names})""")
+    offenders = []
+    for layer in ("engine", "export", "desktop", "models"):
+        for path in (repo / layer).rglob("*.py"):
+            if path.parts[-2] == "tasks":
+                continue
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if re.search(r"hasattr\((result|r|res)\b", line) or compared.search(line):
+                    offenders.append(f"{path.relative_to(repo)}:{n}: {line.strip()}")
+    assert offenders == []

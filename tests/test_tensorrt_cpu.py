@@ -22,10 +22,17 @@ def source(tmp_path_factory):
     return from_registry("pneumonia-cxr", tmp_path_factory.mktemp("src"))
 
 
+def context(**given):
+    from medexport.export.steps.context import CompileContext
+
+    return CompileContext(emit=lambda m: None, golden_inputs=np.zeros((1, 1, 28, 28), np.float32),
+                          golden_tolerance=1e-2, **given)
+
+
 def test_fp16_artifact_settings(source, tmp_path):
     from medexport.export.steps.compile_tensorrt import prepare_tensorrt
 
-    files = prepare_tensorrt(source, "fp16", tmp_path / "t", {})
+    files = prepare_tensorrt(source, "fp16", tmp_path / "t", context())
     settings = json.loads(files["build"].read_text())
     assert settings["flags"] == ["FP16"] and settings["precision"] == "fp16"
     assert settings["profiles"] == {"image": {"min": [1, 1, 28, 28], "opt": [4, 1, 28, 28], "max": [8, 1, 28, 28]}}
@@ -40,7 +47,7 @@ def test_int8_is_an_explicit_symmetric_qdq_graph(source, tmp_path, shared):
     from medexport.export.steps.compile_tensorrt import prepare_tensorrt
 
     calib = load_dataset(f"{shared}/images/pneumoniamnist_trainval.npz:train", source.preprocess, limit=64).inputs
-    files = prepare_tensorrt(source, "int8", tmp_path / "q", {"calib_inputs": calib})
+    files = prepare_tensorrt(source, "int8", tmp_path / "q", context(calib_inputs=calib))
     model = onnx.load(str(files["model"]))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     quant = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]

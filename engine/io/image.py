@@ -76,15 +76,16 @@ def _from_array(arr: np.ndarray) -> ImageStudy:
     limits.check_pixels(*arr.shape, "<array>")
     if not np.isfinite(arr).all():
         raise InvalidInputError("the array holds NaN or infinite values", expected="finite pixel values")
-    values = arr.astype(np.float32)
+    values = arr.astype(np.float32)  # one full-size copy; the scaling below works in place
     if arr.dtype == np.uint8:
-        pixels, how = values / 255.0, "uint8/255"
+        values *= np.float32(1 / 255.0)
+        pixels, how = values, "uint8/255"
     elif np.issubdtype(arr.dtype, np.floating) and values.min() >= 0 and values.max() <= 1:
         pixels, how = values, "as given (float in [0, 1])"
     else:
         pixels, how = dicom.minmax(values), "min-max"
-    digest = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
-    return ImageStudy(pixels.astype(np.float32), "<array>", "array", digest, {"scaling": how})
+    digest = hashlib.sha256(np.ascontiguousarray(arr).data).hexdigest()
+    return ImageStudy(pixels.astype(np.float32, copy=False), "<array>", "array", digest, {"scaling": how})
 
 
 def _from_picture(path: str, frame: int | None) -> ImageStudy:

@@ -1,17 +1,24 @@
-"""Tasks: preprocess(input) -> (feeds, meta) and postprocess(outputs, meta) -> result fields."""
+"""The task registry: the one place where a bundle's task name meets its behaviour."""
 from __future__ import annotations
 
 from ..errors import BundleError
+from .base import EcgOptions, ImageOptions, Task, item_scores
 from .classification import ClassificationTask
 from .ecg_rhythm import EcgRhythmTask
 from .segmentation import SegmentationTask
 
-TASKS = {"classification": ClassificationTask, "ecg_rhythm": EcgRhythmTask, "segmentation": SegmentationTask}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassificationTask, EcgRhythmTask, SegmentationTask)}
+
+__all__ = ["TASKS", "EcgOptions", "ImageOptions", "Task", "item_scores", "task_class", "task_for"]
 
 
-def task_for(manifest):
+def task_class(name: str) -> type[Task]:
     try:
-        return TASKS[manifest.task](manifest)
+        return TASKS[name]
     except KeyError:
-        raise BundleError(f"bundle task {manifest.task!r} is not supported by this engine",
+        raise BundleError(f"bundle task {name!r} is not supported by this engine",
                           expected=f"one of {sorted(TASKS)}", fix="upgrade medexport") from None
+
+
+def task_for(manifest) -> Task:
+    return task_class(manifest.task)(manifest)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compare import activate, score_disagreement
+from ..compare import activate
 from ..io.image import ImageStudy, read_image
 from ..preprocess import check_image, image_to_tensor
 from ..results import ClassificationResult
+from .base import ImageOptions, Task
 
 CAM_METHOD = "class activation map computed in the compiled graph (where the model looked; not a localisation)"
 OCCLUSION_METHOD = ("occlusion sensitivity on the compiled model: {n} extra inferences, slower "
@@ -14,18 +15,18 @@ OCCLUSION_METHOD = ("occlusion sensitivity on the compiled model: {n} extra infe
 OCCLUSION_GRID = 8
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
+    name = "classification"
+    study_kind = "image"
+    options_type = ImageOptions
     result_type = ClassificationResult
-    predict_options = ("frame", "explain")
+    metrics = ("auroc", "f1")
+    from_onnx = True
 
-    def __init__(self, manifest):
-        self.manifest = manifest
-        self.input_name = manifest.input.name
+    def read(self, source, options: ImageOptions) -> ImageStudy:
+        return read_image(source, frame=options.frame)
 
-    def read(self, source, **options) -> ImageStudy:
-        return read_image(source, frame=options.get("frame"))
-
-    def preprocess(self, study: ImageStudy) -> tuple[dict, dict]:
+    def preprocess(self, study: ImageStudy, options: ImageOptions) -> tuple[dict, dict]:
         check_image(study.pixels, self.manifest.preprocess)
         tensor, geometry = image_to_tensor(study.pixels, self.manifest.preprocess)
         return {self.input_name: tensor}, {"geometry": geometry}
@@ -40,6 +41,9 @@ class ClassificationTask:
             cam = outputs[post.heatmap_output][index][self.manifest.labels.index(label)]
             fields.update(heatmap_grid=cam, heatmap_label=label, heatmap_method=CAM_METHOD)
         return fields
+
+    def explains(self, options: ImageOptions) -> bool:
+        return options.explain
 
     def explain(self, run, feeds: dict, fields: dict) -> dict:
         """Fallback for graphs without CAM: occlude each cell of a grid, measure the score drop."""
@@ -60,13 +64,10 @@ class ClassificationTask:
         return fields | {"heatmap_grid": drop.astype(np.float32), "heatmap_label": label,
                          "heatmap_method": OCCLUSION_METHOD.format(n=g * g)}
 
-    def scores(self, outputs: dict) -> np.ndarray:
-        """(N, labels) probabilities for a batch, for validation and benchmarks."""
-        post = self.manifest.postprocess
-        return activate(outputs[post.score_output], post.activation)
-
-    disagreement = staticmethod(score_disagreement)  # per golden input, against the source model
-    agreement_measure = "largest |score difference|"
+    @classmethod
+    def default_metric(cls, postprocess) -> str:
+        """AUROC of the thresholded findings; a classifier without thresholds decides by argmax: F1."""
+        return "auroc" if postprocess.thresholds else "f1"
 
     def _heatmap_label(self, scores: dict) -> str:
         """The finding the map explains: the top positive label, else the top score."""

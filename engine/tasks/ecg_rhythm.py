@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ecg_beats
-from ..compare import activate, score_disagreement
 from ..errors import InvalidInputError
 from ..io.ecg import EcgRecord, read_ecg
 from ..results import EcgRhythmResult
+from .base import EcgOptions, Task, item_scores
 
 MIN_BEATS = 4
 
@@ -28,27 +28,29 @@ def record_windows(record: EcgRecord, spec, lead: str | None = None) -> tuple[np
     return windows, meta
 
 
-class EcgRhythmTask:
+class EcgRhythmTask(Task):
+    name = "ecg_rhythm"
+    study_kind = "ecg"
+    options_type = EcgOptions
     result_type = EcgRhythmResult
-    predict_options = ("lead", "fs")
+    metrics = ("f1",)
 
-    def __init__(self, manifest):
-        self.manifest = manifest
-        self.spec = manifest.preprocess
-        self.input_name = manifest.input.name
+    def read(self, source, options: EcgOptions) -> EcgRecord:
+        return read_ecg(source, fs=options.fs)
 
-    def read(self, source, **options) -> EcgRecord:
-        return read_ecg(source, fs=options.get("fs"))
+    def preprocess(self, record: EcgRecord, options: EcgOptions) -> tuple[dict, dict]:
+        windows, meta = record_windows(record, self.spec, options.lead)
+        return {self.input_name: windows}, meta | {"weights": self.row_weights(windows)}
 
-    def preprocess(self, record: EcgRecord, lead: str | None = None) -> tuple[dict, dict]:
-        windows, meta = record_windows(record, self.spec, lead)
-        return {self.input_name: windows}, meta
+    @staticmethod
+    def row_weights(inputs: np.ndarray) -> np.ndarray:
+        """A beat window counts by its number of beats (the last feature is the beat mask)."""
+        return inputs[:, :, -1].sum(1).astype(np.float64)
 
     def postprocess(self, outputs: dict, meta: dict) -> dict:
         post = self.manifest.postprocess
-        probs = activate(outputs[post.score_output], post.activation)  # (W, C)
-        weights = np.array([len(i) for i in meta["index"]], np.float64)
-        mean = (probs * weights[:, None]).sum(0) / weights.sum()
+        probs = self.scores(outputs)  # (W, C)
+        mean = item_scores(probs, np.zeros(len(probs), np.int64), meta["weights"], 1)[0]
         scores = {label: float(p) for label, p in zip(self.manifest.labels, mean)}
         top = int(np.argmax(mean))
         saliency = np.zeros(len(meta["peaks"]))
@@ -61,10 +63,3 @@ class EcgRhythmTask:
             saliency = saliency / saliency.max() if saliency.max() > 0 else saliency
         return {"scores": scores, "lead": meta["lead"], "fs": meta["fs"], "beats": meta["peaks"],
                 "stats": meta["stats"], "saliency": saliency.astype(np.float32), "windows": len(meta["index"])}
-
-    def scores(self, outputs: dict) -> np.ndarray:
-        post = self.manifest.postprocess
-        return activate(outputs[post.score_output], post.activation)
-
-    disagreement = staticmethod(score_disagreement)  # per golden input, against the source model
-    agreement_measure = "largest |score difference|"

@@ -4,8 +4,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .context import CompileContext
 
-def compile_onnxruntime(source, precision: str, out_dir: Path, options: dict) -> dict:
+
+def compile_onnxruntime(source, precision: str, out_dir: Path, ctx: CompileContext) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.onnx"
     if precision == "fp32":
@@ -19,7 +21,7 @@ def compile_onnxruntime(source, precision: str, out_dir: Path, options: dict) ->
         model = convert_float_to_float16(onnx.load(str(source.onnx_path)), keep_io_types=True, op_block_list=blocked)
         onnx.save(model, str(path))
     else:
-        from .quantize import quantize_onnxruntime
+        from .quantize import CPU_QDQ, quantize_onnxruntime
 
-        quantize_onnxruntime(source, path, options)
+        quantize_onnxruntime(source, path, ctx, CPU_QDQ)
     return {"model": path}

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .context import CompileContext
 
-def compile_openvino(source, precision: str, out_dir: Path, options: dict) -> dict:
+
+def compile_openvino(source, precision: str, out_dir: Path, ctx: CompileContext) -> dict:
     import openvino as ov
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -12,7 +14,7 @@ def compile_openvino(source, precision: str, out_dir: Path, options: dict) -> di
     if precision == "int8":
         from .quantize import quantize_openvino
 
-        model = quantize_openvino(model, source, options)
+        model = quantize_openvino(model, source, ctx)
     xml = out_dir / "model.xml"
     # fp16 stores weights in half precision (CPUs without native fp16 compute in f32)
     ov.save_model(model, str(xml), compress_to_fp16=(precision == "fp16"))

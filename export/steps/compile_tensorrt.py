@@ -14,6 +14,8 @@ from pathlib import Path
 
 from medexport.engine.backends.tensorrt import TensorRTBackend
 
+from .context import CompileContext
+
 FP16_OVERFLOW_LAYERS = ("SOFTMAX", "REDUCE", "NORMALIZATION", "UNARY")  # pinned to FP32 when FP16 misses
 
 
@@ -30,14 +32,14 @@ def build_settings(source, precision: str, *, max_batch: int = 8, fp32_layer_typ
             "fp32_layer_types": list(fp32_layer_types), "explicit_quantization": precision == "int8"}
 
 
-def prepare_tensorrt(source, precision: str, out_dir: Path, options: dict, *, fp32_layer_types=()) -> dict:
+def prepare_tensorrt(source, precision: str, out_dir: Path, ctx: CompileContext, *, fp32_layer_types=()) -> dict:
     """Write model.onnx (QDQ for int8) and build.json; return the artifact's files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model = out_dir / "model.onnx"
     if precision == "int8":
-        from .quantize import quantize_onnxruntime
+        from .quantize import TENSORRT_QDQ, quantize_onnxruntime
 
-        quantize_onnxruntime(source, model, options, tensorrt=True)
+        quantize_onnxruntime(source, model, ctx, TENSORRT_QDQ)
     else:
         shutil.copyfile(source.onnx_path, model)
     settings = build_settings(source, precision, fp32_layer_types=fp32_layer_types)
@@ -46,20 +48,20 @@ def prepare_tensorrt(source, precision: str, out_dir: Path, options: dict, *, fp
     return {"model": model, "build": out_dir / "build.json"}
 
 
-def compile_tensorrt(source, precision: str, out_dir: Path, options: dict) -> dict:
+def compile_tensorrt(source, precision: str, out_dir: Path, ctx: CompileContext) -> dict:
     """Prepare, then build and check the engine here; FP16 that misses pins overflow-prone layers to FP32."""
     TensorRTBackend.require()
-    files = prepare_tensorrt(source, precision, out_dir, options)
-    if precision != "fp16" or "golden_inputs" not in options:
+    files = prepare_tensorrt(source, precision, out_dir, ctx)
+    if precision != "fp16":
         return files
     import numpy as np
 
     with TensorRTBackend(files, precision=precision) as runtime:
         name = source.input.name
-        out = runtime.infer({name: options["golden_inputs"]})
-    reference = source.reference(options["golden_inputs"])
+        out = runtime.infer({name: ctx.golden_inputs})
+    reference = source.reference(ctx.golden_inputs)
     worst = max(float(np.abs(out[k] - reference[k]).max()) for k in reference)
-    if worst <= options.get("fp16_tolerance", 1e-2) * 10:
+    if worst <= ctx.golden_tolerance * 10:  # raw outputs (logits): looser than the score tolerance
         return files
-    options.get("emit", print)(f"[build]   FP16 engine differs by {worst:.3g}: pinning {FP16_OVERFLOW_LAYERS} to FP32")
-    return prepare_tensorrt(source, precision, out_dir, options, fp32_layer_types=FP16_OVERFLOW_LAYERS)
+    ctx.emit(f"[build]   FP16 engine differs by {worst:.3g}: pinning {FP16_OVERFLOW_LAYERS} to FP32")
+    return prepare_tensorrt(source, precision, out_dir, ctx, fp32_layer_types=FP16_OVERFLOW_LAYERS)

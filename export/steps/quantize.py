@@ -10,11 +10,14 @@ this step only tries its best.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medexport.engine.errors import ExportError
+
+from .context import CompileContext
 
 # Classifier heads (and the CAM projection) stay in float: quantizing the last linear layer
 # shifted every score (138 of 524 decisions flipped at the operating threshold in a probe).
@@ -24,28 +27,28 @@ FLOAT_OPS_ONNX = HEAD_OPS + ("LSTM", "GRU", "RNN")
 FLOAT_OPS_OPENVINO = ("MatMul", "Einsum", "LSTMSequence", "GRUSequence", "RNNSequence", "LSTMCell", "GRUCell")
 
 
-def quantize_openvino(model, source, options: dict):
+def quantize_openvino(model, source, ctx: CompileContext):
     try:
-        return _quantize_openvino(model, source, options)
+        return _quantize_openvino(model, source, ctx)
     except Exception as exc:  # NNCF and the CPU plugin raise many kinds; report one clearly
         raise ExportError(f"OpenVINO INT8 quantization failed: {str(exc).strip().splitlines()[-1]}",
                           fix="build fp32/fp16 for OpenVINO, or try --target onnxruntime for int8") from exc
 
 
-def _quantize_openvino(model, source, options: dict):
+def _quantize_openvino(model, source, ctx: CompileContext):
     import nncf
     import openvino as ov
 
-    calib = options["calib_inputs"]
+    calib = ctx.calib_inputs
     dataset = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))])
     settings = dict(subset_size=len(calib), preset=nncf.QuantizationPreset.PERFORMANCE,
                     target_device=nncf.TargetDevice.CPU,
                     ignored_scope=nncf.IgnoredScope(types=[*FLOAT_OPS_OPENVINO, *source.int8_float_ops], validate=False))
     quantized = nncf.quantize(model, dataset, **settings)
-    metric, max_drop = options.get("val_metric"), options.get("max_drop")
+    metric, max_drop = ctx.val_metric, ctx.max_drop
     if metric is None or max_drop is None:
         return quantized
-    emit = options.get("emit", print)
+    emit = ctx.emit
     core = ov.Core()
 
     def score(m) -> float:
@@ -53,11 +56,11 @@ def _quantize_openvino(model, source, options: dict):
         return metric(lambda x: {out.get_any_name(): compiled(x)[out] for out in compiled.outputs})
 
     reference, plain = score(model), score(quantized)
-    emit(f"[build]   plain INT8 {options.get('metric_name', 'metric')} {plain:.4f} vs fp32 {reference:.4f}")
+    emit(f"[build]   plain INT8 {ctx.metric_name or 'metric'} {plain:.4f} vs fp32 {reference:.4f}")
     if reference - plain <= max_drop:
         return quantized
     emit(f"[build]   drop {reference - plain:.4f} exceeds {max_drop}: accuracy-controlled quantization")
-    val = options["val_inputs"]
+    val = ctx.val_inputs
     val_set = nncf.Dataset([val[i:i + 1] for i in range(len(val))])
 
     def validation_fn(compiled, items) -> float:
@@ -100,13 +103,29 @@ class _Reader:
         pass
 
 
-def quantize_onnxruntime(source, out: Path, options: dict, *, tensorrt: bool = False) -> None:
-    """Static QDQ INT8. For ONNX Runtime on CPU: u8 activations, s8 weights, reduce_range.
-    For TensorRT (explicit quantization): symmetric s8 activations and per-channel s8 weights."""
+@dataclass(frozen=True)
+class QdqScheme:
+    """How static QDQ INT8 is laid out for a runtime."""
+
+    name: str
+    settings: dict  # quantize_static keyword arguments
+
+
+# ONNX Runtime on CPU: u8 activations, s8 weights, per-tensor, reduce_range (AVX2 without VNNI)
+CPU_QDQ = QdqScheme("onnxruntime-cpu", {"activation_type": "QUInt8", "weight_type": "QInt8", "per_channel": False,
+                                        "reduce_range": True})
+# TensorRT explicit quantization: symmetric s8 activations and per-channel s8 weights
+TENSORRT_QDQ = QdqScheme("tensorrt", {"activation_type": "QInt8", "weight_type": "QInt8", "per_channel": True,
+                                      "reduce_range": False,
+                                      "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True}})
+
+
+def quantize_onnxruntime(source, out: Path, ctx: CompileContext, scheme: QdqScheme) -> None:
+    """Static QDQ INT8 of the source graph in ``scheme``; classifier heads and recurrent ops stay in float."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    calib = options["calib_inputs"]
+    calib = ctx.calib_inputs
     batch = source.input.shape[0] if source.input.shape[0] > 0 else 16
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -114,7 +133,7 @@ def quantize_onnxruntime(source, out: Path, options: dict, *, tensorrt: bool = F
             quant_pre_process(str(source.onnx_path), str(pre), skip_symbolic_shape=True)
         except Exception as exc:  # pre-processing is an optimisation; quantize the raw graph instead
             pre = source.onnx_path
-            options.get("emit", print)(f"[build]   ONNX pre-processing skipped ({exc})")
+            ctx.emit(f"[build]   ONNX pre-processing skipped ({exc})")
         import onnx
 
         graph = onnx.load(str(pre)).graph
@@ -122,11 +141,9 @@ def quantize_onnxruntime(source, out: Path, options: dict, *, tensorrt: bool = F
         heads = sorted(set(downstream(graph, [n.name for n in graph.node if n.op_type in HEAD_OPS]))
                        | {n.name for n in graph.node if n.op_type in exact})
         try:
-            settings = (dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                             reduce_range=False, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-                        if tensorrt else
-                        dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=False,
-                             reduce_range=True))
+            settings = dict(scheme.settings)
+            for key in ("activation_type", "weight_type"):
+                settings[key] = getattr(QuantType, settings[key])
             quantize_static(str(pre), str(out), _Reader(source.input.name, calib, batch),
                             quant_format=QuantFormat.QDQ, nodes_to_exclude=heads, **settings)
         except Exception as exc:

@@ -21,9 +21,12 @@ from medexport.engine import ecg_beats
 from medexport.engine.compare import bootstrap_ci
 from medexport.engine.io.ecg import read_ecg
 from medexport.engine.manifest import EcgPreprocess
+from medexport.engine.tasks import item_scores
+from medexport.engine.tasks.ecg_rhythm import EcgRhythmTask
 
 from ..data import shared_data
 from ..registry import create_model, get_config
+
 from .common import fmt_metric, publish, save_weights, seed_everything, stratified_split, training_environment
 
 NAME = "ecg-rhythm"
@@ -79,8 +82,7 @@ def record_probs(model, token_list, s: EcgPreprocess) -> np.ndarray:
         for tok in token_list:
             feeds, index = ecg_beats.windows(tok, s)
             probs = torch.softmax(model(torch.from_numpy(feeds)), 1).numpy()
-            w = np.array([max(len(i), 1) for i in index], np.float64)
-            out.append((probs * w[:, None]).sum(0) / w.sum())
+            out.append(item_scores(probs, np.zeros(len(probs), np.int64), EcgRhythmTask.row_weights(feeds), 1)[0])
     return np.array(out)
 
 

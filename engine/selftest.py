@@ -1,0 +1,98 @@
+"""On-target self-tests: the one loop the CLI, the viewer, the demo and the build all run.
+
+Each artifact's golden inputs are scored on this machine and compared, by the task's own
+measure, with the float source model's scores stored at build time (not with the artifact's
+own earlier outputs: that would hide a bad artifact). The same inputs scored from several
+threads at once must give the same scores.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .compare import max_abs_diff
+from .errors import BundleError
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    model_id: str
+    backend: str
+    precision: str
+    max_disagreement: float = float("nan")  # the task's measure against the source model, worst golden input
+    tolerance: float = float("nan")  # the artifact's stated tolerance for that measure
+    measure: str = ""
+    worst_item: str = ""
+    n: int = 0
+    ms_per_item: float = float("nan")
+    drift: float | None = None  # largest |score difference| against this artifact's build-time outputs
+    thread_mismatches: int = 0  # golden results that differ when threads share the model
+    threads: int = 1
+    skipped: str | None = None  # why this artifact was not run here (its runtime is missing)
+
+    @property
+    def passed(self) -> bool:
+        return self.skipped is None and self.max_disagreement <= self.tolerance and self.thread_mismatches == 0
+
+    def line(self) -> str:
+        where = f"{self.model_id} [{self.backend} {self.precision}]"
+        if self.skipped:
+            return f"SKIP {where} {self.skipped}"
+        drift = "" if self.drift is None else f", drift from build time {self.drift:.1e}"
+        threads = "" if self.threads < 2 else f", {self.threads} threads: {self.thread_mismatches} results differ"
+        return (f"{'PASS' if self.passed else 'FAIL'} {where} {self.n} golden inputs vs the source model: "
+                f"{self.measure} {self.max_disagreement:.2e} (tolerance {self.tolerance:.0e}, worst "
+                f"{self.worst_item}){drift}{threads}, {self.ms_per_item:.2f} ms/item")
+
+
+def run_self_test(model, threads: int = 4) -> SelfTest:
+    """Self-test one opened model (``Model.self_test``)."""
+    manifest = model.manifest
+    if not manifest.golden:
+        raise BundleError(f"bundle {manifest.model_id} carries no golden inputs", fix="rebuild the bundle")
+    golden = np.load(model.path / manifest.golden)
+    if "scores_source" not in golden:
+        raise BundleError("golden.npz has no source-model reference scores", fix="rebuild the bundle")
+    inputs, reference = golden["inputs"], golden["scores_source"]
+    names = golden["names"].tolist() if "names" in golden else [f"#{i}" for i in range(len(inputs))]
+    items = [inputs[i:i + 1] for i in range(len(inputs))]
+    model.scores(items[0])  # warm-up
+    start = time.perf_counter()
+    alone = [model.scores(x) for x in items]
+    ms = (time.perf_counter() - start) * 1e3 / len(items)
+    mismatches = 0
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            together = list(pool.map(model.scores, items * 2))
+        mismatches = sum(not np.array_equal(a, b) for a, b in zip(alone * 2, together))
+    scores = np.concatenate(alone)
+    per_item = model.task.disagreement(reference, scores)
+    own = golden.get(f"scores_{model.artifact.key}")
+    return SelfTest(manifest.model_id, model.backend, model.precision, float(per_item.max()),
+                    model.artifact.tolerance, model.task.agreement_measure, names[int(per_item.argmax())],
+                    len(items), ms, None if own is None else max_abs_diff(scores, own), mismatches, threads)
+
+
+def self_test_bundle(path, *, every_artifact: bool = True, threads: int = 4, **open_options) -> list[SelfTest]:
+    """Self-test a bundle: every artifact whose runtime runs here (the others come back skipped),
+    or with ``every_artifact=False`` the one ``open_bundle`` would choose."""
+    from .backends import BACKENDS
+    from .bundle import open_bundle, read_manifest
+
+    if not every_artifact:
+        with open_bundle(path, **open_options) as model:
+            return [model.self_test(threads)]
+    manifest, _, _ = read_manifest(path)
+    out = []
+    for artifact in manifest.artifacts:
+        backend = next((b for b in BACKENDS.values() if artifact.target in b.targets), None)
+        reason = "no runtime for this target" if backend is None else backend.unavailable_reason()
+        if reason:
+            out.append(SelfTest(manifest.model_id, artifact.target, artifact.precision, skipped=reason))
+            continue
+        with open_bundle(path, backend=backend.name, precision=artifact.precision, **open_options) as model:
+            out.append(model.self_test(threads))
+    return out
