@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayo
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from medexport.engine import MedError
+from medexport.engine.studies import write_batch_csv
 
 from . import qt_dialogs
 from .imaging import CT_PRESETS, window_to_uint8
@@ -19,7 +20,7 @@ from .qt_ecg import EcgView
 from .qt_image import ImageView, to_qimage
 from .qt_panels import ModelPanel, ResultPanel
 from .qt_worker import RunWorker
-from .state import AppState, recent_paths, write_batch_csv
+from .state import AppState, recent_paths
 
 
 class MainWindow(QMainWindow):

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Callable
 
 from medexport.engine import MedError, open_bundle, read_manifest
+from medexport.engine.studies import Study, batch_row, open_paths
 
 from . import audit
 from .catalog import BundleEntry, default_folders, find_bundles
-from .studies import Study, open_paths
 from .trust import open_options
 
 
@@ -154,15 +154,6 @@ class AppState:
         self._models.clear()
 
 
-def batch_row(study: Study, result, error: str | None) -> dict:
-    row = {"file": Path(study.path).name, "path": study.path, "kind": study.kind, "error": error or ""}
-    if result is not None:
-        row.update(model=f"{result.model_id} {result.model_version}", runtime=f"{result.backend} {result.precision}",
-                   decision=result.headline(), input_sha256=result.input_sha256)
-        row.update({f"score_{k}": round(float(v), 4) for k, v in result.scores.items()})
-    return row
-
-
 RECENT_MAX = 10
 
 
@@ -181,17 +172,3 @@ def recent_paths(stored, add: str | None = None) -> list[str]:
     if add is not None:
         paths = [add, *(p for p in paths if p != add)]
     return list(dict.fromkeys(paths))[:RECENT_MAX]
-
-
-def write_batch_csv(rows: list[dict], path: Path) -> Path:
-    import csv
-    import io
-
-    from medexport.engine.atomic import write_new
-
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_new(path, buf.getvalue().encode())

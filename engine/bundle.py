@@ -100,6 +100,10 @@ def _bundle_dir(path: Path) -> Path:
                               fix="point to the bundle folder itself")
         return path
     if path.is_file():
+        if path.suffix.lower() == ".onnx":
+            raise BundleError(f"{path} is an ONNX model, not a bundle", expected="a bundle folder or .zip",
+                              fix=f"build a bundle from it first: medexport build {path} --task classification "
+                                  f"--labels ... -o bundles/{path.stem}")
         if not zipfile.is_zipfile(path):
             raise BundleError(f"{path} is neither a bundle folder nor a zip file", expected="a bundle folder or .zip",
                               fix="point to the bundle folder or the .zip that 'medexport build' wrote")

@@ -63,6 +63,8 @@ class BuildOptions:
     activation: str | None = None
     threshold: float = 0.5
     model_id: str | None = None
+    version: str | None = None
+    intended_use: str | None = None
 
 
 class Log:
@@ -135,9 +137,11 @@ def _load_source(model: str, work: Path, options: BuildOptions):
         return sources.from_onnx(Path(model), task=options.task, labels=options.labels,
                                  input_size=options.input_size, mean=options.mean, std=options.std,
                                  activation=options.activation, threshold=options.threshold,
-                                 model_id=options.model_id)
+                                 model_id=options.model_id, version=options.version,
+                                 intended_use=options.intended_use, workdir=work)
     given = [f for f, v in (("--task", options.task), ("--labels", options.labels),
-                            ("--input-size", options.input_size)) if v]
+                            ("--input-size", options.input_size), ("--version", options.version),
+                            ("--intended-use", options.intended_use)) if v]
     if given:
         raise ConfigurationError(f"{', '.join(given)} only apply to ONNX files; {model!r} is a registered model "
                                  "with its own settings", fix=f"drop {', '.join(given)}")

@@ -18,6 +18,11 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _names(text: str) -> list[str]:
+    """Comma-separated target or precision names; case does not matter (INT8 is int8)."""
+    return [t.lower() for t in _csv(text)]
+
+
 def _floats(text: str) -> tuple:
     return tuple(float(t) for t in _csv(text))
 
@@ -29,8 +34,11 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a bundle from a registered model or an .onnx file")
     b.add_argument("model", help="registered model name (see 'medexport models') or path to an .onnx file")
     b.add_argument("-o", "--out", required=True, help="bundle folder to write (or a .zip)")
-    b.add_argument("--target", type=_csv, required=True, help="openvino, onnxruntime, tensorrt (comma-separated)")
-    b.add_argument("--precision", type=_csv, default=["fp32"], help="fp32, fp16, int8 (comma-separated; default fp32)")
+    b.add_argument("--target", "--targets", dest="target", type=_names, default=["auto"],
+                   help="openvino, onnxruntime, tensorrt (comma-separated), or auto: the one 'medexport doctor' "
+                        "says builds and runs best here (default)")
+    b.add_argument("--precision", "--precisions", dest="precision", type=_names, default=["fp32"],
+                   help="fp32, fp16, int8 (comma-separated; default fp32)")
     b.add_argument("--golden", help="studies for on-target self-checks (default: shared real chest X-rays)")
     b.add_argument("--calib", help="calibration data for int8 (folder of studies or .npz[:split[:n]])")
     b.add_argument("--calib-size", type=int, help="number of calibration studies (default 300)")
@@ -53,13 +61,16 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--std", type=_floats, default=(1.0,), help="normalisation std (default 1)")
     g.add_argument("--activation", choices=["softmax", "sigmoid"], help="default: softmax for >1 label")
     g.add_argument("--threshold", type=float, default=0.5, help="operating threshold (default 0.5)")
-    g.add_argument("--model-id", help="model id in the bundle (default: the file name)")
+    g.add_argument("--model-id", "--name", dest="model_id", help="model id in the bundle (default: the file name)")
+    g.add_argument("--version", help="model version in the bundle (default 0.0.0)")
+    g.add_argument("--intended-use", help="what the model is for and on which studies (shown by inspect and the viewer)")
 
     r = sub.add_parser("predict", help="run studies through a bundle")
-    r.add_argument("bundle")
-    r.add_argument("inputs", nargs="+", help="DICOM, PNG or JPEG files")
-    r.add_argument("--backend", default="auto", help="auto, openvino, onnxruntime")
-    r.add_argument("--precision", default="auto", help="auto, fp32, fp16, int8")
+    r.add_argument("bundle", help="bundle folder or .zip")
+    r.add_argument("inputs", nargs="+", help="studies: DICOM, PNG/JPEG, ECG files (WFDB .hea, aECG .xml, CSV), or "
+                                             "folders (searched recursively, DICOM grouped by series)")
+    r.add_argument("--backend", default="auto", type=str.lower, help="auto, openvino, onnxruntime, tensorrt")
+    r.add_argument("--precision", default="auto", type=str.lower, help="auto, fp32, fp16, int8")
     r.add_argument("--frame", type=int, help="frame of a multi-frame DICOM")
     r.add_argument("--lead", help="ECG lead to analyse (default: the bundle's, usually II)")
     r.add_argument("--fs", type=float, help="sampling rate of a CSV ECG without one")
@@ -67,34 +78,38 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="folder for outputs: masks (PNG, or DICOM SEG for DICOM input), heatmaps (PNG)")
     r.add_argument("--reference", help="segmentation: a truth mask (PNG, foreground > 0) to report Dice against")
     r.add_argument("--json", action="store_true", help="print results as JSON")
+    r.add_argument("--csv", help="also write one row per study (file, decision, scores, error, backend, precision, "
+                                 "times) to this new CSV file")
 
     i = sub.add_parser("inspect", help="show a bundle's manifest, card, artifacts and validation")
-    i.add_argument("bundle")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("bundle", help="bundle folder or .zip")
+    i.add_argument("--json", action="store_true", help="print the manifest and reports as JSON")
 
     v = sub.add_parser("verify", help="check a bundle's checksums and its signature against trusted keys")
     v.add_argument("bundles", nargs="+", help="bundle folders or .zip files")
     v.add_argument("--trust", action="append",
                    help="public key, certificate or folder of them (repeatable; default $MEDEXPORT_TRUST, "
                         "else $MEDEXPORT_HOME/trust)")
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--json", action="store_true", help="print the verdicts as JSON")
 
     k = sub.add_parser("keygen", help="create an ECDSA P-256 key pair for signing bundles")
     k.add_argument("-o", "--out", required=True, help="folder for NAME.key.pem (private) and NAME.pub.pem (public)")
     k.add_argument("--name", default="medexport-signing", help="file name stem (default medexport-signing)")
 
     s = sub.add_parser("selftest", help="verify checksums and run golden inputs on every artifact that runs here")
-    s.add_argument("bundles", nargs="+")
+    s.add_argument("bundles", nargs="+", help="bundle folders or .zip files")
 
     d = sub.add_parser("doctor", help="what this machine has and which targets it can build and run")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="print the report as JSON")
 
     sub.add_parser("models", help="list registered models")
 
     be = sub.add_parser("bench", help="benchmark every target x precision side by side (+ torch eager)")
     be.add_argument("items", nargs="+", help="registered model names and/or bundle folders")
-    be.add_argument("--targets", type=_csv, default=["openvino", "onnxruntime"])
-    be.add_argument("--precisions", type=_csv, default=["fp32", "fp16", "int8"])
+    be.add_argument("--target", "--targets", dest="targets", type=_names, default=["openvino", "onnxruntime"],
+                    help="targets to measure (comma-separated; default openvino,onnxruntime)")
+    be.add_argument("--precision", "--precisions", dest="precisions", type=_names, default=["fp32", "fp16", "int8"],
+                    help="precisions to measure (comma-separated; default fp32,fp16,int8)")
     be.add_argument("--data", help="labelled data for the metric column (default: the model's validation data)")
     be.add_argument("--batch", type=int, default=8, help="batch size for the throughput column")
     be.add_argument("--threads", type=int, help="inference threads (default: all cores)")
@@ -103,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="build the demo bundles, then open the viewer (headless: print results)")
     m.add_argument("--bundles", default="bundles", help="folder for the demo bundles (default ./bundles)")
-    m.add_argument("--build-only", action="store_true")
+    m.add_argument("--build-only", action="store_true", help="build (or check) the demo bundles, open nothing")
     m.add_argument("--headless", action="store_true", help="print results even when a display exists")
     return p
 
@@ -112,11 +127,6 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0
-    except ValidationError as exc:
-        if exc.report:
-            print(json.dumps(exc.report, indent=2, default=str), file=sys.stderr)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except MedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -128,43 +138,120 @@ def main(argv=None) -> int:
 def cmd_build(args) -> int:
     from .build import BuildOptions, build
 
-    options = BuildOptions(targets=args.target, precisions=args.precision, golden=args.golden, calib=args.calib,
+    targets = args.target
+    if "auto" in targets:
+        from .doctor import best_target
+
+        targets = list(dict.fromkeys(best_target() if t == "auto" else t for t in targets))
+        print(f"[build] --target auto: {', '.join(targets)} (what 'medexport doctor' says runs best here)",
+              file=sys.stderr)
+    options = BuildOptions(targets=targets, precisions=args.precision, golden=args.golden, calib=args.calib,
                            calib_size=args.calib_size, val=args.val, metric=args.metric, max_drop=args.max_drop, max_decision_drop=args.max_decision_drop,
                            overwrite=args.overwrite, keep_passing=args.keep_passing, sign_key=args.sign_key, task=args.task, labels=args.labels,
                            input_size=args.input_size, mean=args.mean, std=args.std, activation=args.activation,
-                           threshold=args.threshold, model_id=args.model_id)
-    build(args.model, args.out, options, emit=lambda m: print(m, file=sys.stderr, flush=True))
+                           threshold=args.threshold, model_id=args.model_id, version=args.version,
+                           intended_use=args.intended_use)
+    try:
+        path = build(args.model, args.out, options, emit=lambda m: print(m, file=sys.stderr, flush=True))
+    except ValidationError as exc:  # the whole report goes to a file; the error stays one line
+        if exc.report:
+            from medexport.engine.atomic import write_new
+
+            out = Path(args.out)
+            saved = write_new(out.with_name(out.name + ".refused-report.json"),
+                              json.dumps(exc.report, indent=2, default=str).encode())
+            print(f"the full validation report (every flipped case): {saved}", file=sys.stderr)
+        raise
+    from medexport.engine.bundle import read_manifest
+
+    from .render import artifact_table, read_reports
+
+    manifest, _, root = read_manifest(path)
+    print("\n".join(artifact_table(manifest, root, read_reports(manifest, root))))
     return 0
 
 
 def cmd_predict(args) -> int:
     from medexport.engine import open_bundle
+    from medexport.engine.studies import batch_row, write_batch_csv
 
     from .render import render_result
 
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigurationError(f"--out {args.out} is a file", expected="a folder for masks and heatmaps",
                                  fix="give a folder path (it is created if missing)")
-    failures, results = 0, []
+    failures, results, rows = 0, [], []
     with open_bundle(args.bundle, backend=args.backend, precision=args.precision) as model:
-        for path in args.inputs:
+        studies, skipped = _studies(args.inputs, model.task.study_kind)
+        if skipped:
+            print(f"skipped {skipped} file(s) in the folder(s) that are not {model.task.study_kind} studies",
+                  file=sys.stderr)
+        progress = _Progress(len(studies), enabled=args.csv is not None or len(studies) > 1)
+        for study in studies:
+            progress.step(study.path)
+            result, error = None, None
             try:
-                result = model.predict(path, frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain)
-                extra = _write_outputs(result, path, args)
+                result = model.predict(study.path, frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain)
+                extra = _write_outputs(result, study.path, args)
             except MedError as exc:  # one bad study must not hide the others' results
+                result, error = None, str(exc)
+            rows.append(batch_row(study, result, error))
+            if error is not None:
                 failures += 1
-                results.append({"source": path, "error": str(exc)})
+                results.append({"source": study.path, "error": error})
                 if not args.json:
-                    print(f"{path}: error: {exc}", file=sys.stderr)
+                    progress.clear()
+                    print(f"{study.path}: error: {error}", file=sys.stderr)
                 continue
             results.append(result.to_dict() | extra)
             if not args.json:
+                progress.clear()
                 print(render_result(result))
                 for key, value in extra.items():
                     print(f"  {key}: {value}")
+        progress.clear()
     if args.json:
         print(json.dumps(results, indent=2))
+    if args.csv:
+        print(f"wrote {write_batch_csv(rows, Path(args.csv))} ({len(rows)} studies, {failures} failed)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _studies(inputs: list[str], kind: str) -> tuple[list, int]:
+    """Files as given (a file the model cannot read gets its own clear error), folders walked
+    recursively with DICOM grouped by series, keeping the studies this bundle reads."""
+    from medexport.engine.studies import Study, open_paths
+
+    studies, skipped = [], 0
+    for item in inputs:
+        if Path(item).is_dir():
+            found, _ = open_paths([item])
+            studies += [s for s in found if s.kind == kind]
+            skipped += sum(s.kind != kind for s in found)
+        else:
+            studies.append(Study(item, kind, Path(item).name))
+    return studies, skipped
+
+
+class _Progress:
+    """'[12/100] file' on stderr while a batch runs, when stderr is a terminal."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done = total, 0
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def step(self, name: str) -> None:
+        self.done += 1
+        if self.enabled:
+            width = 30
+            filled = width * self.done // max(self.total, 1)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {Path(name).name[:40]:<40}")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 90 + "\r")
+            sys.stderr.flush()
 
 
 def _write_outputs(result, path: str, args) -> dict:

@@ -68,6 +68,19 @@ def target_status() -> dict:
     return status
 
 
+def best_target() -> str:
+    """The target that builds and runs best here: TensorRT on an NVIDIA GPU with TensorRT, else
+    OpenVINO, else ONNX Runtime (the order of export/targets.py)."""
+    status = target_status()
+    runnable = [name for name, s in status.items() if s["build"] and s["run"]]
+    if not runnable:
+        from medexport.engine.errors import BackendUnavailableError
+
+        raise BackendUnavailableError("no target can be built and run on this machine",
+                                      fix="pip install 'medexport[openvino]' or 'medexport[onnxruntime]'")
+    return runnable[0]
+
+
 def report() -> dict:
     return {"cpu": cpu_info(), "gpu": gpu_info(), "python": platform.python_version(),
             "platform": platform.platform(), "packages": package_versions(), "targets": target_status()}

@@ -26,11 +26,37 @@ def render_result(r) -> str:
     return "\n".join(lines)
 
 
+def artifact_table(manifest, root, reports: dict) -> list[str]:
+    """One line per artifact (size, worst golden disagreement vs tolerance, heatmap agreement,
+    validation), then the refused ones: what ``inspect`` and the end of ``build`` print."""
+    lines = [f"{'artifact':<18} {'MB':>6} {'golden vs source (tolerance)':>28} {'heatmap r':>9}  "
+             "validation (source -> artifact)"]
+    for a in manifest.artifacts:
+        size = sum((root / p).stat().st_size for p in a.files.values()) / 1e6
+        rep = reports.get(a.key, {})
+        g = rep.get("golden", {})
+        corr = g.get("heatmap_correlation", {}).get("mean")
+        agreement = f"{g.get('max_disagreement', float('nan')):.1e} ({a.tolerance:.0e})"
+        lines.append(f"{a.key:<18} {size:6.2f} {agreement:>28} "
+                     f"{'-' if corr is None else f'{corr:.3f}':>9}  {describe_report(rep.get('validation'))}")
+    for r in manifest.provenance.get("refused_artifacts", []):
+        lines.append(f"{r['artifact']:<18} REFUSED at build time, not in the bundle: {r['reason']}")
+    measures = {g.get("measure") for g in (r.get("golden", {}) for r in reports.values()) if g.get("measure")}
+    if measures:
+        lines.append(f"golden vs source: {', '.join(sorted(measures))} on every golden input "
+                     "(studies unlike the training data included), against the float source model")
+    return lines
+
+
+def read_reports(manifest, root) -> dict:
+    return {a.key: json.loads((root / a.report).read_text()) for a in manifest.artifacts if a.report}
+
+
 def inspect_bundle(path) -> tuple[str, dict]:
     """Verify checksums, then describe the bundle: model, I/O, pre/post-processing, artifacts, validation."""
     manifest, sha, root = read_manifest(path, verify=True)
     signature = check_signature(root, allow_unsigned=True)  # shown, not required; a bad signature still fails
-    reports = {a.key: json.loads((root / a.report).read_text()) for a in manifest.artifacts if a.report}
+    reports = read_reports(manifest, root)
     pre, post = manifest.preprocess, manifest.postprocess
     pre_text = pre.describe()
     decision = (", ".join(f"{k} >= {v:.4f}" for k, v in post.thresholds.items()) if post.thresholds
@@ -50,22 +76,8 @@ def inspect_bundle(path) -> tuple[str, dict]:
         f"built      {manifest.provenance.get('built_at')} on {manifest.provenance.get('machine', {}).get('processor')}",
         "tools      " + ", ".join(f"{k} {v}" for k, v in manifest.provenance.get("tools", {}).items()),
         "",
-        f"{'artifact':<18} {'MB':>6} {'golden vs source (tolerance)':>28} {'heatmap r':>9}  validation (source -> artifact)",
+        *artifact_table(manifest, root, reports),
     ]
-    for a in manifest.artifacts:
-        size = sum((root / p).stat().st_size for p in a.files.values()) / 1e6
-        rep = reports.get(a.key, {})
-        g = rep.get("golden", {})
-        corr = g.get("heatmap_correlation", {}).get("mean")
-        agreement = f"{g.get('max_disagreement', float('nan')):.1e} ({a.tolerance:.0e})"
-        lines.append(f"{a.key:<18} {size:6.2f} {agreement:>28} "
-                     f"{'-' if corr is None else f'{corr:.3f}':>9}  {describe_report(rep.get('validation'))}")
-    for r in manifest.provenance.get("refused_artifacts", []):
-        lines.append(f"{r['artifact']:<18} REFUSED at build time, not in the bundle: {r['reason']}")
-    measures = {g.get("measure") for g in (r.get("golden", {}) for r in reports.values()) if g.get("measure")}
-    if measures:
-        lines.append(f"golden vs source: {', '.join(sorted(measures))} on every golden input "
-                     "(studies unlike the training data included), against the float source model")
     training = manifest.provenance.get("training") or {}
     if training.get("held_out"):
         h = training["held_out"]

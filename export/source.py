@@ -111,26 +111,22 @@ def _untrained_card(config) -> str:
 
 def from_onnx(path: Path, *, task: str | None, labels: list[str] | None, input_size: int | None,
               mean: tuple = (0.0,), std: tuple = (1.0,), activation: str | None = None,
-              threshold: float = 0.5, model_id: str | None = None, version: str = "0.0.0") -> Source:
-    """A user's ONNX classifier. Everything the file cannot tell us must be given explicitly."""
+              threshold: float = 0.5, model_id: str | None = None, version: str | None = None,
+              intended_use: str | None = None, workdir: Path | None = None) -> Source:
+    """A user's ONNX classifier. What the file tells (input size, labels in its metadata, external
+    weight files) is read from it; the rest must be given explicitly."""
     import onnx
 
     path = Path(path)
     if not path.is_file():
         raise ConfigurationError(f"{path} does not exist", fix="give a registered model name or an .onnx path")
-    missing = [flag for flag, v in (("--task", task), ("--labels", labels), ("--input-size", input_size)) if not v]
-    if missing:
-        raise ConfigurationError(f"building from an ONNX file needs {', '.join(missing)}",
-                                 fix="e.g. --task classification --labels normal,abnormal --input-size 224")
-    from medexport.engine.tasks import TASKS
-
-    onnx_tasks = [name for name, cls in TASKS.items() if cls.from_onnx]
-    if task not in onnx_tasks:
-        raise ConfigurationError(f"task {task!r} is not supported for ONNX files yet", expected=" or ".join(onnx_tasks))
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path))  # external weight files (model.onnx.data) are read from beside it
         onnx.checker.check_model(model)
-    except Exception as exc:
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path} or its external weight file could not be read ({exc})",
+                          fix="keep the .onnx and its .data file together in one folder") from None
+    except Exception as exc:  # onnx raises its own checker/protobuf errors
         raise ExportError(f"{path} is not a valid ONNX model ({exc})", fix="re-export it from its framework") from None
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if len(inputs) != 1:
@@ -138,6 +134,19 @@ def from_onnx(path: Path, *, task: str | None, labels: list[str] | None, input_s
     dims = [d.dim_value if d.dim_value > 0 else -1 for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 4:
         raise ConfigurationError(f"{path} input {inputs[0].name!r} has rank {len(dims)}", expected="rank 4 (N, C, H, W)")
+    if input_size is None and dims[2] > 0 and dims[2] == dims[3]:
+        input_size = dims[2]  # the model's own fixed square input
+    labels = labels or _metadata_labels(model)
+    from medexport.engine.tasks import TASKS
+
+    onnx_tasks = [name for name, cls in TASKS.items() if cls.from_onnx]
+    task = task or (onnx_tasks[0] if len(onnx_tasks) == 1 else None)
+    missing = [flag for flag, v in (("--task", task), ("--labels", labels), ("--input-size", input_size)) if not v]
+    if missing:
+        raise ConfigurationError(f"building from {path.name} needs {', '.join(missing)} (the file does not say)",
+                                 fix="e.g. --task classification --labels normal,abnormal --input-size 224")
+    if task not in onnx_tasks:
+        raise ConfigurationError(f"task {task!r} is not supported for ONNX files yet", expected=" or ".join(onnx_tasks))
     channels = dims[1] if dims[1] > 0 else 1
     if dims[2] > 0 and dims[2] != input_size or dims[3] > 0 and dims[3] != input_size:
         raise ConfigurationError(f"--input-size {input_size} conflicts with the model's input {dims[2]}x{dims[3]}",
@@ -147,13 +156,55 @@ def from_onnx(path: Path, *, task: str | None, labels: list[str] | None, input_s
     if out_dims and out_dims[-1] > 0 and out_dims[-1] != len(labels):
         raise ConfigurationError(f"{len(labels)} labels given but the model's output {out.name!r} has {out_dims[-1]} values",
                                  fix="give one label per output value")
+    if any(t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL
+           for t in _initializers_as_loaded(path)):
+        path = _single_file(model, path, workdir)  # the bundle's artifacts are one file each
     activation = activation or ("softmax" if len(labels) > 1 else "sigmoid")
     positive = labels[1:] if activation == "softmax" and len(labels) == 2 else labels
+    name = model_id or path.stem
     return Source(
-        model_id=model_id or path.stem, version=version, task=task, labels=tuple(labels), onnx_path=path,
+        model_id=name, version=version or "0.0.0", task=task, labels=tuple(labels), onnx_path=path,
         input=TensorSpec(inputs[0].name, (dims[0], channels, input_size, input_size)),
         outputs=(TensorSpec(out.name, (-1, len(labels))),),
         preprocess=ImagePreprocess(size=(input_size, input_size), channels=channels, mean=tuple(mean), std=tuple(std)),
         postprocess=Postprocess(activation, {lab: threshold for lab in positive}, out.name, None),
-        intended_use="User-supplied model; intended use not stated.", kind="onnx", source_sha256=sha256_file(path),
-        card_text=f"# {model_id or path.stem}\n\nBuilt from `{path.name}`; no model card was supplied.\n")
+        intended_use=intended_use or "User-supplied model; intended use not stated.", kind="onnx",
+        source_sha256=sha256_file(path),
+        card_text=f"# {name} {version or '0.0.0'}\n\n{intended_use or 'Intended use not stated.'}\n\n"
+                  f"Built from `{path.name}`; no model card was supplied.\n")
+
+
+def _metadata_labels(model) -> list[str] | None:
+    """Labels from the ONNX metadata (key ``labels``: comma-separated or a JSON list), if present."""
+    import json
+
+    for prop in model.metadata_props:
+        if prop.key.lower() in ("labels", "classes", "class_names"):
+            text = prop.value.strip()
+            try:
+                values = json.loads(text) if text.startswith("[") else text.split(",")
+            except json.JSONDecodeError:
+                values = text.split(",")
+            values = [str(v).strip() for v in values if str(v).strip()]
+            return values or None
+    return None
+
+
+def _initializers_as_loaded(path: Path):
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.initializer
+
+
+def _single_file(model, path: Path, workdir: Path | None) -> Path:
+    """The model with its external weights folded into one .onnx in the build's work folder."""
+    import onnx
+
+    if workdir is None:
+        raise ExportError(f"{path} keeps its weights in an external file", fix="build it through 'medexport build'")
+    if model.ByteSize() > 2_000_000_000:
+        raise ExportError(f"{path} is larger than 2 GB with its weights", expected="a model under 2 GB",
+                          fix="this deployment path supports models under 2 GB")
+    out = workdir / path.name
+    onnx.save_model(model, str(out), save_as_external_data=False)
+    return out

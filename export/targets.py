@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from medexport.engine.errors import ConfigurationError, suggest
+from medexport.engine.manifest import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ def check_options(targets: list[str], precisions: list[str], *, clinical: bool =
     """Refuse option combinations that do not apply; never drop or change one silently."""
     if not targets:
         raise ConfigurationError("no target given", expected=f"--target with one of {', '.join(TARGETS)}")
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise ConfigurationError(f"unknown precision {p!r}.{suggest(p, PRECISIONS)}",
+                                     expected=f"one of {', '.join(PRECISIONS)}")
     for name in targets:
         target = get_target(name)
         for p in precisions:

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from medexport.desktop import audit
-from medexport.desktop.state import AppState, write_batch_csv
-from medexport.desktop.studies import open_paths
+from medexport.desktop.state import AppState
+from medexport.engine.studies import open_paths, write_batch_csv
 
 
 @pytest.fixture

@@ -60,6 +60,10 @@ class FrameShape:
 def check_header(ds, path: str) -> FrameShape:
     """Greyscale, one sample per pixel, and a size within engine/limits.py: checked before decoding."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if "WaveformSequence" in ds:
+            raise InvalidInputError(f"{path} is a DICOM ECG waveform ((5400,0100) Waveform Sequence), not an image",
+                                    expected="a DICOM image object",
+                                    fix="run it through an ECG bundle (task ecg_rhythm, e.g. bundles/ecg-rhythm)")
         raise InvalidInputError(
             f"{path} has no (7FE0,0010) Pixel Data (SOP class {ds.get('SOPClassUID', 'unknown')})",
             expected="an image object", fix="open an image series, not a report or waveform")

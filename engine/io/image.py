@@ -14,6 +14,7 @@ from ..checksums import sha256_file
 from ..errors import InvalidInputError
 from . import dicom
 
+ECG_SUFFIXES = (".hea", ".dat", ".mat", ".xml", ".csv", ".atr")  # WFDB, HL7 aECG, CSV
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom", "")
 PICTURE_FIX = "check the file is a complete PNG, JPEG, TIFF or BMP"
@@ -61,6 +62,9 @@ def read_image(source, *, frame: int | None = None) -> ImageStudy:
         return _from_dicom(path, frame)
     if path.lower().endswith(IMAGE_SUFFIXES) or head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff":
         return _from_picture(path, frame)
+    if path.lower().endswith(ECG_SUFFIXES):
+        raise InvalidInputError(f"{path} is an ECG record, not an image", expected="a DICOM image, PNG or JPEG",
+                                fix="run it through an ECG bundle (task ecg_rhythm, e.g. bundles/ecg-rhythm)")
     raise InvalidInputError(f"{path} is neither DICOM nor a picture (first bytes {head[:8]!r})",
                             expected="a DICOM file, PNG or JPEG",
                             fix="open the study's image file")

@@ -36,8 +36,12 @@ def quantize_openvino(model, source, ctx: CompileContext):
 
 
 def _quantize_openvino(model, source, ctx: CompileContext):
+    import logging
+
     import nncf
     import openvino as ov
+
+    nncf.set_log_level(logging.WARNING)  # its INFO lines (ignored nodes, one per line) drowned the build's own
 
     calib = ctx.calib_inputs
     dataset = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))])

@@ -1,10 +1,13 @@
-"""What the user opened: images and ECGs, folders grouped by DICOM series (Qt-free)."""
+"""What a user opened: images and ECGs, folders grouped by DICOM series; one batch table.
+
+Shared by the CLI's ``predict`` and the viewer, so that a folder gives the same studies and the
+same CSV in both."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medexport.engine.errors import InvalidInputError, MedError
+from .errors import InvalidInputError, MedError
 
 ECG_SUFFIXES = (".hea", ".dat", ".mat", ".xml", ".csv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -29,11 +32,11 @@ class Study:
         """Read pixels / signals on first use (raises MedError with a clear message)."""
         if self.kind == "ecg":
             if self.data is None:
-                from medexport.engine.io.ecg import read_ecg
+                from .io.ecg import read_ecg
 
                 self.data = read_ecg(self.path)
         elif self.data is None or self._loaded_frame != self.frame:
-            from medexport.engine.io.image import read_image
+            from .io.image import read_image
 
             self.data = read_image(self.path, frame=self.frame if self.frames > 1 else None)
             self._loaded_frame = self.frame
@@ -112,3 +115,30 @@ def _int(text) -> int:
         return int(text)
     except (TypeError, ValueError):
         return 0
+
+
+def batch_row(study: Study, result, error: str | None) -> dict:
+    """One row of the batch table: the study, the decision and scores, or the reason it failed."""
+    row = {"file": Path(study.path).name, "path": study.path, "kind": study.kind, "error": error or ""}
+    if result is not None:
+        t = result.timings_ms
+        row.update(model=f"{result.model_id} {result.model_version}", backend=result.backend,
+                   precision=result.precision, decision=result.headline(), input_sha256=result.input_sha256,
+                   total_ms=round(t["total"], 1), infer_ms=round(t["infer"], 2))
+        row.update({f"score_{k}": round(float(v), 4) for k, v in result.scores.items()})
+    return row
+
+
+def write_batch_csv(rows: list[dict], path: Path) -> Path:
+    """The batch table as a new CSV file (never overwriting: a taken name gets a number)."""
+    import csv
+    import io
+
+    from .atomic import write_new
+
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_new(Path(path), buf.getvalue().encode())
