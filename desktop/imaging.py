@@ -3,8 +3,51 @@ from __future__ import annotations
 
 import numpy as np
 
-# W/L presets in modality units (CT Hounsfield units); others use the header's window
+# W/L presets in modality units (CT Hounsfield units): offered for CT only
 CT_PRESETS = {"Lung": (-600.0, 1500.0), "Mediastinum": (40.0, 400.0), "Bone": (400.0, 1800.0), "Brain": (40.0, 80.0)}
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def window_presets(header: dict) -> list[tuple[str, float, float]]:
+    """(name, level, width) that fit this study: the file's own windows first ((0028,1050/1051),
+    named by (0028,1055) where it explains them), then the CT presets, for CT only (a lung window
+    turns a radiograph white)."""
+    def numbers(text: str) -> list[float]:
+        out = []
+        for part in str(text or "").split("\\"):
+            try:
+                out.append(float(part))
+            except ValueError:
+                return []
+        return out
+
+    centres, widths = numbers(header.get("WindowCenter")), numbers(header.get("WindowWidth"))
+    names = [n.strip() for n in str(header.get("WindowCenterWidthExplanation") or "").split("\\")]
+    presets = [(names[i] if i < len(names) and names[i] else f"From the file {i + 1}", c, w)
+               for i, (c, w) in enumerate(zip(centres, widths)) if w > 0]
+    if str(header.get("Modality", "")).upper() == "CT":
+        presets += [(f"{name} (CT)", level, width) for name, (level, width) in CT_PRESETS.items()]
+    return presets
+
+
+def person_name(value: str) -> str:
+    """A DICOM person name (Family^Given^Middle^Prefix^Suffix) the way clinicians read it:
+    'FAMILY, Given Middle'; anything without components is shown as it is."""
+    parts = [p.strip() for p in str(value or "").split("=")[0].split("^")]
+    if len(parts) < 2:
+        return parts[0] if parts else ""
+    family, given = parts[0], " ".join(p for p in (parts[1:3] if len(parts) > 1 else []) if p)
+    prefix, suffix = (parts[3] if len(parts) > 3 else ""), (parts[4] if len(parts) > 4 else "")
+    name = f"{family.upper()}, {given}" if given else family.upper()
+    return " ".join(p for p in (prefix, name, suffix) if p)
+
+
+def dicom_date(value: str) -> str:
+    """A DICOM date (YYYYMMDD) as '26 Aug 2004' (no day/month order to misread); other text as it is."""
+    text = str(value or "").strip()
+    if len(text) == 8 and text.isdigit() and 1 <= int(text[4:6]) <= 12:
+        return f"{int(text[6:]):d} {MONTHS[int(text[4:6]) - 1]} {text[:4]}"
+    return text
 
 
 def display_values(study) -> tuple[np.ndarray, tuple[float, float], str]:

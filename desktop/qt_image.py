@@ -121,7 +121,6 @@ class ImageView(QWidget):
 
     def _corners(self, p: QPainter) -> None:
         p.setFont(QFont("Sans", 9))
-        p.setPen(QColor(230, 230, 120))
         wl = f"W {self.width_:.0f} L {self.level:.0f}{' ' + self.unit if self.unit else ''}" \
             if self.width_ > 2 else f"W {self.width_:.2f} L {self.level:.2f}"
         text = dict(self.corners)
@@ -134,7 +133,11 @@ class ImageView(QWidget):
                  "bottom_left": Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom,
                  "bottom_right": Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom}
         for key, flag in flags.items():
-            if text.get(key):
+            if text.get(key):  # a dark outline first: readable over bright lungs and white bone too
+                p.setPen(QColor(0, 0, 0))
+                for dx, dy in ((-1, -1), (-1, 1), (1, -1), (1, 1), (0, 1), (1, 0), (0, -1), (-1, 0)):
+                    p.drawText(r.translated(dx, dy), flag, text[key])
+                p.setPen(QColor(255, 240, 120))
                 p.drawText(r, flag, text[key])
 
     # -- interaction ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from medexport.engine import MedError
 from medexport.engine.studies import write_batch_csv
 
 from . import qt_dialogs
-from .imaging import CT_PRESETS, window_to_uint8
+from .imaging import dicom_date, person_name, window_presets, window_to_uint8
 from .paths import reports_dir
 from .qt_ecg import EcgView
 from .qt_image import ImageView, to_qimage
@@ -130,11 +130,7 @@ class MainWindow(QMainWindow):
         self._action(v, "Reset window/zoom", self.image.reset, "R")
         self._action(v, "Invert", self.image.toggle_invert, "I")
         self._action(v, "Toggle overlay", lambda: self.result_panel.overlay.toggle(), "H")
-        presets = v.addMenu("Window presets")
-        self._action(presets, "Default (from the file)", lambda: self.image.set_window(*self.image.default_window), "0")
-        for i, (name, (level, width)) in enumerate(CT_PRESETS.items(), start=1):
-            self._action(presets, f"{name} (CT: W {width:g} L {level:g})",
-                         lambda _=False, lv=level, wd=width: self.image.set_window(lv, wd), str(i))
+        self.presets_menu = v.addMenu("Window presets")  # filled for each study: presets that fit it
         self._action(v, "ECG: 25 / 50 mm/s", self.toggle_speed, "S")
         self._action(v, "ECG: zoom in time", lambda: self.ecg.paper.set_zoom(self.ecg.paper.px_per_mm * 1.25), "Ctrl++")
         self._action(v, "ECG: zoom out in time", lambda: self.ecg.paper.set_zoom(self.ecg.paper.px_per_mm / 1.25), "Ctrl+-")
@@ -192,6 +188,7 @@ class MainWindow(QMainWindow):
             else:
                 self.image.set_study(study)
                 self.image.corners = self._corner_text(study)
+                self._fill_presets(study)
                 self.stack.setCurrentWidget(self.image)
                 self.frame_bar.setVisible(study.frames > 1)
                 self.frame_slider.blockSignals(True)
@@ -203,10 +200,22 @@ class MainWindow(QMainWindow):
         self._refresh_model()
         self._show_result(self.state.result_of(study))
 
+    def _fill_presets(self, study) -> None:
+        """Default (key 0), then the study's own windows and, for CT only, the CT presets (keys 1-9)."""
+        for act in self.presets_menu.actions():
+            self.removeAction(act)
+        self.presets_menu.clear()
+        self._action(self.presets_menu, "Default (from the file)",
+                     lambda: self.image.set_window(*self.image.default_window), "0")
+        for i, (name, level, width) in enumerate(window_presets(study.header)[:9], start=1):
+            self._action(self.presets_menu, f"{name}: W {width:g} L {level:g}",
+                         lambda _=False, lv=level, wd=width: self.image.set_window(lv, wd), str(i))
+
     def _corner_text(self, study) -> dict:
         h = study.header
         image = study.data
-        top_left = "\n".join(filter(None, [h.get("PatientName", ""), h.get("PatientID", ""), h.get("StudyDate", "")]))
+        top_left = "\n".join(filter(None, [person_name(h.get("PatientName", "")), h.get("PatientID", ""),
+                                            dicom_date(h.get("StudyDate", ""))]))
         top_right = "\n".join(filter(None, [h.get("Modality", "") or (image.kind.upper() if image else ""),
                                             h.get("SeriesDescription", "")]))
         shape = image.pixels.shape if image else ("?", "?")

@@ -10,6 +10,16 @@ from PySide6.QtGui import QColor, QFont, QImage, QPageLayout, QPageSize, QPainte
 from medexport.engine.atomic import write_new
 from medexport.engine.results import DISCLAIMER
 
+from .imaging import dicom_date, person_name
+
+
+def report_font(size: int, bold: bool = False) -> QFont:
+    """The report's font with ligatures off: a hash copied from the PDF must be the hash ("ff" set
+    as one glyph copied as one character)."""
+    font = QFont("Sans", size, QFont.Weight.Bold if bold else QFont.Weight.Normal)
+    for tag in ("liga", "clig", "dlig"):
+        font.setFeature(QFont.Tag(tag), 0)
+    return font
 
 
 def save_pdf(path: Path, study, result, picture: QImage, intended_use: str) -> Path:
@@ -29,7 +39,7 @@ def _draw(tmp: Path, study, result, picture: QImage, intended_use: str) -> None:
 
     def text(line: str, size: int = 10, bold: bool = False, colour=QColor(0, 0, 0), height: float = 1.6):
         nonlocal y
-        p.setFont(QFont("Sans", size, QFont.Weight.Bold if bold else QFont.Weight.Normal))
+        p.setFont(report_font(size, bold))
         p.setPen(colour)
         rect = QRectF(0, y, w, 10000)
         bound = p.boundingRect(rect, Qt.TextFlag.TextWordWrap, line)
@@ -42,9 +52,9 @@ def _draw(tmp: Path, study, result, picture: QImage, intended_use: str) -> None:
     text(DISCLAIMER, 11, True, QColor(170, 0, 20))
     y += 10
     header = study.header
-    who = " ".join(filter(None, [header.get("PatientName", ""), header.get("PatientID", "")]))
+    who = " ".join(filter(None, [person_name(header.get("PatientName", "")), header.get("PatientID", "")]))
     text(f"Study: {Path(study.path).name}" + (f"   Patient: {who}" if who else "")
-         + (f"   Date: {header.get('StudyDate')}" if header.get("StudyDate") else ""), 10)
+         + (f"   Date: {dicom_date(header.get('StudyDate'))}" if header.get("StudyDate") else ""), 10)
     text(f"Input SHA-256: {result.input_sha256}", 8, colour=QColor(80, 80, 80))
     text(f"Result: {result.headline()}", 14, True)
     if not picture.isNull():

@@ -77,8 +77,9 @@ def study_for(path: Path) -> Study:
             raise InvalidInputError(f"{path} could not be parsed as DICOM ({exc})") from None
         sop = str(ds.get("SOPClassUID", ""))
         is_ecg = "WaveformSequence" in ds or sop.startswith(WAVEFORM_SOP_PREFIX)
-        header = {k: str(ds.get(k, "")) for k in ("PatientName", "PatientID", "StudyDate", "Modality",
-                                                  "SeriesDescription", "SeriesInstanceUID", "InstanceNumber")}
+        header = {k: _text(ds.get(k)) for k in ("PatientName", "PatientID", "StudyDate", "Modality",
+                                                "SeriesDescription", "SeriesInstanceUID", "InstanceNumber",
+                                                "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation")}
         return Study(str(path), "ecg" if is_ecg else "image", path.name, header.get("SeriesDescription", ""),
                      int(ds.get("NumberOfFrames", 1) or 1), header)
     if kind is None:
@@ -108,6 +109,15 @@ def open_paths(paths) -> tuple[list[Study], list[str]]:
         if p.is_dir() and not found:
             problems.append(f"{p} holds no image or ECG this app opens")
     return studies, problems
+
+
+def _text(value) -> str:
+    """A header value as text; several values (VM > 1) joined by a backslash, as DICOM stores them."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
 
 
 def _int(text) -> int:

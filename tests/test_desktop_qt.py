@@ -36,6 +36,36 @@ def test_open_run_heatmap_and_pdf(qtbot, window, cxr, tmp_path):
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF") and len(data) > 20000
     assert window.save_pdf(str(tmp_path / "r.pdf")).name == "r (2).pdf"
+    from pypdf import PdfReader
+
+    from dataclasses import replace
+
+    from PySide6.QtGui import QImage
+
+    from medexport.desktop.qt_report import save_pdf
+
+    result = window.state.result_of(window.state.study)
+    fake = replace(result, provenance=replace(result.provenance, bundle_sha256="00ff" * 16))  # 'ff': a ligature
+    pdf = save_pdf(tmp_path / "ligatures.pdf", window.state.study, fake, QImage(), "test")
+    text = PdfReader(str(pdf)).pages[0].extract_text().replace("\n", " ")
+    assert "00ff" * 16 in text and result.input_sha256 in text  # copied hashes are the hashes
+
+
+def test_presets_fit_the_modality_and_names_read_as_clinicians_read_them(qtbot, window, dcm, pydicom_file):
+    from medexport.desktop.imaging import dicom_date, person_name, window_presets
+
+    assert person_name("CompressedSamples^RG1") == "COMPRESSEDSAMPLES, RG1"
+    assert person_name("Doe^Jane^Q^Dr^PhD") == "Dr DOE, Jane Q PhD" and person_name("Anonymous") == "Anonymous"
+    assert dicom_date("20040826") == "26 Aug 2004" and dicom_date("2004") == "2004"
+    window.open_paths([dcm("RG1_UNCI.dcm")])  # a CR: no lung window that turns it white
+    names = [a.text() for a in window.presets_menu.actions()]
+    assert names[0].startswith("Default") and not any("(CT)" in n for n in names)
+    assert "26 Aug 2004" in window.image.corners["top_left"] or "20040826" not in window.image.corners["top_left"]
+    window.open_paths([pydicom_file("CT_small.dcm")])
+    assert any("Lung (CT)" in a.text() for a in window.presets_menu.actions())
+    assert window_presets({"Modality": "CR", "WindowCenter": "2048\\1800", "WindowWidth": "4096\\1000",
+                           "WindowCenterWidthExplanation": "NORMAL\\HARDER"}) == [("NORMAL", 2048.0, 4096.0),
+                                                                                 ("HARDER", 1800.0, 1000.0)]
 
 
 def test_window_level_drag_changes_pixels(qtbot, window, dcm):
