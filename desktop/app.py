@@ -97,6 +97,13 @@ def main(argv=None) -> int:
     offline_environment()
     if args.selftest:
         return selftest([args.bundles] if args.bundles else [])
+    from medexport.engine.host import install_line, missing_desktop_libraries
+
+    missing = missing_desktop_libraries()
+    if missing and not args.screenshot:
+        print(f"error: this desktop lacks libraries the viewer's display needs: {', '.join(missing)}. "
+              f"Fix: {install_line(missing)} (or run 'medexport-viewer --selftest' headless).", file=sys.stderr)
+        return 2
     try:
         from .qt_main import run_app
     except ImportError as exc:

@@ -82,7 +82,10 @@ def best_target() -> str:
 
 
 def report() -> dict:
+    from medexport.engine.host import missing_desktop_libraries
+
     return {"cpu": cpu_info(), "gpu": gpu_info(), "python": platform.python_version(),
+            "viewer_display": {"missing": missing_desktop_libraries("xcb")},
             "platform": platform.platform(), "packages": package_versions(), "targets": target_status()}
 
 
@@ -97,6 +100,11 @@ def render(info: dict) -> str:
     absent = [k for k, v in info["packages"].items() if not v]
     if absent:
         lines.append("Absent   " + ", ".join(absent))
+    missing = info.get("viewer_display", {}).get("missing", [])
+    if missing:
+        from medexport.engine.host import install_line
+
+        lines.append(f"Viewer   the desktop display needs {', '.join(missing)}: {install_line(missing)}")
     lines.append("")
     lines.append(f"{'target':<12} {'build':<6} {'run':<6} note")
     for name, s in info["targets"].items():

@@ -105,3 +105,21 @@ def test_tasks_have_one_home():
                 if re.search(r"hasattr\((result|r|res)\b", line) or compared.search(line):
                     offenders.append(f"{path.relative_to(repo)}:{n}: {line.strip()}")
     assert offenders == []
+
+
+def test_viewer_names_the_packages_a_plain_desktop_lacks(monkeypatch):
+    """Qt's own message is 'could not load the Qt platform plugin xcb'; ours names the packages."""
+    import ctypes.util
+
+    from medexport.engine import host
+
+    real = ctypes.util.find_library
+    monkeypatch.setattr(ctypes.util, "find_library", lambda n: None if n in ("xcb-icccm", "xcb-keysyms") else real(n))
+    missing = host.missing_desktop_libraries("xcb")
+    assert {"libxcb-icccm4", "libxcb-keysyms1"} <= set(missing)
+    assert host.install_line(missing).startswith("sudo apt-get install -y libxcb")
+    assert host.missing_desktop_libraries("offscreen") == []
+    proc = run("import os, sys\nos.environ['QT_QPA_PLATFORM'] = 'xcb'\nimport ctypes.util\n"
+               "ctypes.util.find_library = lambda n: None if n == 'xcb-icccm' else 'lib' + n\n"
+               "from medexport.desktop.app import main\nsys.exit(main(['--quit']))")
+    assert proc.returncode == 2 and "libxcb-icccm4" in proc.stderr and "apt-get install" in proc.stderr
