@@ -24,8 +24,9 @@ def offline_environment() -> None:
 
 def selftest(folders) -> int:
     """One line per shipped bundle (checksums and signature verified, golden inputs through the best
-    local backend against the source model, also from threads sharing the model), then the privacy checks: no runtime wrote under ~/intel,
-    an audit entry names no file."""
+    local backend against the source model, also from threads sharing the model), then every save
+    path on a synthetic DICOM (PDF, SR, SEG, mask, heatmap, CSV), then the privacy checks: no
+    runtime wrote under ~/intel, an audit entry names no file."""
     from medexport.engine import MedError
     from medexport.engine.selftest import self_test_bundle
 
@@ -48,7 +49,9 @@ def selftest(folders) -> int:
         except MedError as exc:
             print(f"FAIL {entry.model_id}: {exc}")
             failed += 1
-    for line in (no_runtime_files(intel_before), audit_names_no_file()):
+    from .save_check import save_paths_work
+
+    for line in (*save_paths_work(bundles, open_options()), no_runtime_files(intel_before), audit_names_no_file()):
         print(line)
         failed += line.startswith("FAIL")
     return 1 if failed else 0

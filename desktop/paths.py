@@ -24,3 +24,8 @@ def reports_dir() -> Path:
     path = data_dir() / "reports"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def log_path() -> Path:
+    """The viewer's log of errors nothing else handled (no patient data: messages and tracebacks)."""
+    return data_dir() / "viewer.log"

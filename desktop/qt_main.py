@@ -477,12 +477,38 @@ def app_settings():
     return QSettings(str(data_dir() / "viewer.ini"), QSettings.Format.IniFormat)
 
 
+def report_unexpected_errors(window) -> None:
+    """An error nothing else handled reaches the user in a dialog and the app's log file, never
+    only stderr (an app started from a desktop icon has no terminal)."""
+    import logging
+    import threading
+    import traceback
+
+    from .paths import log_path
+
+    log = logging.getLogger("medexport.viewer")
+    if not log.handlers:
+        handler = logging.FileHandler(log_path(), encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+
+    def hook(kind, exc, tb) -> None:
+        log.error("unexpected error\n%s", "".join(traceback.format_exception(kind, exc, tb)))
+        qt_dialogs.show_error(window, "Something went wrong",
+                              f"{kind.__name__}: {exc}\n\nNothing was saved by this action. The details are in "
+                              f"{log_path()}; please send that file to your IT contact.")
+
+    sys.excepthook = hook
+    threading.excepthook = lambda a: QTimer.singleShot(0, lambda: hook(a.exc_type, a.exc_value, a.exc_traceback))
+
+
 def run_app(args) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("medexport viewer")
     state = AppState(bundle_folders=[args.bundles] if args.bundles else [])
     window = MainWindow(state)
     window.scripted = bool(args.quit or args.screenshot)
+    report_unexpected_errors(window)
     window.show()
     if args.files:
         window.open_paths(args.files)

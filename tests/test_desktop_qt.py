@@ -177,3 +177,25 @@ def test_recent_files_are_off_by_default_and_one_entry_stays_whole(qtbot, window
     assert paths == [cxr[0]]
     window.set_remember_recent(False)
     assert app_settings().value("recent") is None
+
+
+def test_an_unexpected_error_reaches_a_dialog_and_the_log(qtbot, window, monkeypatch):
+    import sys
+
+    from medexport.desktop import qt_dialogs
+    from medexport.desktop.paths import log_path
+    from medexport.desktop.qt_main import report_unexpected_errors
+
+    shown = []
+    monkeypatch.setattr(qt_dialogs, "show_error", lambda parent, title, message: shown.append(message))
+    import threading
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    report_unexpected_errors(window)
+    try:
+        raise ModuleNotFoundError("No module named 'sqlite3'")
+    except ModuleNotFoundError:
+        sys.excepthook(*sys.exc_info())
+    assert shown and "sqlite3" in shown[0] and str(log_path()) in shown[0]
+    assert "No module named 'sqlite3'" in log_path().read_text()

@@ -153,7 +153,26 @@ def test_selftest_checks_threads_runtime_files_and_audit(pneumonia_bundle, tmp_p
     out = capsys.readouterr().out
     assert "4 threads: 0 results differ" in out and "PASS no runtime wrote under ~/intel" in out
     assert "PASS the audit log records hashes and UIDs" in out and "FAIL" not in out
+    for path in ("heatmap", "DICOM SR", "PDF report"):  # every save path, on a synthetic DICOM
+        assert f"PASS save pneumonia-cxr {path}" in out
+    assert "PASS save batch CSV" in out
     before = app._intel_files()
     (tmp_path / "intel").mkdir()
     (tmp_path / "intel" / "openvino_ga_cid").write_text("id")
     assert app.no_runtime_files(before).startswith("FAIL")
+
+
+def test_a_save_path_that_breaks_fails_the_selftest(pneumonia_bundle, monkeypatch):
+    """As in a frozen app whose highdicom lost sqlite3: the self-test says which save failed."""
+    from medexport.desktop import save_check, sr
+    from medexport.desktop.catalog import find_bundles
+    from medexport.desktop.trust import open_options
+
+    def broken(*args, **kw):
+        raise ModuleNotFoundError("No module named 'sqlite3'")
+
+    monkeypatch.setattr(sr, "save_sr", broken)
+    bundles, _ = find_bundles([pneumonia_bundle.parent])
+    lines = save_check.save_paths_work(bundles, open_options())
+    assert "FAIL save pneumonia-cxr DICOM SR: ModuleNotFoundError: No module named 'sqlite3'" in lines
+    assert any(line.startswith("PASS save pneumonia-cxr PDF report") for line in lines)

@@ -1,0 +1,95 @@
+"""The frozen app's self-test of every save path: PDF, DICOM SR, batch CSV, and each result's own
+files (heatmap PNG; mask PNG and DICOM SEG), on a small DICOM made here. A save path that fails
+in the shipped app (a library trimmed away, say) fails the self-test instead of a clinician's click."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from medexport.engine import MedError, open_bundle
+
+
+def synthetic_dicom(folder: Path) -> Path:
+    """A 256 x 256 16-bit CR with the identifiers an SR / SEG must reference (no real patient)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Selftest^Synthetic", "SELFTEST", "", "O"
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "20260101", "120000", "", "", "1"
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.Manufacturer = "CR", 1, 1, "medexport selftest"
+    ds.Rows = ds.Columns = 256
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    yy, xx = np.mgrid[:256, :256]
+    pixels = (2048 + 1500 * np.sin(xx / 20.0) * np.cos(yy / 30.0)).astype(np.uint16)
+    ds.PixelData = pixels.tobytes()
+    path = folder / "selftest-cr.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def save_paths_work(bundles, open_options: dict) -> list[str]:
+    """PASS / FAIL lines, one per save path exercised."""
+    from medexport.engine.studies import batch_row, study_for, write_batch_csv
+
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="medexport-selftest-") as tmp:
+        folder = Path(tmp)
+        source = synthetic_dicom(folder)
+        study = study_for(source)
+        rows = []
+        for entry in bundles:
+            if entry.study_kind != "image":
+                continue
+            try:
+                with open_bundle(entry.path, **open_options) as model:
+                    result = model.predict(str(source))
+            except MedError as exc:
+                lines.append(f"FAIL {entry.model_id} on a synthetic DICOM: {exc}")
+                continue
+            rows.append(batch_row(study, result, None))
+            checks = [(f"{entry.model_id} {kind}", lambda r=result: r.save_outputs(folder, str(source)))
+                      for kind in result.saves]
+            if result.sr_procedure is not None:
+                checks.append((f"{entry.model_id} DICOM SR", lambda r=result: _sr(r, source, folder)))
+            checks.append((f"{entry.model_id} PDF report", lambda r=result: _pdf(study, r, folder, entry)))
+            lines += [_attempt(name, fn) for name, fn in checks]
+        if rows:
+            lines.append(_attempt("batch CSV", lambda: write_batch_csv(rows, folder / "batch.csv")))
+    return lines
+
+
+def _attempt(name: str, save) -> str:
+    try:
+        written = save()
+    except Exception as exc:  # the point of this check: any failure of a save path, named, not raised
+        return f"FAIL save {name}: {type(exc).__name__}: {exc}"
+    files = written.values() if isinstance(written, dict) else [written]
+    empty = [str(f) for f in files if not Path(f).is_file() or Path(f).stat().st_size == 0]
+    return f"FAIL save {name}: wrote nothing ({', '.join(empty)})" if empty or not files else f"PASS save {name}"
+
+
+def _sr(result, source: Path, folder: Path):
+    from .sr import save_sr
+
+    return save_sr(result, str(source), folder)
+
+
+def _pdf(study, result, folder: Path, entry):
+    from PySide6.QtGui import QGuiApplication, QImage
+
+    from .qt_report import save_pdf
+
+    app = QGuiApplication.instance() or QGuiApplication(["medexport-selftest"])  # noqa: F841 (kept alive)
+    return save_pdf(folder / "report.pdf", study, result, QImage(), entry.intended_use)
