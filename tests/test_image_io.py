@@ -82,9 +82,16 @@ def test_colour_dicom_is_refused_naming_the_tag(dcm):
         read_image(dcm("US1_UNCR.dcm"))
 
 
-def test_waveform_has_no_pixel_data(pydicom_file):
-    with pytest.raises(InvalidInputError, match=r"\(7FE0,0010\) Pixel Data"):
+def test_waveform_has_no_pixel_data_and_is_called_an_ecg(pydicom_file, tmp_path):
+    with pytest.raises(InvalidInputError, match=r"is a DICOM ECG waveform .*ecg-rhythm"):
         read_image(pydicom_file("waveform_ecg.dcm"))
+    import pydicom
+
+    ds = pydicom.dcmread(pydicom_file("waveform_ecg.dcm"))
+    del ds.WaveformSequence  # a report-like object without pixels
+    ds.save_as(tmp_path / "no-pixels.dcm")
+    with pytest.raises(InvalidInputError, match=r"\(7FE0,0010\) Pixel Data"):
+        read_image(str(tmp_path / "no-pixels.dcm"))
 
 
 def test_undecodable_jpeg_names_transfer_syntax(pydicom_file):

@@ -40,6 +40,17 @@ def parse_errors(path: str, what: str = "could not be parsed as DICOM"):
         raise InvalidInputError(f"{path} {what} ({type(exc).__name__}: {exc})", fix=FIX) from None
 
 
+def greyscale_photometric(ds, path: str) -> str:
+    """(0028,0004) Photometric Interpretation, refused unless MONOCHROME1 or MONOCHROME2."""
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric not in GREYSCALE:
+        raise InvalidInputError(
+            f"{path} has (0028,0004) Photometric Interpretation {photometric or 'missing'}",
+            expected="a greyscale image (MONOCHROME1 or MONOCHROME2)",
+            fix="use the original greyscale radiograph, not a colour secondary capture")
+    return photometric
+
+
 def read_dataset(path: str, data: bytes | None = None):
     """Read a DICOM file (or its bytes, already read), refusing anything that is not one."""
     import io
@@ -67,12 +78,7 @@ def check_header(ds, path: str) -> FrameShape:
         raise InvalidInputError(
             f"{path} has no (7FE0,0010) Pixel Data (SOP class {ds.get('SOPClassUID', 'unknown')})",
             expected="an image object", fix="open an image series, not a report or waveform")
-    photometric = str(ds.get("PhotometricInterpretation", ""))
-    if photometric not in GREYSCALE:
-        raise InvalidInputError(
-            f"{path} has (0028,0004) Photometric Interpretation {photometric or 'missing'}",
-            expected="a greyscale image (MONOCHROME1 or MONOCHROME2)",
-            fix="use the original greyscale radiograph, not a colour secondary capture")
+    photometric = greyscale_photometric(ds, path)
     samples = ds.get("SamplesPerPixel", 1)
     if samples != 1:
         raise InvalidInputError(f"{path} has (0028,0002) Samples per Pixel {samples} with {photometric}",
@@ -125,12 +131,7 @@ def to_display(ds, arr: np.ndarray, path: str) -> tuple[np.ndarray, dict]:
     For 8/16-bit stored values the whole chain is one lookup table indexed by the stored
     value (one pass over the pixels); wider data goes through the float path.
     """
-    photometric = str(ds.get("PhotometricInterpretation", ""))
-    if photometric not in GREYSCALE:
-        raise InvalidInputError(
-            f"{path} has (0028,0004) Photometric Interpretation {photometric or 'missing'}",
-            expected="a greyscale image (MONOCHROME1 or MONOCHROME2)",
-            fix="use the original greyscale radiograph, not a colour secondary capture")
+    photometric = greyscale_photometric(ds, path)
     if arr.size == 0:
         raise InvalidInputError(f"{path}: the pixel data is empty", expected="at least one pixel", fix=FIX)
     if arr.dtype in (np.uint8, np.uint16, np.int8, np.int16):
