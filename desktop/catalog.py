@@ -27,6 +27,13 @@ class BundleEntry:
     signature: Signature = Signature(False)
     study_kind: str = "image"  # what the bundle's task reads: "image" | "ecg"
     rank: int = 0  # lower first when the viewer picks a default model for a study kind
+    validated: bool = False  # its build measured the model on labelled validation data
+
+    @property
+    def preference(self) -> tuple:
+        """How the viewer picks a default among bundles that read the same studies: validation
+        evidence first, a trusted signature next, then the task's rank, then the name."""
+        return (not self.validated, not self.signature.trusted, self.rank, self.model_id)
 
     @property
     def signed_by(self) -> str:
@@ -44,6 +51,41 @@ class BundleEntry:
 
     def fits(self, kind: str) -> bool:
         return self.study_kind == kind
+
+
+def _validated(root: Path, manifest) -> bool:
+    """Whether any artifact's build report holds a validation on labelled data."""
+    import json
+
+    for a in manifest.artifacts:
+        try:
+            if a.report and json.loads((root / a.report).read_text()).get("validation"):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def install_bundle(source: Path, folder: Path, trust: dict | None = None) -> Path:
+    """Copy a bundle folder or .zip into ``folder`` after checking it as the viewer would open it
+    (checksums, manifest, signature); an installed bundle of the same name is never replaced."""
+    import shutil
+
+    manifest, _, root = read_manifest(source)
+    check_signature(root, **(open_options() if trust is None else trust))
+    task_class(manifest.task)
+    target = folder / f"{manifest.model_id}-{manifest.model_version}"
+    if target.exists():
+        raise MedError(f"{target} is already installed", fix="remove the old one first, or keep it")
+    staging = folder / f".{target.name}.installing"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        shutil.copytree(root, staging)
+        read_manifest(staging)  # the copy verifies too
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def default_folders(extra: list | None = None) -> list[Path]:
@@ -82,5 +124,6 @@ def find_bundles(folders: list[Path], trust: dict | None = None) -> tuple[list[B
                 continue
             found.append(BundleEntry(root, m.model_id, m.model_version, m.task, sha,
                                      tuple(a.key for a in m.artifacts), m.intended_use, m.medical_device,
-                                     root / m.card if m.card else None, signature, task.study_kind, task.viewer_rank))
+                                     root / m.card if m.card else None, signature, task.study_kind, task.viewer_rank,
+                                     _validated(root, m)))
     return found, problems

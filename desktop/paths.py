@@ -21,7 +21,17 @@ def data_dir() -> Path:
 
 
 def reports_dir() -> Path:
-    path = data_dir() / "reports"
+    """Where reports are offered first: a folder the user can see (Documents/medexport reports,
+    or the home folder's), never the hidden data folder."""
+    home = Path.home()
+    path = (home / "Documents" if (home / "Documents").is_dir() else home) / "medexport reports"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def installed_bundles_dir() -> Path:
+    """Where File > Install bundle... puts bundles (one of the folders the viewer searches)."""
+    path = data_dir() / "bundles"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

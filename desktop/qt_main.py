@@ -119,6 +119,7 @@ class MainWindow(QMainWindow):
         self.recent_menu = f.addMenu("Recent")
         self._fill_recent()
         f.addSeparator()
+        self._action(f, "Install bundle...", self.install_bundle)
         self._action(f, "Save PDF report...", self.save_pdf, "Ctrl+P")
         self._action(f, "Save DICOM SR...", self.save_sr, "Ctrl+Shift+S")
         self._action(f, "Save mask (PNG, or DICOM SEG for DICOM)...", self.save_mask, "Ctrl+Shift+M")
@@ -408,6 +409,23 @@ class MainWindow(QMainWindow):
             return None
         self.statusBar().showMessage(f"Saved {written}", 8000)
         return written
+
+    def install_bundle(self, source: str | None = None) -> Path | None:
+        """Check a bundle as the viewer opens them, copy it into the models folder, offer it."""
+        from .catalog import install_bundle
+        from .paths import installed_bundles_dir
+
+        source = source or QFileDialog.getExistingDirectory(self, "Bundle folder to install")
+        if not source:
+            return None
+        try:
+            path = install_bundle(Path(source), installed_bundles_dir())
+        except MedError as exc:
+            qt_dialogs.show_error(self, "Cannot install this bundle", str(exc))
+            return None
+        self.state.discover()
+        self.statusBar().showMessage(f"Installed {path.name} into {path.parent}", 8000)
+        return path
 
     def save_sr(self, folder: str | None = None) -> Path | None:
         from .sr import save_sr

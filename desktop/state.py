@@ -15,6 +15,7 @@ from medexport.engine.studies import Study, batch_row, open_paths
 
 from . import audit
 from .catalog import BundleEntry, default_folders, find_bundles
+from .paths import installed_bundles_dir
 from .trust import open_options
 
 
@@ -48,9 +49,9 @@ class AppState:
         self.bundles, self.bundle_problems = find_bundles(default_folders(self.bundle_folders))
         for kind in ("image", "ecg"):
             if kind not in self.chosen:
-                fitting = sorted(self.models_for(kind), key=lambda b: (b.rank, b.model_id))
+                fitting = sorted(self.models_for(kind), key=lambda b: b.preference)
                 if fitting:
-                    self.chosen[kind] = fitting[0]  # by the task's viewer rank; the user picks others
+                    self.chosen[kind] = fitting[0]  # validated, trusted first; the user picks others
         self.emit("bundles")
 
     def models_for(self, kind: str) -> list[BundleEntry]:
@@ -71,7 +72,7 @@ class AppState:
         entry = self.chosen.get(study.kind)
         if entry is None:
             raise MedError(f"no installed model fits this {study.kind}",
-                           fix="install a bundle for it in the app's models folder")
+                           fix=f"File > Install bundle... (bundles go to {installed_bundles_dir()})")
         return entry
 
     def engine(self, entry: BundleEntry):

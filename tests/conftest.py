@@ -12,6 +12,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 _HOME = tempfile.mkdtemp(prefix="medexport-test-home-")
 os.environ["MEDEXPORT_HOME"] = _HOME
 os.environ["XDG_CONFIG_HOME"] = _HOME
+os.environ["HOME"] = _HOME  # reports default to ~/Documents: the tests' own, never the user's
 
 
 @pytest.fixture(scope="session")
@@ -114,4 +115,30 @@ def signed_bundle(tmp_path_factory, pneumonia_bundle, signing_keys):
     out = tmp_path_factory.mktemp("signed") / "pneumonia-cxr"
     shutil.copytree(pneumonia_bundle, out)
     sign_bundle(out, signing_keys[0])
+    return out
+
+
+@pytest.fixture(scope="session")
+def user_bundle_unvalidated(tmp_path_factory, cache_dir):
+    """A user's model built without --val (no validation evidence), named to sort first."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from medexport.export.build import BuildOptions, build
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (2, 1, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]), helper.make_node("Flatten", ["g"], ["out"])]
+    graph = helper.make_graph(nodes, "u", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 32, 32])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder = tmp_path_factory.mktemp("unvalidated")
+    onnx.save(model, folder / "m.onnx")
+    out = folder / "aaa-untrained"
+    build(str(folder / "m.onnx"), out, BuildOptions(targets=["onnxruntime"], task="classification",
+                                                    labels=["normal", "abnormal"], input_size=32,
+                                                    model_id="aaa-untrained"), emit=lambda m: None)
     return out

@@ -176,3 +176,36 @@ def test_a_save_path_that_breaks_fails_the_selftest(pneumonia_bundle, monkeypatc
     lines = save_check.save_paths_work(bundles, open_options())
     assert "FAIL save pneumonia-cxr DICOM SR: ModuleNotFoundError: No module named 'sqlite3'" in lines
     assert any(line.startswith("PASS save pneumonia-cxr PDF report") for line in lines)
+
+
+def test_install_bundle_and_the_default_model_has_evidence(shared, user_bundle_unvalidated, tmp_path, cache_dir):
+    """A user's unvalidated model never becomes the default over a validated one; File > Install
+    bundle... checks a bundle before copying it, and says where bundles go."""
+    from medexport.desktop.catalog import install_bundle
+    from medexport.desktop.paths import installed_bundles_dir, reports_dir
+    from medexport.engine.errors import MedError
+
+    from medexport.export.build import BuildOptions, build
+
+    validated = tmp_path / "validated" / "pneumonia-cxr"
+    build("pneumonia-cxr", validated,
+          BuildOptions(targets=["onnxruntime"], val=f"{shared}/images/pneumoniamnist_trainval.npz:val:120"),
+          emit=lambda m: None)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    installed = install_bundle(user_bundle_unvalidated, folder)
+    assert (installed / "manifest.json").is_file()
+    with pytest.raises(MedError, match="already installed"):
+        install_bundle(user_bundle_unvalidated, folder)
+    state = AppState(bundle_folders=[str(folder), str(validated.parent)])
+    state.discover()
+    ids = {b.model_id: b for b in state.bundles}
+    assert ids["aaa-untrained"].validated is False and ids["pneumonia-cxr"].validated is True
+    assert state.chosen["image"].model_id == "pneumonia-cxr"  # 'aaa-...' sorts first by name, not by evidence
+    with pytest.raises(MedError, match=str(installed_bundles_dir())):
+        AppState(bundle_folders=[str(tmp_path / "empty")]).model_for(type("S", (), {"kind": "ecg"})())
+    from pathlib import Path
+
+    assert reports_dir() == Path.home() / "medexport reports"  # no Documents folder: the home folder's
+    (Path.home() / "Documents").mkdir(exist_ok=True)
+    assert reports_dir() == Path.home() / "Documents" / "medexport reports" and reports_dir().is_dir()
