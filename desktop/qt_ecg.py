@@ -1,8 +1,9 @@
 """ECG paper view: 25 mm/s and 10 mm/mV on the standard 1 mm / 5 mm grid.
 
-12-lead records: the 3 x 4 layout (2.5 s per lead) plus a 10-s rhythm strip of lead II.
-Other records: one lead at full length, scrolled horizontally. Beat marks come from the
-result's R peaks, shaded by the model's per-beat saliency.
+12-lead records: the 3 x 4 layout (2.5 s per lead) plus a 10-s rhythm strip of lead II, fitted
+to the window's width (no scrolling to reach V4-V6). Other records: every lead, one row each, at
+full length, scrolled horizontally. Beat marks come from the result's R peaks, shaded by the
+model's per-beat saliency (on the analysed lead's row).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class EcgPaper(QWidget):
         self.gain = 10.0  # mm/mV
         self.mode = "auto"
         self.lead = None
+        self.fit_width = None  # pixels available: a 12-lead page is scaled to fit them
         self._exposed = None  # the rectangle being painted
         self.setMinimumHeight(300)
 
@@ -44,7 +46,17 @@ class EcgPaper(QWidget):
 
     def set_zoom(self, px_per_mm: float) -> None:
         self.px_per_mm = px_per_mm
+        self.fit_width = None  # the user's zoom wins over fitting
         self._resize()
+
+    def fit_to(self, width: int) -> None:
+        """Scale a 12-lead page to ``width`` pixels (the viewer's width), within readable limits."""
+        self.fit_width = width
+        self._resize()
+
+    def leads_shown(self) -> list[str]:
+        """The rows of a record that is not a full 12-lead: every lead it has."""
+        return list(self.record.leads) if self.record is not None else []
 
     def twelve_lead(self) -> bool:
         if self.record is None or self.mode == "single":
@@ -55,13 +67,15 @@ class EcgPaper(QWidget):
     def _resize(self) -> None:
         if self.record is None:
             return
+        if self.twelve_lead() and self.fit_width:
+            self.px_per_mm = float(np.clip((self.fit_width - 44) / (10.0 * self.speed), 1.0, 8.0))
         mm = self.px_per_mm
         if self.twelve_lead():
             width = 10.0 * self.speed * mm + 40
             height = (4 * ROW_MM + 12) * mm
         else:
             width = self.record.duration * self.speed * mm + 40
-            height = (ROW_MM + 16) * mm
+            height = (len(self.leads_shown()) * ROW_MM + 16) * mm
         self.setFixedSize(int(width), int(height))
         self.update()
 
@@ -82,8 +96,10 @@ class EcgPaper(QWidget):
             self._trace(p, self.result.lead if self.result else "II", 0, 10, 0,
                         top + 3.5 * ROW_MM * self.px_per_mm, beats=True)
         else:
-            name = self.result.lead if self.result else self.record.lead(self.lead)[1]
-            self._trace(p, name, 0, self.record.duration, 0, top + 0.5 * ROW_MM * self.px_per_mm, beats=True)
+            analysed = normalise_lead(self.result.lead if self.result else self.record.lead(self.lead)[1])
+            for r, name in enumerate(self.leads_shown()):
+                self._trace(p, name, 0, self.record.duration, 0, top + (r + 0.5) * ROW_MM * self.px_per_mm,
+                            beats=normalise_lead(name) == analysed)
         self._header(p)
 
     def _grid(self, p: QPainter, area) -> None:
@@ -173,5 +189,11 @@ class EcgView(QScrollArea):
         self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
 
     def set_study(self, study) -> None:
+        self.paper.fit_width = self.viewport().width()
         self.paper.set_record(study.load())
         self.horizontalScrollBar().setValue(0)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.paper.fit_width is not None:
+            self.paper.fit_to(self.viewport().width())

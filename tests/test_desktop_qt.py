@@ -107,8 +107,15 @@ def test_ecg_paper_renders_record(qtbot, window, pydicom_file):
     assert window.stack.currentWidget() is window.ecg
     paper = window.ecg.paper
     assert paper.twelve_lead() and paper.width() == int(10 * 25 * paper.px_per_mm + 40)
+    assert paper.width() <= window.ecg.viewport().width()  # V4-V6 without scrolling
+    window.resize(1500, 800)
+    qtbot.wait(50)
+    assert window.ecg.viewport().width() - 60 < paper.width() <= window.ecg.viewport().width()  # grows with it
+    window.resize(700, 700)
+    qtbot.wait(50)
+    assert paper.width() <= window.ecg.viewport().width() or paper.px_per_mm == 1.0  # 1 px/mm floor
     image = paper.grab().toImage()
-    dark = sum(1 for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)
+    dark = sum(1 for x in range(0, image.width(), 3) for y in range(0, image.height(), 3)
                if image.pixelColor(x, y).lightness() < 80)
     assert dark > 100  # traces were drawn on the grid
 
@@ -199,3 +206,10 @@ def test_an_unexpected_error_reaches_a_dialog_and_the_log(qtbot, window, monkeyp
         sys.excepthook(*sys.exc_info())
     assert shown and "sqlite3" in shown[0] and str(log_path()) in shown[0]
     assert "No module named 'sqlite3'" in log_path().read_text()
+
+
+def test_every_lead_of_a_two_lead_record_is_shown(qtbot, window, shared):
+    window.open_paths([str(shared / "ecg" / "mitdb" / "100.hea")])  # MLII and V5
+    paper = window.ecg.paper
+    assert not paper.twelve_lead() and paper.leads_shown() == list(paper.record.leads) and len(paper.leads_shown()) == 2
+    assert paper.height() >= 2 * 30 * paper.px_per_mm  # one 30-mm row per lead
