@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,24 +210,63 @@ def _read_signature(path: Path) -> str:
 
 
 def _verify(root: Path, key: TrustedKey, fingerprint: str) -> Signature:
-    """Check ``bundle.sig`` with ``key`` over every file in ``root``; any mismatch is a BundleError."""
-    from cryptography.exceptions import InvalidSignature
-    from model_signing import verifying
+    """Check ``bundle.sig`` with ``key`` over every file in ``root``; any mismatch is a BundleError.
 
-    with nullcontext() if key.key_file else tempfile.TemporaryDirectory(prefix="medexport-key-") as tmp:
-        public = key.key_file  # model-signing reads keys from files: certificates (and the build) give theirs here
-        if public is None:
-            public = Path(tmp) / "key.pub.pem"
-            public.write_bytes(key.pem)
-        try:
-            verifying.Config().use_elliptic_key_verifier(public_key=public).set_hashing_config(_hashing()) \
-                .verify(root, root / SIGNATURE)
-        except (ValueError, InvalidSignature, KeyError, IndexError, TypeError) as exc:
-            detail = str(exc) or type(exc).__name__
-            raise BundleError(f"{root}: the signature by {key.name} (key {fingerprint[:16]}) does not match the "
-                              f"bundle ({detail[:300]})", expected="the files exactly as their publisher signed them",
-                              fix="the bundle was changed after signing: get it again from its publisher") from None
+    The check is the OpenSSF model-signing v1 format read with ``cryptography`` alone (the clinic
+    app ships without model-signing and its Sigstore client stack): the DSSE envelope's ECDSA
+    signature over its in-toto statement, then every file's SHA-256 against the statement's list.
+    ``model_signing verify key`` accepts the same files (tests/test_bundle_trust.py).
+    """
+    statement = _signed_statement(root, key, fingerprint)
+    listed = {}
+    try:
+        for item in statement["predicate"]["resources"]:
+            if item["algorithm"] != "sha256":
+                raise KeyError(f"algorithm {item['algorithm']}")
+            listed[item["name"]] = item["digest"]
+    except (KeyError, TypeError) as exc:
+        _mismatch(root, key, fingerprint, f"the signed statement is not a model-signing v1 file list ({exc})")
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != SIGNATURE}
+    if present != set(listed):
+        extra, missing = sorted(present - set(listed)), sorted(set(listed) - present)
+        _mismatch(root, key, fingerprint, f"files not signed: {extra[:5]}; signed files missing: {missing[:5]}")
+    from .checksums import sha256_file
+
+    changed = sorted(name for name, digest in listed.items() if sha256_file(root / name) != digest)
+    if changed:
+        _mismatch(root, key, fingerprint, f"changed after signing: {', '.join(changed[:5])}")
     return Signature(True, fingerprint, key.name, True)
+
+
+def _signed_statement(root: Path, key: TrustedKey, fingerprint: str) -> dict:
+    """The in-toto statement of ``bundle.sig``, once its DSSE signature checks out with ``key``."""
+    import base64
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        envelope = json.loads((root / SIGNATURE).read_bytes())["dsseEnvelope"]
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        kind = envelope["payloadType"].encode()
+        signature = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
+        public = serialization.load_pem_public_key(key.pem)
+        digest = {"secp256r1": hashes.SHA256(), "secp384r1": hashes.SHA384(), "secp521r1": hashes.SHA512()}[
+            public.curve.name]
+        pae = b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)  # DSSE pre-authentication encoding
+        public.verify(signature, pae, ec.ECDSA(digest))
+        return json.loads(payload)
+    except InvalidSignature:
+        _mismatch(root, key, fingerprint, "the signature does not match its statement")
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:  # malformed file or key
+        _mismatch(root, key, fingerprint, f"unreadable signature ({type(exc).__name__}: {exc})")
+
+
+def _mismatch(root: Path, key: TrustedKey, fingerprint: str, detail: str):
+    raise BundleError(f"{root}: the signature by {key.name} (key {fingerprint[:16]}) does not match the "
+                      f"bundle ({detail[:300]})", expected="the files exactly as their publisher signed them",
+                      fix="the bundle was changed after signing: get it again from its publisher")
 
 
 def check_signature(root, trust=None, allow_unsigned: bool = False) -> Signature:
