@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from medexport.engine.atomic import write_new
+from medexport.engine.codes import PRIVATE_SCHEME, code_for
 from medexport.engine.errors import InvalidInputError
 from medexport.engine.results import DISCLAIMER
 
-SCHEME = "99MEDEXPORT"  # private coding scheme for model labels
 
 
 def build_sr(result, source_path: str):
@@ -39,14 +39,16 @@ def build_sr(result, source_path: str):
             uid=generate_uid(), name="medexport", manufacturer_name="medexport", model_name=result.model_id))
     context = hd.sr.ObservationContext(observer_device_context=device)
     unit = hd.sr.CodedConcept("1", "UCUM", "no units")
-    measurements = [hd.sr.Measurement(name=hd.sr.CodedConcept(f"{label}-score", SCHEME, f"{label} score"),
+    measurements = [hd.sr.Measurement(name=hd.sr.CodedConcept(f"{label}-score", PRIVATE_SCHEME, f"{label} score"),
                                       value=round(float(score), 6), unit=unit, algorithm_id=algorithm)
                     for label, score in result.scores.items()]
     finding = hd.sr.CodedConcept("121071", "DCM", "Finding")
     labels = result.finding_labels()
-    evaluations = [hd.sr.QualitativeEvaluation(finding, hd.sr.CodedConcept(lab, SCHEME, lab)) for lab in labels]
+    # standard codes (SNOMED CT) where the label has one; the private scheme only as a fallback
+    evaluations = [hd.sr.QualitativeEvaluation(finding, hd.sr.CodedConcept(*code_for(result.label_codes, lab)))
+                   for lab in labels]
     if not labels:
-        evaluations = [hd.sr.QualitativeEvaluation(finding, hd.sr.CodedConcept("below-threshold", SCHEME,
+        evaluations = [hd.sr.QualitativeEvaluation(finding, hd.sr.CodedConcept("below-threshold", PRIVATE_SCHEME,
                                                                                  "No finding at operating threshold"))]
     sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)] if result.sr_references_image else []
     group = hd.sr.MeasurementsAndQualitativeEvaluations(

@@ -14,6 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from .codes import ECG_RHYTHMS, IMAGE_FINDINGS
+
 DISCLAIMER = "Demo model, not a medical device: not for diagnosis or treatment decisions."
 LOOKED_NOTE = "where the model looked; not a localisation"
 
@@ -70,6 +72,7 @@ class Result:
     # None where the result is not an SR's kind (a mask goes to DICOM SEG)
     sr_procedure: ClassVar[tuple | None] = ("363679005", "SCT", "Imaging")
     sr_references_image: ClassVar[bool] = True
+    label_codes: ClassVar[dict] = {}  # label -> standard code (engine/codes.py); others stay private
 
     model_id = property(lambda self: self.provenance.model_id)
     model_version = property(lambda self: self.provenance.model_version)
@@ -134,6 +137,7 @@ class ClassificationResult(Result):
     heatmap_method: str | None = None
 
     saves: ClassVar[tuple] = ("heatmap",)
+    label_codes: ClassVar[dict] = IMAGE_FINDINGS
 
     @cached_property
     def heatmap(self) -> np.ndarray | None:
@@ -202,6 +206,7 @@ class EcgRhythmResult(Result):
 
     sr_procedure: ClassVar[tuple | None] = ("29303009", "SCT", "Electrocardiographic procedure")
     sr_references_image: ClassVar[bool] = False
+    label_codes: ClassVar[dict] = ECG_RHYTHMS
 
     @property
     def label(self) -> str:

@@ -100,7 +100,26 @@ def test_structured_report_references_the_source(state, dcm, tmp_path):
                 values.append(str(elem.value))
 
     walk(sr)
-    assert "pneumonia score" in values and f"bundle_sha256={result.bundle_sha256}" in values
+    assert "pneumonia score" in values and f"bundle_sha256={result.bundle_sha256}" in values  # the whole hash
+    codes = []
+
+    def coded(ds):
+        for elem in ds:
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    if "CodeValue" in item:
+                        codes.append((item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning))
+                    coded(item)
+
+    from dataclasses import replace
+
+    positive = replace(result, scores={"normal": 0.01, "pneumonia": 0.99})
+    coded(pydicom.dcmread(save_sr(positive, src, tmp_path / "positive")))
+    assert ("233604007", "SCT", "Pneumonia") in codes  # a finding in SNOMED CT, not only in the private scheme
+    from medexport.engine.codes import IMAGE_FINDINGS, code_for
+
+    assert code_for(IMAGE_FINDINGS, "Pneumonia") == ("233604007", "SCT", "Pneumonia")
+    assert code_for(IMAGE_FINDINGS, "my finding") == ("my finding", "99MEDEXPORT", "my finding")
     assert Path(save_sr(result, src, tmp_path)).name.endswith("(2).dcm")  # never overwritten
 
 
