@@ -13,10 +13,11 @@ from medexport.engine.results import DISCLAIMER
 from .imaging import dicom_date, person_name
 
 
-def report_font(size: int, bold: bool = False) -> QFont:
-    """The report's font with ligatures off: a hash copied from the PDF must be the hash ("ff" set
-    as one glyph copied as one character)."""
-    font = QFont("Sans", size, QFont.Weight.Bold if bold else QFont.Weight.Normal)
+def report_font(size: float, bold: bool = False) -> QFont:
+    """The report's font (``size`` in points) with ligatures off: a hash copied from the PDF must
+    be the hash ("ff" set as one glyph copied as one character)."""
+    font = QFont("Sans", 10, QFont.Weight.Bold if bold else QFont.Weight.Normal)
+    font.setPointSizeF(size)
     for tag in ("liga", "clig", "dlig"):
         font.setFeature(QFont.Tag(tag), 0)
     return font
@@ -78,5 +79,13 @@ def _draw(tmp: Path, study, result, picture: QImage, intended_use: str) -> None:
     text(f"Intended use: {intended_use}", 8, colour=QColor(80, 80, 80))
     text(f"Computed {result.created} UTC; report written {datetime.now().isoformat(timespec='seconds')} by the "
          "medexport viewer, offline on this computer.", 8, colour=QColor(80, 80, 80))
+    if study.kind == "ecg":  # the tracing itself, as vectors at the stated scale, on its own page
+        from .qt_ecg_print import PAGE, draw_ecg_page
+
+        writer.setPageLayout(PAGE)
+        writer.newPage()
+        dots_per_mm = writer.resolution() / 25.4
+        draw_ecg_page(p, dots_per_mm, study.load(), result, f"{Path(study.path).name}: {result.headline()}",
+                      lambda mm, bold=False: report_font(mm * 72.0 / writer.resolution(), bold))  # mm tall
     if not p.end():
         raise OSError(f"the PDF report could not be written to {tmp.parent}")

@@ -213,3 +213,34 @@ def test_every_lead_of_a_two_lead_record_is_shown(qtbot, window, shared):
     paper = window.ecg.paper
     assert not paper.twelve_lead() and paper.leads_shown() == list(paper.record.leads) and len(paper.leads_shown()) == 2
     assert paper.height() >= 2 * 30 * paper.px_per_mm  # one 30-mm row per lead
+
+
+def test_ecg_printout_is_at_the_scale_it_states(qtbot, window, pydicom_file, ecg_bundle, tmp_path):
+    """Measured in the PDF's own coordinates: 1 s of paper is 25 mm, 1 mV is 10 mm (1 pt = 25.4/72 mm)."""
+    from pypdf import PdfReader
+
+    window.state.bundle_folders.append(str(ecg_bundle.parent))
+    window.state.discover()
+    window.open_paths([pydicom_file("waveform_ecg.dcm")])
+    run_and_wait(qtbot, window)
+    pdf = window.save_pdf(str(tmp_path / "ecg.pdf"))
+    reader = PdfReader(str(pdf))
+    assert len(reader.pages) == 2
+    page = reader.pages[1]
+    width_mm, height_mm = (float(v) * 25.4 / 72 for v in (page.mediabox.width, page.mediabox.height))
+    assert abs(width_mm - 297) < 1 and abs(height_mm - 210) < 1  # A4 landscape
+    where = {}
+
+    def visit(text, cm, tm, font, size):
+        if text.strip():  # the text origin in page coordinates (points): tm, then the current matrix
+            x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+            y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+            where.setdefault(text.strip(), (x, y))
+
+    page.extract_text(visitor_text=visit)
+    mm = 25.4 / 72
+    seconds = [where[f"{s}s"][0] for s in range(11)]
+    steps = np.diff(seconds) * mm
+    assert np.allclose(steps, 25.0, atol=0.2), steps  # 25 mm/s
+    # the calibration labels sit 2.2 mm below the baseline and 0.6 mm above the 1 mV top: 10 mm/mV
+    assert abs(abs(where["1mV"][1] - where["0mV"][1]) * mm - (10.0 + 2.2 + 0.6)) < 0.3
