@@ -118,7 +118,7 @@ def test_zipped_bundle_opens(pneumonia_bundle, tmp_path, cxr):
 def test_batch_shape_mismatch_is_explained(pneumonia_bundle):
     from medexport.engine import InvalidInputError
 
-    with open_bundle(pneumonia_bundle) as m, pytest.raises(InvalidInputError, match=r"\(N, 1, 28, 28\)"):
+    with open_bundle(pneumonia_bundle) as m, pytest.raises(InvalidInputError, match=r"\(N, 1, 224, 224\)"):
         m.infer(np.zeros((1, 1, 32, 32), np.float32))
 
 
