@@ -232,7 +232,7 @@ def train(epochs: int = 14, seed: int = 0, batch: int = 48, lr: float = 3e-3, fr
         "recipe": {"epochs": epochs, "seed": seed, "batch": batch, "lr": lr, "weight_decay": 5e-4,
                    "loss": "class-weighted CE, smoothing 0.05", "schedule": "AdamW + one-cycle (20 % warm-up)",
                    "sizes": [h["size"] for h in history], "epoch_choice": "last epoch (no selection on validation)",
-                   "augmentation": augment.__doc__.split(":", 1)[1].split("No horizontal")[0].strip()},
+                   "augmentation": " ".join(augment.__doc__.split(":", 1)[1].split("No horizontal")[0].split()).rstrip(".")},
         "history": history, "load_seconds": round(load_seconds, 1),
         "training_seconds": round(time.time() - start, 1), "environment": training_environment(),
     }
@@ -276,12 +276,13 @@ project's shared data. Split {d['split']}: patients are grouped by file name (pn
 Recipe: `python -m {config.recipe}`: {r['recipe']['epochs']} epochs, batch {r['recipe']['batch']},
 {r['recipe']['schedule']}, max lr {r['recipe']['lr']}, {r['recipe']['loss']}; progressive resizing
 (epochs at 96, 128, 160, then 224 px: {r['recipe']['sizes']}; the shipped model runs at 224); augmentation
-{r['recipe']['augmentation']}. {r['recipe']['epoch_choice']}.
+{r['recipe']['augmentation']}; the {r['recipe']['epoch_choice']}.
 No horizontal flips: a mirrored film (heart on the right) does not occur in this population, and
 teaching the model that it is normal would hide the one cue that an image is mis-oriented; the
 other augmentations already cover the positioning variation of AP films.
-Trained in {r['training_seconds'] / 60:.1f} min (data loading included) on
-{r['environment']['threads']} CPU threads.
+Trained in {r['training_seconds'] / 60:.1f} min (data loading {r['load_seconds']:.0f} s included) with
+{r['environment']['threads']} torch thread(s) on a 2-core CPU shared with other jobs (there, one thread
+ran 5-10x faster than two: two OpenMP threads spin-wait on oversubscribed cores).
 
 ## Operating threshold
 pneumonia score >= **{r['thresholds']['pneumonia']:.4f}**, chosen by {r['threshold_rule']}.
