@@ -63,7 +63,7 @@ def test_int8_without_validation_data_is_refused(tmp_path, data):
 
 
 def test_int8_is_held_to_its_tolerance_on_studies_unlike_the_training_data(tmp_path, data, cache_dir):
-    """OpenVINO INT8 of the 28-px model drifts up to ~0.3 from FP32 on an MR / CT / adult film: the
+    """OpenVINO INT8 of the 224-px model drifts ~0.12 from FP32 on an MR slice: the
     build refuses it (it used to pass with "tolerance": null), or leaves it out with --keep-passing."""
     out = tmp_path / "q"
     proc = medexport("build", "pneumonia-cxr", "--target", "openvino", "--precision", "int8", *data, "-o", out)
@@ -80,7 +80,8 @@ def test_int8_is_held_to_its_tolerance_on_studies_unlike_the_training_data(tmp_p
     assert keys["onnxruntime-int8"]["tolerance"] == 0.05 and keys["openvino-fp32"]["tolerance"] == 1e-3
     report = json.loads((out / "reports" / "onnxruntime-int8.json").read_text())["golden"]
     assert report["passed"] and report["max_disagreement"] <= 0.05 and report["over_tolerance"] == []
-    assert sum("unlike-training:" in n for n in np.load(out / "golden.npz")["names"]) >= 8
+    names = np.load(out / "golden.npz")["names"]  # 224-px rows: the 1 MB budget holds 5, own and unlike alternating
+    assert sum("unlike-training:" in n for n in names) >= 2 and sum("unlike-training:" not in n for n in names) >= 2
     shown = medexport("inspect", out).stdout
     assert "openvino-int8" in shown and "REFUSED" in shown and "(5e-02)" in shown
 
