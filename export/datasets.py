@@ -6,6 +6,9 @@ A DATA spec is one of:
 - a folder of DICOM / PNG / JPEG files (images) or ECG records (WFDB .hea, aECG .xml, DICOM,
   CSV), labelled by an optional ``labels.csv`` (``file,label``) or a CinC-style
   ``REFERENCE.csv`` (``record,code``; codes N, A, O, ~ map to normal, af, other, noisy);
+- a ``file.csv`` list with columns ``file,label``: studies anywhere, labelled; relative ``file``
+  paths are resolved against the project's shared data folder (``$MEDEXPORT_DATA``), so a
+  recipe can ship the exact list of films it held out;
 - a single study file.
 An ECG record yields several beat windows: ``groups`` maps each input row to its record.
 """
@@ -82,6 +85,8 @@ def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None
         n = int(count) if count else limit
         return _from_npz(path, split or "val", preprocess, n if limit is None else min(n or limit, limit))
     path = Path(spec)
+    if path.suffix.lower() == ".csv" and path.is_file():
+        return _from_list(path, preprocess, labels, limit)
     if path.is_dir():
         return _from_folder(path, preprocess, labels, limit)
     if path.is_file():
@@ -230,6 +235,30 @@ def _from_folder(folder: Path, preprocess, label_names: tuple, limit: int | None
                 raise ConfigurationError(f"labels for {folder} have none for {f.name}", fix="add a 'file,label' row for it")
             table[f] = value
     return _from_files(files, preprocess, table)
+
+
+def _from_list(path: Path, preprocess, label_names: tuple, limit: int | None) -> Dataset:
+    """Studies listed in a ``file,label`` CSV; relative files live under the shared data folder."""
+    from medexport.models.data import shared_data
+
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.reader(fh) if len(r) >= 2 and r[0] != "file"]
+    if not rows:
+        raise ConfigurationError(f"{path} lists no studies", expected="a header 'file,label' and one row per study")
+    root = None
+    files = []
+    for name, _ in rows:
+        file = Path(name)
+        if not file.is_absolute():
+            root = root or shared_data()
+            file = root / file
+        if not file.is_file():
+            raise ConfigurationError(f"{path}: listed study {name} does not exist (looked for {file})",
+                                     fix="fix the row, or set MEDEXPORT_DATA to the folder the list is relative to")
+        files.append(file)
+    keep = subset(len(files), limit)
+    table = {files[i]: _label_index(rows[i][1], label_names, path) for i in keep}
+    return _from_files([files[i] for i in keep], preprocess, table)
 
 
 def _from_files(files: list, preprocess, table: dict | None) -> Dataset:

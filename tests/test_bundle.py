@@ -78,7 +78,7 @@ def test_self_test_passes_on_every_artifact(pneumonia_bundle):
         assert check.passed and check.n >= 3, check.line()
 
 
-def test_predict_png_dicom_and_array_with_provenance(pneumonia_bundle, cxr, dcm):
+def test_predict_png_dicom_and_array_with_provenance(pneumonia_bundle, cxr, dcm, shared):
     _, sha, _ = read_manifest(pneumonia_bundle)
     with open_bundle(pneumonia_bundle) as m:
         png = m.predict(cxr[0])
@@ -91,7 +91,13 @@ def test_predict_png_dicom_and_array_with_provenance(pneumonia_bundle, cxr, dcm)
         assert "not a medical device" in r.disclaimer
     assert png.heatmap.shape == (512, 512) and dicom.heatmap.shape == (1760, 1760)
     assert arr.heatmap.shape == (300, 417) and arr.heatmap[:, :50].max() == 0  # outside the centre crop
-    assert png.scores["pneumonia"] < png.thresholds["pneumonia"]  # an adult NIH film labelled no finding
+    # held-out paediatric films (the model's intended use; adult NIH films are outside it) land on their side
+    films = shared / "images" / "kermany-cxr224" / "train"
+    with open_bundle(pneumonia_bundle) as m:
+        normal = m.predict(films / "NORMAL" / "NORMAL2-IM-0402-0001.jpeg")
+        pneumonia = m.predict(films / "PNEUMONIA" / "person889_bacteria_2813.jpeg")
+    assert normal.scores["pneumonia"] < normal.thresholds["pneumonia"] <= pneumonia.scores["pneumonia"]
+    assert normal.heatmap.shape == (224, 224)
     json.dumps(dicom.to_dict())
 
 
@@ -118,7 +124,7 @@ def test_zipped_bundle_opens(pneumonia_bundle, tmp_path, cxr):
 def test_batch_shape_mismatch_is_explained(pneumonia_bundle):
     from medexport.engine import InvalidInputError
 
-    with open_bundle(pneumonia_bundle) as m, pytest.raises(InvalidInputError, match=r"\(N, 1, 28, 28\)"):
+    with open_bundle(pneumonia_bundle) as m, pytest.raises(InvalidInputError, match=r"\(N, 1, 224, 224\)"):
         m.infer(np.zeros((1, 1, 32, 32), np.float32))
 
 

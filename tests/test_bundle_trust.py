@@ -336,7 +336,7 @@ def test_cli_verify_exit_codes(signed_bundle, pneumonia_bundle, signing_keys, tm
     _, public, stranger = signing_keys
     ok = medexport("verify", signed_bundle, "--trust", public)
     assert ok.returncode == 0, ok.stderr
-    assert "OK   pneumonia-cxr 1.0.0" in ok.stdout and "signed by publisher (key " in ok.stdout
+    assert "OK   pneumonia-cxr 2.0.0" in ok.stdout and "signed by publisher (key " in ok.stdout
     for args, message in [((signed_bundle, "--trust", stranger), "not in the trust store"),
                           ((pneumonia_bundle, "--trust", public), "is not signed"),
                           ((signed_bundle,), "no trusted keys")]:

@@ -25,7 +25,7 @@ def source(tmp_path_factory):
 def context(**given):
     from medexport.export.steps.context import CompileContext
 
-    return CompileContext(emit=lambda m: None, golden_inputs=np.zeros((1, 1, 28, 28), np.float32),
+    return CompileContext(emit=lambda m: None, golden_inputs=np.zeros((1, 1, 224, 224), np.float32),
                           golden_tolerance=1e-2, **given)
 
 
@@ -35,7 +35,7 @@ def test_fp16_artifact_settings(source, tmp_path):
     files = prepare_tensorrt(source, "fp16", tmp_path / "t", context())
     settings = json.loads(files["build"].read_text())
     assert settings["flags"] == ["FP16"] and settings["precision"] == "fp16"
-    assert settings["profiles"] == {"image": {"min": [1, 1, 28, 28], "opt": [4, 1, 28, 28], "max": [8, 1, 28, 28]}}
+    assert settings["profiles"] == {"image": {"min": [1, 1, 224, 224], "opt": [4, 1, 224, 224], "max": [8, 1, 224, 224]}}
     assert files["model"].read_bytes() == source.onnx_path.read_bytes()
 
 
@@ -46,7 +46,7 @@ def test_int8_is_an_explicit_symmetric_qdq_graph(source, tmp_path, shared):
     from medexport.export.datasets import load_dataset
     from medexport.export.steps.compile_tensorrt import prepare_tensorrt
 
-    calib = load_dataset(f"{shared}/images/pneumoniamnist_trainval.npz:train", source.preprocess, limit=64).inputs
+    calib = load_dataset(f"{shared}/images/kermany-cxr224/train", source.preprocess, limit=64).inputs
     files = prepare_tensorrt(source, "int8", tmp_path / "q", context(calib_inputs=calib))
     model = onnx.load(str(files["model"]))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}

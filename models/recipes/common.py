@@ -41,6 +41,15 @@ def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return round(float(best), 4)
 
 
+def balanced_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Threshold maximising balanced accuracy (sensitivity + specificity) / 2, which does not depend
+    on the class mix; among tied thresholds, the middle one (midway between the tied extremes)."""
+    candidates = np.unique(np.round(scores, 4))
+    values = np.array([sum(sens_spec(labels, scores, t)) for t in candidates])
+    tied = candidates[values >= values.max() - 1e-12]
+    return round(float((tied.min() + tied.max()) / 2), 4)
+
+
 def save_weights(model, config) -> str:
     """Write the state dict atomically to the registry's weights path; return its SHA-256."""
     import torch
