@@ -150,9 +150,10 @@ def _load_source(model: str, work: Path, options: BuildOptions):
 
 def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> Manifest:
     with log.step("read golden inputs"):
-        golden = golden_inputs(source, options.golden)
+        golden, stored = golden_inputs(source, options.golden)
         unlike = sum(n.startswith(UNLIKE_PREFIX) for n in golden.names)
-        log.emit(f"[build]   {len(golden.names)} golden rows, {unlike} of them from studies unlike the training data")
+        log.emit(f"[build]   agreement checked on {len(golden.names)} rows ({unlike} from studies unlike the training "
+                 f"data); the bundle stores {len(stored)} of them for on-target self-tests")
     task = task_for(_draft_manifest(source, ()))
     ref_outputs = in_chunks(source.reference, golden.inputs, source.input.shape[0])
     ref_scores = task.scores(ref_outputs)
@@ -164,8 +165,8 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
                 raise ConfigurationError(f"validation data {options.val} has no labels",
                                          fix="use an .npz with *_labels or a folder with labels.csv")
             val_ref = _scores(task, source.reference, val.inputs, source.input)
-    golden_arrays = {"inputs": golden.inputs, "scores_source": ref_scores.astype(np.float32),
-                     "names": np.array(golden.names)}
+    golden_arrays = {"inputs": golden.inputs[stored], "scores_source": ref_scores[stored].astype(np.float32),
+                     "names": np.array(golden.names)[stored]}
     artifacts, reports, refused = [], {}, []
     with log.step("prepare calibration data"):
         context = _compile_context(options, source, task, guard, val, golden, log)
@@ -204,7 +205,7 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
                 write_bundle.write_json(stage / "reports" / "refused" / f"{key}.json", report)
                 shutil.rmtree(stage / key, ignore_errors=True)
                 continue
-            golden_arrays[f"scores_{key}"] = scores.astype(np.float32)
+            golden_arrays[f"scores_{key}"] = scores[stored].astype(np.float32)
             rel = {role: str(Path(p).relative_to(stage)) for role, p in files.items()}
             reports[key] = report
             write_bundle.write_json(stage / "reports" / f"{key}.json", report)

@@ -14,8 +14,9 @@ from medexport.engine.errors import ConfigurationError, MedError
 from .datasets import Dataset, load_dataset
 
 GOLDEN_ROWS = 48
-GOLDEN_INPUT_BYTES = 1 << 20  # at most ~1 MB of golden inputs (large tiles get fewer rows), never fewer than 2 rows
+GOLDEN_INPUT_BYTES = 1 << 20  # at most ~1 MB of golden inputs stored (large tiles get fewer rows), never fewer than 2 rows
 ROWS_PER_STUDY = 6  # an ECG record or a large image gives several rows: keep a few of each
+AGREEMENT_BYTES = 64 << 20  # the build checks agreement on every study it read, up to this much input
 UNLIKE_PREFIX = "unlike-training:"
 
 # Real studies unlike any model's training data, by preprocessing kind (files that are missing
@@ -42,18 +43,26 @@ UNLIKE_TRAINING = {
 }
 
 
-def golden_inputs(source, spec: str | None = None) -> Dataset:
-    """Rows for the bundle's golden.npz: ``spec`` (or the model's default studies), then studies
-    unlike the training data, round robin across studies, within the size budget."""
+def golden_inputs(source, spec: str | None = None) -> tuple[Dataset, np.ndarray]:
+    """The agreement set and which of its rows the bundle stores.
+
+    Every artifact is held to its tolerance on all rows of the agreement set (``spec`` or the
+    model's default studies, then the studies unlike the training data, a few rows each, round
+    robin); the bundle's golden.npz keeps the first rows of that order within its size budget, for
+    the on-target self-test. At 224 px the budget holds about five rows: the build must not check
+    only those (an INT8 artifact drifting 0.12 on an adult film passed that way)."""
     own = _own_studies(source, spec)
     unlike = unlike_training(source.preprocess)
-    if not unlike:
-        return _budgeted(own, np.arange(len(own)))
-    data = _concat_named([own] + unlike)
+    data = _concat_named([own] + unlike) if unlike else own
     # own and unlike studies alternate, so that a small budget still holds both kinds
     n_unlike = sum(len(u) for u in unlike)
     order = np.concatenate([2 * np.arange(len(own)), 2 * np.arange(n_unlike) + 1])
-    return _budgeted(data, order)
+    rows = _round_robin(data, order)
+    rows = rows[:max(2, AGREEMENT_BYTES // data.inputs[0].nbytes)]
+    stored = np.arange(min(len(rows), GOLDEN_ROWS, max(2, GOLDEN_INPUT_BYTES // data.inputs[0].nbytes)))
+    several = data.groups is not None
+    names = tuple(data.names[data.row_groups[r]] + (f"#{r}" if several else "") for r in rows)
+    return Dataset(data.inputs[rows], None, names), stored
 
 
 def unlike_training(preprocess) -> list[Dataset]:
@@ -122,16 +131,11 @@ def _concat_named(parts: list[Dataset]) -> Dataset:
     return Dataset(np.concatenate(inputs), None, tuple(names), np.concatenate(groups))
 
 
-def _budgeted(data: Dataset, order: np.ndarray) -> Dataset:
-    """At most ROWS_PER_STUDY rows per study, round robin (every study's first row before any
-    second row; studies by ``order``), then the row and byte budgets."""
+def _round_robin(data: Dataset, order: np.ndarray) -> np.ndarray:
+    """Row indices: at most ROWS_PER_STUDY per study, every study's first row before any second
+    row, studies by ``order``."""
     groups = data.row_groups
     per_study = [np.flatnonzero(groups == g)[:ROWS_PER_STUDY] for g in range(len(data))]
     rank = np.concatenate([np.arange(len(r)) for r in per_study])
     priority = np.concatenate([np.full(len(r), order[g]) for g, r in enumerate(per_study)])
-    rows = np.concatenate(per_study)[np.lexsort((priority, rank))]
-    limit = min(GOLDEN_ROWS, max(2, GOLDEN_INPUT_BYTES // data.inputs[0].nbytes))
-    rows = np.sort(rows[:limit])
-    several = data.groups is not None
-    names = tuple(data.names[groups[r]] + (f"#{r}" if several else "") for r in rows)
-    return Dataset(data.inputs[rows], None, names)
+    return np.concatenate(per_study)[np.lexsort((priority, rank))]

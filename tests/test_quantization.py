@@ -29,21 +29,26 @@ def n_val():
     return get_config("pneumonia-cxr").training_record()["data"]["val"]
 
 
-def test_int8_bundle_carries_its_report(tmp_path, data, n_val, cache_dir):
+def test_int8_report_is_kept_even_when_the_artifact_is_refused(tmp_path, data, n_val, cache_dir):
+    """ONNX Runtime INT8 keeps AUROC on the validation part but drifts ~0.25 from FP32 on an adult CR
+    (a study unlike the training data): left out with --keep-passing, its full report kept."""
     out = tmp_path / "q"
-    proc = medexport("build", "pneumonia-cxr", "--target", "onnxruntime", "--precision", "fp32,int8", *data, "-o", out)
+    proc = medexport("build", "pneumonia-cxr", "--target", "onnxruntime", "--precision", "fp32,int8", *data,
+                     "--keep-passing", "-o", out)
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((out / "reports" / "onnxruntime-int8.json").read_text())
+    report = json.loads((out / "reports" / "refused" / "onnxruntime-int8.json").read_text())
     v = report["validation"]
     art, src = v["per_label"]["pneumonia"]["artifact"], v["per_label"]["pneumonia"]["source"]
-    assert v["n"] == n_val and v["max_drop"] == 0.005 and v["passed"]
-    assert src["auroc"]["value"] - art["auroc"]["value"] <= 0.005
+    assert v["n"] == n_val and v["max_drop"] == 0.005
+    assert abs(src["auroc"]["value"] - art["auroc"]["value"]) <= 0.005  # the clinical metric alone would pass it
     lo, hi = art["auroc"]["ci95"]
     assert lo <= art["auroc"]["value"] <= hi and set(art) >= {"sensitivity", "specificity"}
     assert len(v["decision_flips"]) == v["n_flips"]
-    assert report["golden"]["heatmap_correlation"]["mean"] > 0.9  # INT8 looks where FP32 looks
+    g = report["golden"]
+    assert not g["passed"] and any(o["item"].startswith("unlike-training:") for o in g["over_tolerance"])
+    assert g["heatmap_correlation"]["mean"] > 0.9  # INT8 looks where FP32 looks
     shown = medexport("inspect", out).stdout
-    assert "onnxruntime-int8" in shown and f"flips of {n_val}" in shown
+    assert "onnxruntime-fp32" in shown and "onnxruntime-int8" in shown and "REFUSED" in shown
 
 
 def test_missed_budget_fails_with_the_report_and_writes_nothing(tmp_path, data, cache_dir):
@@ -65,40 +70,43 @@ def test_int8_without_validation_data_is_refused(tmp_path, data):
 
 
 def test_int8_is_held_to_its_tolerance_on_studies_unlike_the_training_data(tmp_path, data, cache_dir):
-    """OpenVINO INT8 of the 224-px model drifts ~0.12 from FP32 on an MR slice: the
-    build refuses it (it used to pass with "tolerance": null), or leaves it out with --keep-passing."""
+    """OpenVINO INT8 of the 224-px model drifts ~0.12 from FP32 on an MR slice: the build refuses
+    it (it used to pass with "tolerance": null), or leaves it out with --keep-passing. The check
+    runs on every study the build read, not only the few rows the bundle has room to store."""
     out = tmp_path / "q"
     proc = medexport("build", "pneumonia-cxr", "--target", "openvino", "--precision", "int8", *data, "-o", out)
     assert proc.returncode == 2 and "golden inputs disagree with the source model" in proc.stderr
     assert "unlike-training:" in proc.stderr and not out.exists()
 
-    proc = medexport("build", "pneumonia-cxr", "--target", "openvino,onnxruntime", "--precision", "fp32,int8", *data,
+    proc = medexport("build", "pneumonia-cxr", "--target", "openvino", "--precision", "fp32,int8", *data,
                      "--keep-passing", "-o", out)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     keys = {f"{a['target']}-{a['precision']}": a for a in manifest["artifacts"]}
     refused = {r["artifact"] for r in manifest["provenance"]["refused_artifacts"]}
     assert "openvino-int8" in refused and "openvino-int8" not in keys and not (out / "openvino-int8").exists()
-    assert keys["onnxruntime-int8"]["tolerance"] == 0.05 and keys["openvino-fp32"]["tolerance"] == 1e-3
-    report = json.loads((out / "reports" / "onnxruntime-int8.json").read_text())["golden"]
-    assert report["passed"] and report["max_disagreement"] <= 0.05 and report["over_tolerance"] == []
-    names = np.load(out / "golden.npz")["names"]  # 224-px rows: the 1 MB budget holds 5, own and unlike alternating
-    assert sum("unlike-training:" in n for n in names) >= 2 and sum("unlike-training:" not in n for n in names) >= 2
+    assert keys["openvino-fp32"]["tolerance"] == 1e-3
+    report = json.loads((out / "reports" / "openvino-fp32.json").read_text())["golden"]
+    stored = np.load(out / "golden.npz")["names"]  # 224-px rows: the 1 MB budget holds 5, own and unlike alternating
+    assert report["n"] > len(stored) >= 4 and report["passed"]
+    assert sum("unlike-training:" in n for n in stored) >= 2 and sum("unlike-training:" not in n for n in stored) >= 2
     shown = medexport("inspect", out).stdout
-    assert "openvino-int8" in shown and "REFUSED" in shown and "(5e-02)" in shown
+    assert "openvino-int8" in shown and "REFUSED" in shown and "(1e-03)" in shown
 
 
-def test_selftest_compares_int8_with_the_float_source_not_with_itself(tmp_path, data, cache_dir):
+def test_selftest_compares_with_the_float_source_not_with_itself(tmp_path, data, cache_dir):
+    """FP16 differs from the FP32 source by ~1e-4 and from its own build-time outputs by ~0: the
+    self-test reports the first (an artifact compared with itself would always pass)."""
     from medexport.engine import open_bundle
 
     out = tmp_path / "q"
-    proc = medexport("build", "pneumonia-cxr", "--target", "onnxruntime", "--precision", "int8", *data, "-o", out)
+    proc = medexport("build", "pneumonia-cxr", "--target", "onnxruntime", "--precision", "fp16", "-o", out)
     assert proc.returncode == 0, proc.stderr
     golden = np.load(out / "golden.npz")
-    with open_bundle(out, backend="onnxruntime", precision="int8") as model:
+    with open_bundle(out, backend="onnxruntime", precision="fp16") as model:
         check = model.self_test()
         here = model.scores(golden["inputs"])
     expected = np.abs(here - golden["scores_source"]).max()
     assert check.passed and check.max_disagreement == pytest.approx(expected, abs=1e-6)
-    assert check.max_disagreement > 10 * check.drift  # INT8 differs from FP32 far more than from its build-time self
+    assert check.max_disagreement > 10 * check.drift  # FP16 differs from FP32 far more than from its build-time self
     assert "vs the source model" in check.line()
