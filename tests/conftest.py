@@ -12,6 +12,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 _HOME = tempfile.mkdtemp(prefix="medexport-test-home-")
 os.environ["MEDEXPORT_HOME"] = _HOME
 os.environ["XDG_CONFIG_HOME"] = _HOME
+os.environ.setdefault("MEDEXPORT_TEST_REAL_HOME", os.environ.get("HOME", ""))  # for pip/PyInstaller caches
 os.environ["HOME"] = _HOME  # reports default to ~/Documents: the tests' own, never the user's
 
 

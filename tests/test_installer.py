@@ -14,7 +14,8 @@ pytestmark = pytest.mark.skipif(not (os.environ.get("CI") or os.environ.get("MED
 
 
 def test_make_installer_builds_a_self_testing_app():
-    proc = subprocess.run(["make", "installer"], cwd=REPO, capture_output=True, text=True, timeout=3000)
+    env = dict(os.environ, HOME=os.environ.get("MEDEXPORT_TEST_REAL_HOME") or os.environ["HOME"])  # build caches
+    proc = subprocess.run(["make", "installer"], cwd=REPO, capture_output=True, text=True, timeout=3000, env=env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     app = REPO / "dist" / "medexport-viewer"
