@@ -43,7 +43,7 @@ class ScoreRow:
 @dataclass(frozen=True)
 class Overlay:
     """What a result draws over its study: ``kind`` picks the viewer's painter ("heatmap",
-    "mask", "beats"), ``data`` is on the source grid, ``note`` says what it shows."""
+    "mask", "beats", "boxes"), ``data`` is on the source grid, ``note`` says what it shows."""
 
     kind: str
     data: object
@@ -334,7 +334,8 @@ class DetectionResult(Result):
         return [f"{len(self.detections)} boxes on {w} x {h} pixels (box score {rule}; score = mean per label)"]
 
     def overlay(self) -> Overlay:
-        return Overlay("boxes", self.detections, f"Overlay: {len(self.detections)} boxes, coloured by label.")
+        return Overlay("boxes", (self.detections, self.image_shape, self.labels),
+                       f"Overlay: {len(self.detections)} boxes, coloured by label.")
 
     def finding_labels(self) -> list[str]:
         return [k for k, n in self.counts.items() if n]

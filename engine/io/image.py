@@ -309,3 +309,10 @@ def _colour_dicom(path: str, frame: int | None) -> ImageStudy:
         meta = dicom.describe(ds) | {"colour": f"{photometric} -> RGB / 255"}
     return ImageStudy(arr.astype(np.float32) * np.float32(1 / 255.0), path, "dicom",
                       hashlib.sha256(data).hexdigest(), meta, frames)
+
+
+def luma(study: ImageStudy) -> ImageStudy:
+    """A colour study as display greyscale (ITU-R 601 luma), for viewers that show grey only."""
+    pixels = study.pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+    return ImageStudy(pixels.astype(np.float32), study.source, study.kind, study.sha256,
+                      study.meta | {"greyscale": "ITU-R 601 luma of the colour image (display only)"}, study.frames)
