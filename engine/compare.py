@@ -195,7 +195,8 @@ def mean_average_precision(detections: list, truths: list, n_classes: int, iou_m
         boot[b] = [ap_from_matches([m[i] for i in idx]) for m in per]
 
     def summary(value, samples):
-        ci = [float("nan")] * 2 if not n_boot else np.nanquantile(samples, [0.025, 0.975]).tolist()
+        finite = samples[np.isfinite(samples)]
+        ci = np.quantile(finite, [0.025, 0.975]).tolist() if len(finite) else [float("nan")] * 2
         return {"value": round(float(value), 4), "ci95": [round(float(c), 4) for c in ci]}
 
     out = {k: summary(values[k], boot[:, k]) for k in range(n_classes)}

@@ -16,6 +16,7 @@ import numpy as np
 
 DISCLAIMER = "Demo model, not a medical device: not for diagnosis or treatment decisions."
 LOOKED_NOTE = "where the model looked; not a localisation"
+MAX_BOX_LINES = 60  # detection boxes listed in detail lines (a smear holds ~20-40)
 
 
 @dataclass(frozen=True)
@@ -331,7 +332,13 @@ class DetectionResult(Result):
     def detail_lines(self) -> list[str]:
         h, w = self.image_shape
         rule = ", ".join(f"{k} >= {t:.2f}" for k, t in self.thresholds.items())
-        return [f"{len(self.detections)} boxes on {w} x {h} pixels (box score {rule}; score = mean per label)"]
+        lines = [f"{len(self.detections)} boxes on {w} x {h} pixels (box score {rule}; score = mean per label)"]
+        shown = self.detections[:MAX_BOX_LINES]
+        lines += [f"{d.label} {d.score:.2f} at ({d.box[0]:.0f}, {d.box[1]:.0f})-({d.box[2]:.0f}, {d.box[3]:.0f})"
+                  for d in shown]
+        if len(self.detections) > len(shown):
+            lines.append(f"... {len(self.detections) - len(shown)} more boxes (all in to_dict / the saved CSV)")
+        return lines
 
     def overlay(self) -> Overlay:
         return Overlay("boxes", (self.detections, self.image_shape, self.labels),

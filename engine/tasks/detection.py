@@ -74,8 +74,7 @@ class DetectionTask(Task):
     options_type = ImageOptions
     result_type = DetectionResult
     metrics = ("map",)
-    agreement_measure = ("largest score difference of matched boxes (IoU >= 0.5, same label); a box only one "
-                         "model reports counts its margin over the threshold")
+    agreement_measure = "largest box score difference (unmatched boxes: margin over threshold)"
     # in score units like the classifiers' measure (see disagreement)
     golden_tolerance = {"fp32": 1e-3, "fp16": 2e-2, "int8": 1e-1}
     viewer_rank = 2
