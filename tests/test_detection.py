@@ -189,3 +189,24 @@ def test_viewer_shows_a_colour_smear_as_grey(shared):
     broken = shared / "ecg" / "mitdb" / "100.hea"  # not a picture: the greyscale reader's refusal stays
     with pytest.raises(InvalidInputError):
         type(study)(str(broken), "image", "x").load()
+
+
+def test_sr_records_each_box_as_a_scoord_region(det_bundle, dcm, tmp_path):
+    import pydicom
+
+    from medexport.desktop.sr import save_sr
+
+    with open_bundle(det_bundle) as model:
+        r = model.predict(dcm("US1_UNCR.dcm"))  # a colour ultrasound: any boxes it finds are regions
+    r = type(r)(**{**r.__dict__, "detections": (Detection("WBC", 0.9, (10.0, 20.0, 60.0, 50.0)),)})
+    sr = pydicom.dcmread(save_sr(r, dcm("US1_UNCR.dcm"), tmp_path))
+    found = []
+
+    def walk(items):
+        for item in items:
+            if item.get("ValueType") == "SCOORD":
+                found.append((item.GraphicType, [float(v) for v in item.GraphicData]))
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    assert found == [("POLYLINE", [10, 20, 60, 20, 60, 50, 10, 50, 10, 20])]
