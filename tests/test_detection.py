@@ -163,9 +163,11 @@ def test_disagreement_counts_lost_confident_boxes(det_bundle, shared):
         assert model.task.disagreement(ref, ref.copy())[0] == 0.0
         lost = ref.copy()
         lost[:, :3] *= 0.01  # every box gone
-        top = float(ref[:, :3].max())
         gap = model.task.disagreement(ref, lost)[0]
-    assert gap > top - 0.5 and gap <= top
+        r = model.predict(smear(shared))
+        thresholds = model.manifest.postprocess.thresholds
+    # the most confident lost box counts its margin over its threshold
+    assert gap == pytest.approx(max(d.score - thresholds[d.label] for d in r.detections), abs=1e-4)
 
 
 # -- viewer --------------------------------------------------------------------------------------
