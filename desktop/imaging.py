@@ -110,7 +110,31 @@ def mask_rgba(mask: np.ndarray, opacity: float, colour=(0, 200, 255)) -> np.ndar
     return rgba
 
 
+# box outline colour per label index (RBC red, WBC blue, platelets green, then more)
+BOX_COLOURS = ((230, 40, 40), (40, 110, 255), (30, 190, 60), (240, 180, 0), (200, 60, 220), (0, 200, 200))
+
+
+def boxes_rgba(data: tuple, opacity: float) -> np.ndarray:
+    """(detections, (H, W), labels) -> RGBA uint8 with each box's outline (2 px, 1 px on tiny
+    images), coloured by its label's place in the model's labels."""
+    detections, (h, w), labels = data
+    rgba = np.zeros((h, w, 4), np.uint8)
+    t = 2 if min(h, w) >= 64 else 1
+    for d in detections:
+        colour = BOX_COLOURS[labels.index(d.label) % len(BOX_COLOURS)]
+        x0, y0, x1, y1 = (int(round(v)) for v in d.box)
+        x0, x1 = max(0, min(x0, w - 1)), max(0, min(x1, w))
+        y0, y1 = max(0, min(y0, h - 1)), max(0, min(y1, h))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        for region in (rgba[y0:y0 + t, x0:x1], rgba[max(y0, y1 - t):y1, x0:x1],
+                       rgba[y0:y1, x0:x0 + t], rgba[y0:y1, max(x0, x1 - t):x1]):
+            region[..., :3] = colour
+            region[..., 3] = int(round(max(opacity, 0.5) * 255))
+    return rgba
+
+
 # One painter per overlay kind a result can draw over an image (engine.results.Overlay.kind):
 # ``painter(data, opacity) -> (H, W, 4) uint8`` on the study's pixel grid. A new result kind
 # that draws over images adds its painter here. (ECG beats are painted by the ECG paper view.)
-IMAGE_PAINTERS = {"heatmap": heatmap_rgba, "mask": mask_rgba}
+IMAGE_PAINTERS = {"heatmap": heatmap_rgba, "mask": mask_rgba, "boxes": boxes_rgba}

@@ -55,9 +55,12 @@ def build_sr(result, source_path: str):
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"medexport {result.model_id}"),
         algorithm_id=algorithm, measurements=measurements, qualitative_evaluations=evaluations,
         source_images=sources or None)
+    overlay = result.overlay()
+    regions = REGION_WRITERS[overlay.kind](overlay.data, ds, algorithm, unit) \
+        if overlay is not None and overlay.kind in REGION_WRITERS else []
     procedure = hd.sr.CodedConcept(*result.sr_procedure)
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=procedure,
-                                     imaging_measurements=[group])
+                                     imaging_measurements=[group, *regions])
     sr = hd.sr.ComprehensiveSR(
         evidence=[ds], content=report[0], series_instance_uid=generate_uid(), series_number=990,
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer="medexport",
@@ -66,6 +69,31 @@ def build_sr(result, source_path: str):
     sr.ContentLabel = "AIRESULT"
     sr.ContentDescription = DISCLAIMER[:64]
     return sr
+
+
+def box_regions(data: tuple, ds, algorithm, unit) -> list:
+    """One planar ROI group (TID 1410) per detected box: a closed SCOORD POLYLINE in the source
+    image's pixel coordinates, its label as the finding type and its score as a measurement."""
+    import highdicom as hd
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    source = hd.sr.SourceImageForRegion.from_source_image(ds)
+    groups = []
+    for i, d in enumerate(data[0]):
+        x0, y0, x1, y1 = d.box
+        outline = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], np.float32)
+        score = hd.sr.Measurement(name=hd.sr.CodedConcept(f"{d.label}-score", SCHEME, f"{d.label} box score"),
+                                  value=round(float(d.score), 4), unit=unit, algorithm_id=algorithm)
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"{d.label} {i + 1}"),
+            referenced_region=hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POLYLINE, outline, source),
+            finding_type=hd.sr.CodedConcept(d.label, SCHEME, d.label), algorithm_id=algorithm, measurements=[score]))
+    return groups
+
+
+# overlay kinds whose regions an SR records as SCOORD (results.Overlay.kind -> writer)
+REGION_WRITERS = {"boxes": box_regions}
 
 
 def save_sr(result, source_path: str, folder: Path) -> Path:

@@ -119,3 +119,100 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     union = (pred | truth).sum()
     return float((pred & truth).sum() / union) if union else 1.0
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) intersection over union of x0, y0, x1, y1 boxes ``a`` (N, 4) and ``b`` (M, 4)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    wh = np.clip(np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]), 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def match_boxes(boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray, iou_min: float = 0.5) -> np.ndarray:
+    """Greedy VOC matching of one image's detections of one class: highest score first, each to
+    the unclaimed truth box of highest IoU (>= ``iou_min``). Returns a bool per detection (TP)."""
+    tp = np.zeros(len(boxes), bool)
+    if not len(boxes) or not len(truth):
+        return tp
+    overlaps = box_iou(boxes, truth)
+    claimed = np.zeros(len(truth), bool)
+    for i in np.argsort(-np.asarray(scores), kind="stable"):
+        j = int(overlaps[i].argmax())
+        if overlaps[i, j] >= iou_min and not claimed[j]:
+            tp[i] = claimed[j] = True
+    return tp
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC all-point interpolated AP: the area under the precision envelope (VOC 2010+)."""
+    r = np.concatenate([[0.0], recall, [1.0]])
+    p = np.concatenate([[0.0], precision, [0.0]])
+    p = np.maximum.accumulate(p[::-1])[::-1]
+    steps = np.flatnonzero(r[1:] != r[:-1])
+    return float(np.sum((r[steps + 1] - r[steps]) * p[steps + 1]))
+
+
+def class_matches(detections: list, truths: list, label: int, iou_min: float = 0.5) -> list:
+    """Per image, for class ``label``: (TP flag per detection, its scores, number of truth boxes).
+    ``detections[i]`` = (boxes (N, 4), labels (N,), scores (N,)), ``truths[i]`` = (boxes, labels)."""
+    out = []
+    for (boxes, labels, score), (t_boxes, t_labels) in zip(detections, truths):
+        mine, theirs = np.asarray(labels) == label, np.asarray(t_labels) == label
+        out.append((match_boxes(np.asarray(boxes)[mine], np.asarray(score)[mine], np.asarray(t_boxes)[theirs], iou_min),
+                    np.asarray(score, np.float64)[mine], int(theirs.sum())))
+    return out
+
+
+def ap_from_matches(matches: list) -> float:
+    """AP (VOC all-point) from :func:`class_matches` of some images; NaN without truth boxes."""
+    n_truth = sum(m[2] for m in matches)
+    if n_truth == 0:
+        return float("nan")
+    tp = np.concatenate([m[0] for m in matches])
+    score = np.concatenate([m[1] for m in matches])
+    hits = np.cumsum(tp[np.argsort(-score, kind="stable")])
+    return voc_ap(hits / n_truth, hits / np.arange(1, len(hits) + 1))
+
+
+def average_precision(detections: list, truths: list, label: int, iou_min: float = 0.5) -> float:
+    """AP at IoU ``iou_min`` for class ``label`` over images (see :func:`class_matches`)."""
+    return ap_from_matches(class_matches(detections, truths, label, iou_min))
+
+
+def mean_average_precision(detections: list, truths: list, n_classes: int, iou_min: float = 0.5, *,
+                           n_boot: int = 0, seed: int = 0) -> dict:
+    """AP at IoU ``iou_min`` per class and their mean ("mean"; classes without truth left out),
+    each ``{"value", "ci95"}`` with a percentile bootstrap over images when ``n_boot``."""
+    per = [class_matches(detections, truths, k, iou_min) for k in range(n_classes)]
+    values = np.array([ap_from_matches(m) for m in per])
+    boot = np.full((max(n_boot, 0), n_classes), np.nan)
+    rng = np.random.default_rng(seed)
+    for b in range(n_boot):
+        idx = rng.integers(0, len(truths), len(truths))
+        boot[b] = [ap_from_matches([m[i] for i in idx]) for m in per]
+
+    def summary(value, samples):
+        finite = samples[np.isfinite(samples)]
+        ci = np.quantile(finite, [0.025, 0.975]).tolist() if len(finite) else [float("nan")] * 2
+        return {"value": round(float(value), 4), "ci95": [round(float(c), 4) for c in ci]}
+
+    out = {k: summary(values[k], boot[:, k]) for k in range(n_classes)}
+    with np.errstate(all="ignore"):
+        mean_boot = np.nanmean(boot, axis=1) if n_boot else boot[:, 0]
+    out["mean"] = summary(np.nanmean(values) if not np.all(np.isnan(values)) else float("nan"), mean_boot)
+    return out
+
+
+def detection_f1(a_boxes: np.ndarray, a_labels: np.ndarray, b_boxes: np.ndarray, b_labels: np.ndarray,
+                 iou_min: float = 0.5) -> float:
+    """F1 of two box sets matched one to one by label at IoU ``iou_min`` (1.0 when both are empty)."""
+    a_labels, b_labels = np.asarray(a_labels), np.asarray(b_labels)
+    if len(a_labels) + len(b_labels) == 0:
+        return 1.0
+    tp = sum(int(match_boxes(np.asarray(a_boxes)[a_labels == k], np.zeros(int((a_labels == k).sum())),
+                             np.asarray(b_boxes)[b_labels == k], iou_min).sum())
+             for k in np.unique(a_labels))
+    return 2 * tp / (len(a_labels) + len(b_labels))

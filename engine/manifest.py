@@ -208,6 +208,35 @@ class EcgPreprocess:
 
 
 @dataclass(frozen=True)
+class DetectionPreprocess:
+    """Colour detection: an RGB study letterboxed (aspect kept, padded) or squashed to ``size``."""
+
+    size: tuple  # (height, width) of the model's input
+    channels: int = 3
+    letterbox: bool = True  # keep the aspect ratio and pad; False: squash to size
+    mean: tuple = (0.5, 0.5, 0.5)
+    std: tuple = (0.25, 0.25, 0.25)
+    kind: str = "detect"
+
+    def __post_init__(self):
+        if not isinstance(self.size, (list, tuple)) or len(self.size) != 2:
+            _bad("preprocess.size", self.size, "[height, width]")
+        object.__setattr__(self, "size", tuple(_int(f"preprocess.size[{i}]", v, 8, 4096) for i, v in enumerate(self.size)))
+        if self.channels != 3 or isinstance(self.channels, bool):
+            _bad("preprocess.channels", self.channels, "3 (detection reads colour studies)")
+        if not isinstance(self.letterbox, bool):
+            _bad("preprocess.letterbox", self.letterbox, "true or false")
+        mean, std = _normalisation(self.mean, self.std, self.channels)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    def describe(self) -> str:
+        fit = "letterbox (aspect kept, padded with the mean)" if self.letterbox else "squash"
+        return (f"colour RGB [0,1] -> {fit} bilinear to {self.size[0]}x{self.size[1]} "
+                f"-> (x - {list(self.mean)}) / {list(self.std)}; boxes mapped back to source pixels")
+
+
+@dataclass(frozen=True)
 class Postprocess:
     """Scores from outputs; decisions from thresholds on the listed labels."""
 
@@ -383,4 +412,5 @@ def _no_duplicates(pairs: list) -> dict:
     return dict(pairs)
 
 
-PREPROCESS_KINDS: dict[str, Any] = {"image": ImagePreprocess, "ecg": EcgPreprocess, "tiles": TilePreprocess}
+PREPROCESS_KINDS: dict[str, Any] = {"image": ImagePreprocess, "ecg": EcgPreprocess, "tiles": TilePreprocess,
+                                    "detect": DetectionPreprocess}

@@ -138,3 +138,64 @@ def check_image(pixels: np.ndarray, spec) -> None:
         raise InvalidInputError(f"the image is {w} x {h} pixels (aspect ratio {max(h, w) / min(h, w):.1f})",
                                 expected=f"an aspect ratio up to {limits.MAX_ASPECT_RATIO:g}:1 (engine/limits.py)",
                                 fix="crop the region of interest first")
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where a letterboxed input lies on the source: input = source * scale + (left, top)."""
+
+    source_shape: tuple  # (H, W) of the source image
+    scale: tuple  # (sy, sx); equal when the aspect ratio is kept
+    offset: tuple  # (top, left) padding in input pixels
+
+    def to_source(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) x0, y0, x1, y1 boxes on the input grid -> source pixels, clipped to the image."""
+        (sy, sx), (top, left) = self.scale, self.offset
+        h, w = self.source_shape
+        out = (np.asarray(boxes, np.float64) - [left, top, left, top]) / [sx, sy, sx, sy]
+        return np.clip(out, 0, [w, h, w, h])
+
+
+def letterbox(rgb: np.ndarray, spec) -> tuple[np.ndarray, Letterbox]:
+    """An (H, W, 3) [0, 1] colour image -> (1, 3, h, w) normalised tensor, bilinear-resized with its
+    aspect ratio kept (``spec.letterbox``) and centred; the padding is the mean (0 once normalised)."""
+    h, w = rgb.shape[:2]
+    out_h, out_w = spec.size
+    if spec.letterbox:
+        s = min(out_h / h, out_w / w)
+        new_h, new_w = min(out_h, max(1, int(round(h * s)))), min(out_w, max(1, int(round(w * s))))
+    else:
+        new_h, new_w = out_h, out_w
+    top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
+    mean = np.asarray(spec.mean, np.float32)
+    std = np.asarray(spec.std, np.float32)
+    tensor = np.zeros((1, 3, out_h, out_w), np.float32)
+    for c in range(3):
+        channel = resize(rgb[..., c], (new_h, new_w), "bilinear")
+        tensor[0, c, top:top + new_h, left:left + new_w] = (channel - mean[c % len(mean)]) / std[c % len(std)]
+    return tensor, Letterbox((h, w), (new_h / h, new_w / w), (top, left))
+
+
+def check_colour_image(rgb: np.ndarray, spec) -> None:
+    """Refuse a colour image a detector cannot judge: non-finite, constant, smaller than the
+    model's input on the side the letterbox fits, or beyond ``MAX_ASPECT_RATIO``."""
+    from . import limits
+    from .errors import InvalidInputError
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InvalidInputError(f"the image has shape {rgb.shape}", expected="(H, W, 3) colour pixels")
+    if not np.isfinite(rgb).all():
+        raise InvalidInputError("the image holds NaN or infinite values", expected="finite pixel values")
+    if float(rgb.max()) - float(rgb.min()) <= 1e-6:
+        raise InvalidInputError(f"the image is constant (every value is {float(rgb.flat[0]):.3g})",
+                                expected="an image with content", fix="check the file")
+    h, w = rgb.shape[:2]
+    scale = min(spec.size[0] / h, spec.size[1] / w) if spec.letterbox else max(spec.size[0] / h, spec.size[1] / w)
+    if scale > 1.0:
+        raise InvalidInputError(f"the image is {w} x {h} pixels", expected=f"at least {spec.size[1]} x {spec.size[0]} "
+                                "once fitted into this model's input (it would be upscaled from too little)",
+                                fix="use the full-resolution image")
+    if max(h, w) / min(h, w) > limits.MAX_ASPECT_RATIO:
+        raise InvalidInputError(f"the image is {w} x {h} pixels (aspect ratio {max(h, w) / min(h, w):.1f})",
+                                expected=f"an aspect ratio up to {limits.MAX_ASPECT_RATIO:g}:1 (engine/limits.py)",
+                                fix="crop the region of interest first")

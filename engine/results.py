@@ -18,6 +18,7 @@ from .codes import ECG_RHYTHMS, IMAGE_FINDINGS
 
 DISCLAIMER = "Demo model, not a medical device: not for diagnosis or treatment decisions."
 LOOKED_NOTE = "where the model looked; not a localisation"
+MAX_BOX_LINES = 60  # detection boxes listed in detail lines (a smear holds ~20-40)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class ScoreRow:
 @dataclass(frozen=True)
 class Overlay:
     """What a result draws over its study: ``kind`` picks the viewer's painter ("heatmap",
-    "mask", "beats"), ``data`` is on the source grid, ``note`` says what it shows."""
+    "mask", "beats", "boxes"), ``data`` is on the source grid, ``note`` says what it shows."""
 
     kind: str
     data: object
@@ -290,3 +291,78 @@ class SegmentationResult(Result):
         if self.input_meta.get("SOPInstanceUID") and source_path:
             return {"mask_file": outputs.save_dicom_seg(self, source_path, Path(folder))}
         return {"mask_file": outputs.save_mask_png(self, Path(folder))}
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One found object: its label, score and box (x0, y0, x1, y1) in source pixels."""
+
+    label: str
+    score: float
+    box: tuple
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectionResult(Result):
+    """Boxes at the bundle's operating thresholds (one per label), counted per label."""
+
+    detections: tuple  # Detection, best score first
+    thresholds: dict  # label -> operating threshold on the box score
+    labels: tuple  # every label the model knows, in the bundle's order
+    image_shape: tuple  # (H, W) of the source
+
+    saves: ClassVar[tuple] = ("boxes",)
+    sr_procedure: ClassVar[tuple | None] = ("363679005", "SCT", "Imaging")
+
+    @property
+    def counts(self) -> dict:
+        """Objects per label (every label, zeros included)."""
+        out = {k: 0 for k in self.labels}
+        for d in self.detections:
+            out[d.label] += 1
+        return out
+
+    @property
+    def scores(self) -> dict:
+        """Mean box score per label (0 when none found): for tables and the audit log."""
+        return {k: float(np.mean([d.score for d in self.detections if d.label == k] or [0.0])) for k in self.labels}
+
+    def headline(self) -> str:
+        return ", ".join(f"{k} {n}" for k, n in self.counts.items())
+
+    def score_rows(self) -> list[ScoreRow]:
+        counts = self.counts
+        return [ScoreRow(f"{k} ({counts[k]})", self.scores[k], self.thresholds.get(k), counts[k] > 0) for k in self.labels]
+
+    def detail_lines(self) -> list[str]:
+        h, w = self.image_shape
+        rule = ", ".join(f"{k} >= {t:.2f}" for k, t in self.thresholds.items())
+        lines = [f"{len(self.detections)} boxes on {w} x {h} pixels (box score {rule}; score = mean per label)"]
+        shown = self.detections[:MAX_BOX_LINES]
+        lines += [f"{d.label} {d.score:.2f} at ({d.box[0]:.0f}, {d.box[1]:.0f})-({d.box[2]:.0f}, {d.box[3]:.0f})"
+                  for d in shown]
+        if len(self.detections) > len(shown):
+            lines.append(f"... {len(self.detections) - len(shown)} more boxes (all in to_dict / the saved CSV)")
+        return lines
+
+    def overlay(self) -> Overlay:
+        return Overlay("boxes", (self.detections, self.image_shape, self.labels),
+                       f"Overlay: {len(self.detections)} boxes, coloured by label.")
+
+    def finding_labels(self) -> list[str]:
+        return [k for k, n in self.counts.items() if n]
+
+    def to_dict(self) -> dict:
+        return super().to_dict() | {"counts": self.counts, "thresholds": self.thresholds,
+                                    "image_shape": list(self.image_shape),
+                                    "detections": [{"label": d.label, "score": round(d.score, 4),
+                                                    "box": [round(v, 1) for v in d.box]} for d in self.detections]}
+
+    def save_outputs(self, folder: Path, source_path: str | None = None) -> dict[str, Path]:
+        """The boxes as CSV (label, score, x0, y0, x1, y1 in source pixels)."""
+        from .atomic import write_new
+
+        lines = ["label,score,x0,y0,x1,y1"] + [f"{d.label},{d.score:.4f}," + ",".join(f"{v:.1f}" for v in d.box)
+                                               for d in self.detections]
+        name = f"{Path(self.source).stem if self.source != '<array>' else 'array'}_boxes.csv"
+        return {"boxes_file": write_new(Path(folder) / name, ("\n".join(lines) + "\n").encode())}

@@ -36,9 +36,16 @@ class Study:
 
                 self.data = read_ecg(self.path)
         elif self.data is None or self._loaded_frame != self.frame:
-            from .io.image import read_image
+            from .io.image import luma, read_image
 
-            self.data = read_image(self.path, frame=self.frame if self.frames > 1 else None)
+            frame = self.frame if self.frames > 1 else None
+            try:
+                self.data = read_image(self.path, frame=frame)
+            except InvalidInputError as grey_error:
+                try:  # a colour picture (blood smear): shown as grey; colour models read its colour
+                    self.data = luma(read_image(self.path, frame=frame, colour=True))
+                except InvalidInputError:
+                    raise grey_error from None
             self._loaded_frame = self.frame
         return self.data
 

@@ -42,7 +42,8 @@ class Dataset:
     labels: np.ndarray | None  # (items,) int, or None when unlabelled
     names: tuple  # one per item, for reports (file name or npz index)
     groups: np.ndarray | None = None  # (rows,) item index of each input row; None: one row per item
-    extras: dict | None = None  # segmentation: per-item "origins", "shapes" and "masks" (truth)
+    extras: dict | None = None  # segmentation: per-item "origins", "shapes" and "masks" (truth);
+    # detection: per-item "geometry" (Letterbox) and "truth" ((boxes, label indices) or None)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -77,6 +78,8 @@ def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None
         return _ecg_dataset(Path(spec), preprocess, labels, limit)
     if getattr(preprocess, "kind", "image") == "tiles":
         return _tile_dataset(Path(spec), preprocess, limit)
+    if getattr(preprocess, "kind", "image") == "detect":
+        return _detection_dataset(str(spec), preprocess, labels, limit)
     path_text, _, rest = str(spec).partition(".npz:")
     if rest or str(spec).endswith(".npz"):
         path = Path(path_text if rest else spec)
@@ -270,3 +273,76 @@ def _from_files(files: list, preprocess, table: dict | None) -> Dataset:
             raise ConfigurationError(f"dataset item {f} cannot be used: {exc}", fix="remove it from the data folder") from None
     labels = None if table is None else np.array([table[f] for f in files], np.int64)
     return Dataset(np.concatenate(inputs), labels, tuple(Path(f).name for f in files))
+
+
+def _detection_dataset(spec: str, preprocess, label_names: tuple, limit: int | None) -> Dataset:
+    """Colour studies letterboxed as the engine does. ``folder:split[:count]`` reads a Pascal VOC
+    folder (``JPEGImages/``, ``Annotations/``, ``{split}.txt``, e.g. ``detection/bccd:val``): the
+    boxes of the model's labels become ``extras["truth"]`` in source pixels. A study file or a
+    folder of pictures gives unlabelled items."""
+    from medexport.engine.preprocess import check_colour_image, letterbox
+
+    folder, split, count = _voc_spec(spec)
+    if split is not None:
+        ids = (folder / f"{split}.txt").read_text().split()
+        files = [folder / "JPEGImages" / f"{i}.jpg" for i in ids]
+    elif folder.is_dir():
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in STUDY_SUFFIXES)
+    elif folder.is_file():
+        files = [folder]
+    else:
+        raise ConfigurationError(f"detection data {spec!r} does not exist",
+                                 expected="a VOC folder with its split (e.g. detection/bccd:val), a folder of "
+                                          "pictures or a study file")
+    n = count if limit is None else min(count or limit, limit)
+    files = [files[i] for i in subset(len(files), n)]
+    if not files:
+        raise ConfigurationError(f"{spec} holds no pictures", fix="point to a folder of studies")
+    inputs, geometry, truth = [], [], []
+    for f in files:
+        try:
+            pixels = read_image(f, frame=0, colour=True).pixels
+            check_colour_image(pixels, preprocess)  # what the engine would refuse cannot be golden either
+            tensor, geo = letterbox(pixels, preprocess)
+        except InvalidInputError as exc:
+            raise ConfigurationError(f"dataset item {f} cannot be used: {exc}", fix="remove it from the data") from None
+        inputs.append(tensor)
+        geometry.append(geo)
+        xml = folder / "Annotations" / f"{f.stem}.xml"
+        truth.append(_voc_boxes(xml, label_names) if split is not None and label_names else None)
+    labelled = all(t is not None for t in truth)
+    return Dataset(np.concatenate(inputs), np.zeros(len(files), np.int64) if labelled else None,
+                   tuple(f.name for f in files), None, {"geometry": geometry, "truth": truth if labelled else None})
+
+
+def _voc_spec(spec: str) -> tuple[Path, str | None, int | None]:
+    """``folder[:split[:count]]`` (a path that exists as given is taken whole)."""
+    if Path(spec).exists():
+        return Path(spec), None, None
+    head, _, tail = spec.rpartition(":")
+    count = None
+    if head and tail.isdigit():
+        count, (head, _, tail) = int(tail), head.rpartition(":")
+    if head and Path(head).is_dir() and (Path(head) / f"{tail}.txt").is_file():
+        return Path(head), tail, count
+    raise ConfigurationError(f"detection data {spec!r} does not exist",
+                             expected="a VOC folder and split (folder:split[:count], split listed in folder/split.txt), "
+                                      "a folder of pictures or a study file")
+
+
+def _voc_boxes(xml: Path, label_names: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (N, 4) x0, y0, x1, y1 source pixels, label indices (N,)) of one VOC annotation file."""
+    import xml.etree.ElementTree as ET
+
+    if not xml.is_file():
+        raise ConfigurationError(f"no annotation {xml}", fix="every listed image needs its Annotations/<id>.xml")
+    boxes, labels = [], []
+    for obj in ET.parse(xml).getroot().iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in label_names:
+            raise ConfigurationError(f"{xml}: object {name!r} is not one of the model's labels {list(label_names)}",
+                                     fix="annotate with the model's label names")
+        b = obj.find("bndbox")
+        boxes.append([float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
+        labels.append(label_names.index(name))
+    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(labels, np.int64)

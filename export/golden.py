@@ -34,6 +34,13 @@ UNLIKE_TRAINING = {
         "pydicom": ("CT_small.dcm",),
         "shared": ("segmentation/hc18/images/000_HC.png",),
     },
+    # colour pictures and studies unlike blood smears (greyscale ones are read as grey RGB)
+    "detect": {
+        "pydicom-data": ("US1_UNCR.dcm", "MR2_UNCR.dcm", "RG1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm"),
+        "pydicom": (),
+        "shared": ("segmentation/hc18/images/000_HC.png", "segmentation/isbi2012-em/image/3.png",
+                   "images/cxr-nih/00000001_000.png"),
+    },
     "ecg": {
         "pydicom-data": (),
         "pydicom": ("waveform_ecg.dcm",),

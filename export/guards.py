@@ -12,7 +12,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from medexport.engine.compare import auroc, binary_metrics, bootstrap_ci, dice, f1_per_class, iou, macro_f1
+from medexport.engine.compare import (auroc, binary_metrics, bootstrap_ci, dice, f1_per_class, iou, macro_f1,
+                                      mean_average_precision)
 from medexport.engine.errors import ConfigurationError
 
 
@@ -196,7 +197,61 @@ class DiceGuard(Guard):
                 f"{cls._budget(v)}")
 
 
-GUARDS: dict[str, type[Guard]] = {g.name: g for g in (AurocGuard, F1Guard, DiceGuard)}
+class MapGuard(Guard):
+    """Detection: mean AP at IoU 0.5 (VOC all-point, per class, then the mean) against the truth
+    boxes may drop by ``max_drop``; boxes are decoded exactly as the engine decodes them, and the
+    per-label counts at the operating thresholds are compared item by item."""
+
+    name = report_metric = "map"
+    default_budget = 0.02
+
+    def _detections(self, val, rows) -> list:
+        from medexport.engine.tasks.detection import decode
+
+        n = len(self.labels)
+        out = []
+        for row, geometry in zip(rows, val.extras["geometry"]):
+            boxes, labels, scores = decode(row, n, self.preprocess.size)
+            out.append((geometry.to_source(boxes), labels, scores))
+        return out
+
+    def _counts(self, detections) -> np.ndarray:
+        t = np.array([self.postprocess.thresholds.get(k, 0.5) for k in self.labels])
+        return np.array([np.bincount(lab[s >= t[lab]], minlength=len(self.labels)) for _, lab, s in detections])
+
+    def value(self, val, rows):
+        return mean_average_precision(self._detections(val, rows), val.extras["truth"], len(self.labels))["mean"]["value"]
+
+    def report(self, val, source_rows, rows):
+        truth = val.extras["truth"]
+        src_det, art_det = self._detections(val, source_rows), self._detections(val, rows)
+
+        def summary(dets):
+            m = mean_average_precision(dets, truth, len(self.labels), n_boot=self.n_boot)
+            return {"map": m["mean"], "ap": {label: m[k] for k, label in enumerate(self.labels)}}
+
+        src, art = summary(src_det), summary(art_det)
+        drop = round(src["map"]["value"] - art["map"]["value"], 4)
+        src_counts, art_counts = self._counts(src_det), self._counts(art_det)
+        flips = [{"item": val.names[i], "source_counts": dict(zip(self.labels, src_counts[i].tolist())),
+                  "artifact_counts": dict(zip(self.labels, art_counts[i].tolist()))}
+                 for i in np.flatnonzero((src_counts != art_counts).any(axis=1))]
+        problems = ([f"on validation mAP@0.5 drops by {drop:.4f} (budget {self.max_drop})"]
+                    if self.max_drop is not None and drop > self.max_drop else [])
+        data = {"metric": "map", "iou": 0.5, "n": len(truth), "source": src, "artifact": art, "map_drop": drop,
+                "max_drop": self.max_drop, "passed": not problems, "decision_flips": flips, "n_flips": len(flips),
+                "count_changes": int(np.abs(src_counts - art_counts).sum())}
+        return GuardReport("map", not problems, tuple(problems), data)
+
+    @classmethod
+    def describe(cls, v):
+        aps = ", ".join(f"{k} {v['source']['ap'][k]['value']:.3f}->{v['artifact']['ap'][k]['value']:.3f}"
+                        for k in v["source"]["ap"])
+        return (f"mAP@0.5 {v['source']['map']['value']:.4f}->{v['artifact']['map']['value']:.4f} ({aps}); counts "
+                f"change on {v['n_flips']} of {v['n']} items{cls._budget(v)}")
+
+
+GUARDS: dict[str, type[Guard]] = {g.name: g for g in (AurocGuard, F1Guard, DiceGuard, MapGuard)}
 GUARDS_BY_REPORT: dict[str, type[Guard]] = {g.report_metric: g for g in GUARDS.values()}
 
 

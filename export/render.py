@@ -82,7 +82,10 @@ def inspect_bundle(path) -> tuple[str, dict]:
     if training.get("held_out"):
         h = training["held_out"]
         lines += ["", f"model card numbers (source model, held-out images {h['images']}):"]
-        lines += [f"  {k:<12} {h[k]['value']:.3f}  (95 % CI {h[k]['ci95'][0]:.3f}-{h[k]['ci95'][1]:.3f})" for k in ("dice", "iou")]
+        metrics = [(k, m) for k, m in h.items() if isinstance(m, dict) and "ci95" in m] + \
+            [(f"{k} {sub}", m) for k, group in h.items() if isinstance(group, dict)
+             for sub, m in group.items() if isinstance(m, dict) and "ci95" in m]  # e.g. AP per label
+        lines += [f"  {k:<12} {m['value']:.3f}  (95 % CI {m['ci95'][0]:.3f}-{m['ci95'][1]:.3f})" for k, m in metrics]
     if training.get("cross_validation"):
         cv = training["cross_validation"]["f1"]
         lines += ["", "model card numbers (source model, cross-validated F1):"]

@@ -101,3 +101,26 @@ def em_membrane_seg(**kwargs):
     from .archs.unet import UNet
 
     return UNet(in_channels=1, num_classes=1, **kwargs)
+
+
+BLOOD_CELL_DET = ModelConfig(
+    name="blood-cell-det", version="1.0.0", task="detection", labels=("RBC", "WBC", "Platelets"),
+    input_shape=(3, 256, 320),
+    # 640 x 480 smears letterboxed at exactly 1/2 (8 rows of padding above and below)
+    preprocess={"kind": "detect", "size": (256, 320), "letterbox": True,
+                "mean": (0.735, 0.693, 0.701), "std": (0.08, 0.1, 0.08)},
+    activation="sigmoid", positive_labels=("RBC", "WBC", "Platelets"),
+    intended_use=("Demonstration of the medexport detection pipeline: finds and counts red cells, white cells and "
+                  "platelets in Giemsa/Wright-stained peripheral blood smear photographs (BCCD microscope). "
+                  "Not a medical device; not for diagnosis."),
+    recipe="medexport.models.recipes.blood_cell_det",
+    # calibration on training smears; validation (the guard's mAP) on the 87 val smears
+    extra={"calib": ["detection/bccd:train"], "val": ["detection/bccd:val"], "golden": ["detection/bccd:val:8"]},
+)
+
+
+@register_model(BLOOD_CELL_DET)
+def blood_cell_det(**kwargs):
+    from .archs.centernet import CenterDetector
+
+    return CenterDetector(num_classes=3, **kwargs)

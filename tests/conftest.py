@@ -143,3 +143,14 @@ def user_bundle_unvalidated(tmp_path_factory, cache_dir):
                                                     labels=["normal", "abnormal"], input_size=32,
                                                     model_id="aaa-untrained"), emit=lambda m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def det_bundle(tmp_path_factory, cache_dir, shared):
+    """blood-cell-det for ONNX Runtime FP32, its mAP guard run on 12 BCCD val smears."""
+    from medexport.export.build import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("bundles") / "blood-cell-det"
+    build("blood-cell-det", out, BuildOptions(targets=["onnxruntime"], precisions=["fp32"],
+                                              val=f"{shared / 'detection' / 'bccd'}:val:12"), emit=lambda m: None)
+    return out

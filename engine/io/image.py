@@ -30,7 +30,7 @@ SCALE = {"L": 255.0, "I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N
 class ImageStudy:
     """One greyscale frame in [0, 1] (1.0 is white) plus where it came from."""
 
-    pixels: np.ndarray  # float32 (H, W)
+    pixels: np.ndarray  # float32 (H, W); (H, W, 3) RGB when read with colour=True
     source: str  # a path, or "<array>"
     kind: str  # dicom | png | jpeg | ... | array
     sha256: str  # of the file bytes (or of the array) for the audit log
@@ -42,11 +42,16 @@ class ImageStudy:
         return self.pixels.shape
 
 
-def read_image(source, *, frame: int | None = None) -> ImageStudy:
+def read_image(source, *, frame: int | None = None, colour: bool = False) -> ImageStudy:
     """Read ``source`` (a path or a 2-D array) into an :class:`ImageStudy`.
 
     Files are only read, never modified. A multi-frame DICOM (or multi-page TIFF) needs ``frame``.
+    ``colour=True`` (tasks whose preprocessing takes RGB, e.g. detection) returns (H, W, 3) RGB
+    in [0, 1] instead: colour pictures and 8-bit RGB/YBR DICOM as they are, greyscale studies
+    read as above with the grey repeated in the three channels.
     """
+    if colour:
+        return _read_colour(source, frame)
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if not isinstance(source, (str, os.PathLike)):
@@ -212,3 +217,106 @@ def _hasher():
 
             _POOL = ThreadPoolExecutor(1, thread_name_prefix="medexport-hash")
         return _POOL
+
+
+# -- colour: only for tasks whose preprocessing asks for RGB (never for the greyscale models) ------
+COLOUR_DICOM = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
+COLOUR_PICTURE = ("RGB", "RGBA", "P", "PA", "L", "LA", "1", "CMYK", "YCbCr")  # Pillow converts these to RGB exactly
+
+
+def _as_colour(study: ImageStudy) -> ImageStudy:
+    """A greyscale study with its grey repeated in R, G and B."""
+    rgb = np.repeat(study.pixels[..., None], 3, axis=2)
+    return ImageStudy(rgb, study.source, study.kind, study.sha256, study.meta | {"colour": "greyscale repeated"},
+                      study.frames)
+
+
+def _read_colour(source, frame: int | None) -> ImageStudy:
+    if isinstance(source, np.ndarray):
+        if source.ndim == 3 and source.shape[2] == 3:
+            flat = _from_array(source.reshape(source.shape[0], -1))  # same checks and scaling, one 2-D view
+            return ImageStudy(flat.pixels.reshape(source.shape), flat.source, flat.kind, flat.sha256,
+                              flat.meta | {"colour": "RGB as given"})
+        if source.ndim != 2:
+            raise InvalidInputError(f"the array has shape {source.shape}", expected="(H, W, 3) RGB or (H, W) greyscale")
+        return _as_colour(_from_array(source))
+    if not isinstance(source, (str, os.PathLike)) or not os.path.isfile(os.fspath(source)):
+        return _as_colour(read_image(source, frame=frame))  # the greyscale reader names the problem
+    path = os.fspath(source)
+    limits.check_file_size(os.path.getsize(path), path)
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if head[128:132] == b"DICM" or path.lower().endswith((".dcm", ".dicom")):
+        return _colour_dicom(path, frame)
+    return _colour_picture(path, frame)
+
+
+def _colour_picture(path: str, frame: int | None) -> ImageStudy:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            fmt, mode, frames = (img.format or "image").lower(), img.mode, getattr(img, "n_frames", 1)
+            if mode not in COLOUR_PICTURE:  # 16-bit, 32-bit and float pictures are greyscale
+                return _as_colour(read_image(path, frame=frame))
+            limits.check_pixels(img.size[1], img.size[0], path)
+            _seek(img, frame, frames, path)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            rgba = img.convert("RGBA")
+    except Image.DecompressionBombError as exc:
+        raise InvalidInputError(f"{path} is a decompression bomb ({exc})",
+                                expected=f"at most {limits.MAX_FRAME_PIXELS:,} pixels (engine/limits.py)",
+                                fix="downsample the image before analysis") from None
+    except (UnidentifiedImageError, *PILLOW_ERRORS) as exc:
+        raise InvalidInputError(f"{path} could not be decoded as a picture ({type(exc).__name__}: {exc})",
+                                fix=PICTURE_FIX) from None
+    arr = np.asarray(rgba)
+    if arr[..., 3].min() < 255:
+        raise InvalidInputError(f"{path} ({mode}) has transparent pixels (alpha down to {arr[..., 3].min()})",
+                                expected="an opaque image (what it looks like depends on the background)",
+                                fix="flatten the image onto its background and save it without transparency")
+    pixels = arr[..., :3].astype(np.float32) * np.float32(1 / 255.0)
+    return ImageStudy(pixels, path, fmt, sha256_file(path), {"mode": mode, "colour": f"{mode} -> RGB / 255"}, frames)
+
+
+def _colour_dicom(path: str, frame: int | None) -> ImageStudy:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    with dicom.parse_errors(path):
+        ds = dicom.read_dataset(path, data)
+        photometric = str(ds.get("PhotometricInterpretation", ""))
+        if photometric in dicom.GREYSCALE:
+            return _as_colour(_from_dicom(path, frame))
+        bits, samples = ds.get("BitsAllocated"), ds.get("SamplesPerPixel")
+        if photometric not in COLOUR_DICOM or samples != 3 or bits != 8:
+            raise InvalidInputError(
+                f"{path} has (0028,0004) Photometric Interpretation {photometric or 'missing'}, (0028,0002) Samples "
+                f"per Pixel {samples}, (0028,0100) Bits Allocated {bits}",
+                expected=f"greyscale, or 8-bit colour with 3 samples ({', '.join(COLOUR_DICOM)})",
+                fix="export the image as 8-bit RGB")
+        rows = limits.check_count(ds.get("Rows"), "(0028,0010) Rows", 2**16 - 1, path)
+        columns = limits.check_count(ds.get("Columns"), "(0028,0011) Columns", 2**16 - 1, path)
+        frames = limits.check_count(ds.get("NumberOfFrames", 1) or 1, "(0028,0008) Number of Frames",
+                                    limits.MAX_FRAMES, path)
+        limits.check_pixels(rows, columns, path, "each frame ((0028,0011) Columns x (0028,0010) Rows)")
+        if frames > 1 and frame is None:
+            raise InvalidInputError(f"{path} holds {frames} frames ((0028,0008) Number of Frames)",
+                                    expected="one frame to analyse", fix="choose a frame (--frame 0)")
+        if frame is not None and not 0 <= frame < frames:
+            raise InvalidInputError(f"frame {frame} was asked for but {path} has {frames}",
+                                    expected=f"a frame in 0..{frames - 1}")
+        arr = dicom.decode_pixels(ds, path, frame if frames > 1 else None)  # pydicom converts YBR to RGB
+        if arr.shape != (rows, columns, 3):
+            raise InvalidInputError(f"{path}: the decoded frame has shape {arr.shape}",
+                                    expected=f"({rows}, {columns}, 3) from Rows, Columns and Samples per Pixel")
+        meta = dicom.describe(ds) | {"colour": f"{photometric} -> RGB / 255"}
+    return ImageStudy(arr.astype(np.float32) * np.float32(1 / 255.0), path, "dicom",
+                      hashlib.sha256(data).hexdigest(), meta, frames)
+
+
+def luma(study: ImageStudy) -> ImageStudy:
+    """A colour study as display greyscale (ITU-R 601 luma), for viewers that show grey only."""
+    pixels = study.pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+    return ImageStudy(pixels.astype(np.float32), study.source, study.kind, study.sha256,
+                      study.meta | {"greyscale": "ITU-R 601 luma of the colour image (display only)"}, study.frames)

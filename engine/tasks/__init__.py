@@ -4,10 +4,12 @@ from __future__ import annotations
 from ..errors import BundleError
 from .base import EcgOptions, ImageOptions, Task, item_scores
 from .classification import ClassificationTask
+from .detection import DetectionTask
 from .ecg_rhythm import EcgRhythmTask
 from .segmentation import SegmentationTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassificationTask, EcgRhythmTask, SegmentationTask)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassificationTask, EcgRhythmTask, SegmentationTask,
+                                                     DetectionTask)}
 
 __all__ = ["TASKS", "EcgOptions", "ImageOptions", "Task", "item_scores", "task_class", "task_for"]
 
