@@ -4,8 +4,8 @@
   (linear interpolation between each pair of neighbouring pixels on either side of it).
 - :func:`fit_ellipse`: Fitzgibbon, Pilu & Fisher's direct least-squares ellipse fit (PAMI 1999),
   in the numerically stable form of Halir & Flusser (1998), refitted without outlying points.
-- :func:`ramanujan_perimeter`: Ramanujan's second approximation (relative error < 1e-9 for
-  the flattest fetal heads, far below a pixel).
+- :func:`ramanujan_perimeter`: Ramanujan's second approximation (relative error < 1e-7 up to
+  an axis ratio of 10:3, far flatter than a fetal head).
 - :func:`hadlock_ga_weeks`: gestational age from head circumference, Hadlock et al. 1984.
 
 Conventions: HC18 (van den Heuvel et al. 2018) defines the head circumference as the perimeter

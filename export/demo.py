@@ -26,6 +26,7 @@ DEMOS = {
     # and OpenVINO's accuracy-controlled INT8 passes but takes minutes to search: FP32 for the demo
     "ecg-rhythm": dict(targets=["onnxruntime", "openvino"], precisions=["fp32"]),
     "em-membrane-seg": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"]),
+    "fetal-head-us": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"], keep_passing=True),
 }
 
 
@@ -44,7 +45,9 @@ def demo_studies() -> dict[str, list[str]]:
     ecg = [str(root / "ecg" / "cinc2017-af" / f"{r}.hea") for r in ("A00001", "A00004")]
     ecg.append(get_testdata_file("waveform_ecg.dcm"))
     em = [str(root / "segmentation" / "isbi2012-em" / "image" / "24.png")]
-    return {"pneumonia-cxr": images, "ecg-rhythm": ecg, "em-membrane-seg": em}
+    # a held-out HC18 frame (the recipe's split by pregnancy); a PNG states no pixel size: lengths in pixels
+    fetal = [str(root / "segmentation" / "hc18" / "images" / "033_2HC.png")]
+    return {"pneumonia-cxr": images, "ecg-rhythm": ecg, "em-membrane-seg": em, "fetal-head-us": fetal}
 
 
 def is_current(bundle: Path, model: str, options: dict) -> bool:
