@@ -25,8 +25,9 @@ from .errors import InvalidInputError
 
 # Hadlock FP, Deter RL, Harrist RB, Park SK. Estimating fetal age: computer-assisted analysis of
 # multiple fetal growth parameters. Radiology 1984;152:497-501. GA(weeks) = 8.96 + 0.540 HC +
-# 0.0003 HC^3, HC in cm. Derived from 14-42 weeks; we use it for HC within 8.5-36.0 cm
-# (the range of the published HC tables, about 14.0 to 40.4 weeks) and refuse it outside.
+# 0.0003 HC^3, HC in cm. Derived from 361 fetuses of 14-42 menstrual weeks; we use it for HC
+# within 8.5-36.0 cm (GA 13.7-42.4 weeks; checked against Hadlock's HC table: 17.7 cm -> 20 weeks,
+# 34.6 cm -> 40 weeks) and refuse it outside.
 HADLOCK_HC_CM = (8.5, 36.0)
 HADLOCK_REFERENCE = "Hadlock et al., Radiology 1984;152:497-501"
 

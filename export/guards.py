@@ -201,8 +201,7 @@ class HcGuard(Guard):
     0.01) and the mean absolute HC difference from the sonographer's HC may rise by at most
     ``HC_BUDGET_MM`` (0.5 mm), masks and ellipses computed on the source grid as the engine does."""
 
-    name = "hc"
-    report_metric = "dice_hc"
+    name = report_metric = "dice_hc"
     default_budget = 0.01
     HC_BUDGET_MM = 0.5
 
@@ -254,7 +253,7 @@ class HcGuard(Guard):
                 "changed_pixels": round(float(np.mean(changed)), 5), "n_flips": int(sum(c > 0 for c in changed)),
                 "decision_flips": [{"item": n, "changed_pixels": round(c, 5), "hc_error_change_mm": round(float(m), 2)}
                                    for n, c, m in zip(val.names, changed, moved) if m > 1.0]}
-        return GuardReport("hc", not problems, tuple(problems), data)
+        return GuardReport("dice_hc", not problems, tuple(problems), data)
 
     @classmethod
     def describe(cls, v):

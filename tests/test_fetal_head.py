@@ -243,3 +243,29 @@ def test_hc18_validation_split_is_by_pregnancy(shared):
     assert not {i.pregnancy for i in train} & {i.pregnancy for i in held}
     with open(shared / "segmentation" / "hc18" / "pixel_size_and_hc.csv", newline="") as fh:
         assert sum(1 for r in csv.reader(fh) if r and r[0].endswith(".png")) == 799
+
+
+def test_sr_records_the_measurements_with_ucum_units(fetal_bundle, tmp_path):
+    from medexport.desktop.sr import build_sr
+    from medexport.engine import open_bundle
+
+    path = _us_dicom(tmp_path / "us.dcm", pixel_spacing=(0.12, 0.12))
+    with open_bundle(fetal_bundle) as model:
+        r = model.predict(path)
+    sr = build_sr(r, path)
+    units = {}
+
+    def walk(items):
+        for it in items:
+            if it.get("MeasuredValueSequence"):
+                mv = it.MeasuredValueSequence[0]
+                units[it.ConceptNameCodeSequence[0].CodeMeaning] = (mv.MeasurementUnitsCodeSequence[0].CodeValue,
+                                                                   float(mv.NumericValue))
+            walk(it.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    assert units["head_circumference_mm score"][0] == "mm"
+    assert units["head_circumference_mm score"][1] == pytest.approx(r.measurements["head_circumference_mm"], abs=1e-3)
+    if r.measurements["gestational_age_weeks"] is not None:
+        assert units["gestational_age_weeks score"][0] == "wk"
+    assert units["head_fraction score"][0] == "1"

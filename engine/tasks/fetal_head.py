@@ -27,7 +27,7 @@ class FetalHeadTask(SegmentationTask):
     name = "fetal_head"
     options_type = MeasureOptions
     result_type = FetalHeadResult
-    metrics = ("hc",)
+    metrics = ("dice_hc",)  # Dice and HC error (export/guards.HcGuard)
 
     def options(self, **given) -> MeasureOptions:
         return super(SegmentationTask, self).options(**given)

@@ -221,7 +221,8 @@ source pixel grid:
 - biparietal diameter (BPD) = the minor axis, occipito-frontal diameter (OFD) = the major axis,
   both outer edge to outer edge (the clinical BPD, outer-to-inner, is a few mm shorter);
 - gestational age from HC (Hadlock et al. 1984: GA = 8.96 + 0.540 HC + 0.0003 HC^3, HC in cm),
-  only for HC 8.5-36.0 cm (about 14-40 weeks); outside it the GA is refused.
+  only for HC 8.5-36.0 cm (GA 13.7-42.4 weeks; the study covered 14-42 weeks); outside it the GA
+  is refused ("outside the formula's range"), the lengths are still reported.
 Millimetres need the pixel spacing: DICOM PixelSpacing (0028,0030) or the ultrasound region
 calibration (0018,6011), or `--pixel-size` for pictures; without it the lengths stay in pixels.
 
