@@ -38,7 +38,7 @@ fuzz: install
 	MEDEXPORT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -s tests/test_fuzz.py
 
 bench: install
-	$(VENV)/bin/medexport bench densenet121-cxr pneumonia-cxr ecg-rhythm em-membrane-seg --out bench-results
+	$(VENV)/bin/medexport bench densenet121-cxr pneumonia-cxr ecg-rhythm blood-cell-det fetal-head-us --out bench-results
 
 # The clinic app: a separate environment with the runtime and desktop extras only (no torch),
 # frozen with PyInstaller, self-tested with no Python on PATH, packed as a tarball.

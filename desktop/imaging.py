@@ -134,7 +134,23 @@ def boxes_rgba(data: tuple, opacity: float) -> np.ndarray:
     return rgba
 
 
+def ellipse_rgba(data: tuple, opacity: float, colour=(255, 220, 0)) -> np.ndarray:
+    """(mask, ellipse or None) -> the mask tinted and the fitted ellipse drawn 3 px wide, opaque."""
+    mask, ellipse = data
+    rgba = mask_rgba(mask, opacity * 0.5)
+    if ellipse is not None:
+        h, w = mask.shape
+        pts = ellipse.points(max(360, int(ellipse.perimeter() * 2)))
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                x, y = np.rint(pts[:, 0]).astype(int) + dx, np.rint(pts[:, 1]).astype(int) + dy
+                keep = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+                rgba[y[keep], x[keep], :3] = colour
+                rgba[y[keep], x[keep], 3] = 255
+    return rgba
+
+
 # One painter per overlay kind a result can draw over an image (engine.results.Overlay.kind):
 # ``painter(data, opacity) -> (H, W, 4) uint8`` on the study's pixel grid. A new result kind
 # that draws over images adds its painter here. (ECG beats are painted by the ECG paper view.)
-IMAGE_PAINTERS = {"heatmap": heatmap_rgba, "mask": mask_rgba, "boxes": boxes_rgba}
+IMAGE_PAINTERS = {"heatmap": heatmap_rgba, "mask": mask_rgba, "boxes": boxes_rgba, "ellipse": ellipse_rgba}

@@ -13,6 +13,8 @@ from medexport.engine.codes import PRIVATE_SCHEME, code_for
 from medexport.engine.errors import InvalidInputError
 from medexport.engine.results import DISCLAIMER
 
+# measurements (result.scores keys) whose name ends so carry a UCUM unit; other scores are unitless
+UCUM_BY_SUFFIX = {"_mm": ("mm", "millimeter"), "_weeks": ("wk", "week")}
 
 
 def build_sr(result, source_path: str):
@@ -39,8 +41,10 @@ def build_sr(result, source_path: str):
             uid=generate_uid(), name="medexport", manufacturer_name="medexport", model_name=result.model_id))
     context = hd.sr.ObservationContext(observer_device_context=device)
     unit = hd.sr.CodedConcept("1", "UCUM", "no units")
+    ucum = {suffix: hd.sr.CodedConcept(code, "UCUM", meaning) for suffix, (code, meaning) in UCUM_BY_SUFFIX.items()}
     measurements = [hd.sr.Measurement(name=hd.sr.CodedConcept(f"{label}-score", PRIVATE_SCHEME, f"{label} score"),
-                                      value=round(float(score), 6), unit=unit, algorithm_id=algorithm)
+                                      value=round(float(score), 6), algorithm_id=algorithm,
+                                      unit=next((u for s, u in ucum.items() if label.endswith(s)), unit))
                     for label, score in result.scores.items()]
     finding = hd.sr.CodedConcept("121071", "DCM", "Finding")
     labels = result.finding_labels()

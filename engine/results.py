@@ -366,3 +366,77 @@ class DetectionResult(Result):
                                                for d in self.detections]
         name = f"{Path(self.source).stem if self.source != '<array>' else 'array'}_boxes.csv"
         return {"boxes_file": write_new(Path(folder) / name, ("\n".join(lines) + "\n").encode())}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetalHeadResult(SegmentationResult):
+    """Fetal head biometry: the mask, the ellipse fitted to it (source pixel grid) and the
+    measurements from it: HC (the ellipse's perimeter, the HC18 convention), BPD (minor axis),
+    OFD (major axis) in mm and GA in weeks (Hadlock 1984, refused outside its range); in pixels,
+    without GA, when the study gives no pixel spacing (``spacing_source`` == "none")."""
+
+    ellipse: object = None  # engine.ellipse.Ellipse, or None when none could be fitted
+    measurements: dict = field(default_factory=dict)  # head_circumference_mm ... or *_px
+    pixel_spacing_mm: tuple | None = None  # (row, column)
+    spacing_source: str = "none"
+    warnings: tuple = ()
+
+    sr_procedure: ClassVar[tuple | None] = ("16310003", "SCT", "Ultrasonography")
+    UNITS: ClassVar[dict] = {"_mm": "mm", "_px": "px", "_weeks": "wk"}
+    SHORT: ClassVar[dict] = {"head_circumference": "HC", "biparietal_diameter": "BPD",
+                             "occipitofrontal_diameter": "OFD", "gestational_age": "GA"}
+
+    @property
+    def in_mm(self) -> bool:
+        return self.pixel_spacing_mm is not None
+
+    @property
+    def scores(self) -> dict:
+        """The numeric measurements (tables, audit log, SR), and the mask's share of the image."""
+        return {k: float(v) for k, v in self.measurements.items() if v is not None} | \
+            {f"{self.label}_fraction": float(self.mask.mean())}
+
+    def _parts(self) -> list[str]:
+        parts = []
+        for key, value in self.measurements.items():
+            short = next((s for name, s in self.SHORT.items() if key.startswith(name)), key)
+            unit = next(u for suffix, u in self.UNITS.items() if key.endswith(suffix))
+            parts.append(f"{short} outside the formula's range" if value is None else f"{short} {value:.1f} {unit}")
+        return parts
+
+    def headline(self) -> str:
+        if self.ellipse is None:
+            return "no head outline found: no measurement"
+        return ", ".join(self._parts()) + ("" if self.in_mm else " (no pixel spacing: lengths in pixels)")
+
+    def score_rows(self) -> list[ScoreRow]:
+        return [ScoreRow(k, float(v), None, False) for k, v in self.measurements.items() if v is not None]
+
+    def detail_lines(self) -> list[str]:
+        lines = [f"{self.label}: {self.mask.mean() * 100:.1f} % of {self.mask.shape[1]} x {self.mask.shape[0]} pixels "
+                 f"(probability >= {self.thresholds[self.label]:.2f})"]
+        if self.ellipse is not None:
+            e = self.ellipse
+            lines.append(f"ellipse: centre ({e.cx:.1f}, {e.cy:.1f}) px, axes {e.axes[0]:.1f} x {e.axes[1]:.1f} px, "
+                         f"angle {e.angle_deg:.1f} deg; HC = its perimeter (HC18 convention), BPD/OFD = its axes")
+        spacing = "none" if not self.in_mm else f"{self.pixel_spacing_mm[0]:.4g} x {self.pixel_spacing_mm[1]:.4g} mm"
+        lines.append(f"pixel spacing: {spacing} ({self.spacing_source})")
+        if self.measurements.get("gestational_age_weeks") is not None:
+            from .ellipse import HADLOCK_REFERENCE
+
+            lines.append(f"gestational age from HC: {HADLOCK_REFERENCE}")
+        return lines + [f"warning: {w}" for w in self.warnings]
+
+    def overlay(self) -> Overlay:
+        return Overlay("ellipse", (self.mask, self.ellipse),
+                       f"Overlay: the model's mask (probability >= {self.thresholds[self.label]:.2f}) and the fitted ellipse.")
+
+    def finding_labels(self) -> list[str]:
+        return [self.label] if self.ellipse is not None else []
+
+    def to_dict(self) -> dict:
+        return super().to_dict() | {
+            "ellipse": None if self.ellipse is None else self.ellipse.to_dict(),
+            "measurements": dict(self.measurements), "pixel_spacing_mm": self.pixel_spacing_mm,
+            "spacing_source": self.spacing_source, "units": "mm" if self.in_mm else "pixels",
+            "warnings": list(self.warnings)}

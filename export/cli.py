@@ -75,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--lead", help="ECG lead to analyse (default: the bundle's, usually II)")
     r.add_argument("--fs", type=float, help="sampling rate of a CSV ECG without one")
     r.add_argument("--explain", action="store_true", help="occlusion map when the model has no built-in CAM (slower)")
+    r.add_argument("--pixel-size", type=float, metavar="MM",
+                   help="measurements: mm per pixel of a picture (PNG/JPEG) that does not state its spacing")
     r.add_argument("--out", help="folder for outputs: masks (PNG, or DICOM SEG for DICOM input), heatmaps (PNG)")
     r.add_argument("--reference", help="segmentation: a truth mask (PNG, foreground > 0) to report Dice against")
     r.add_argument("--json", action="store_true", help="print results as JSON")
@@ -191,7 +193,8 @@ def cmd_predict(args) -> int:
             progress.step(study.path)
             result, error = None, None
             try:
-                result = model.predict(study.path, frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain)
+                result = model.predict(study.path, frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain,
+                                       pixel_size_mm=args.pixel_size)
                 extra = _write_outputs(result, study.path, args)
             except MedError as exc:  # one bad study must not hide the others' results
                 result, error = None, str(exc)

@@ -80,6 +80,9 @@ def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None
         return _tile_dataset(Path(spec), preprocess, limit)
     if getattr(preprocess, "kind", "image") == "detect":
         return _detection_dataset(str(spec), preprocess, labels, limit)
+    hc18 = _hc18_spec(str(spec))
+    if hc18 is not None:
+        return _hc18_dataset(*hc18, preprocess, limit)
     path_text, _, rest = str(spec).partition(".npz:")
     if rest or str(spec).endswith(".npz"):
         path = Path(path_text if rest else spec)
@@ -346,3 +349,37 @@ def _voc_boxes(xml: Path, label_names: tuple) -> tuple[np.ndarray, np.ndarray]:
         boxes.append([float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
         labels.append(label_names.index(name))
     return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(labels, np.int64)
+HC18_TABLE = "pixel_size_and_hc.csv"
+
+
+def _hc18_spec(spec: str) -> tuple | None:
+    """``folder[:split[:count]]`` for an HC18 folder (one holding pixel_size_and_hc.csv), else None."""
+    folder, _, rest = spec.partition(":")
+    if not (Path(folder) / HC18_TABLE).is_file():
+        return None
+    split, _, count = rest.partition(":")
+    if split not in ("", "train", "val", "all") or (count and not count.isdigit()):
+        raise ConfigurationError(f"HC18 data spec {spec!r}", expected="FOLDER[:train|val|all[:count]]",
+                                 fix="e.g. segmentation/hc18:val (the recipe's split by pregnancy)")
+    return Path(folder), split or "val", int(count) if count else None
+
+
+def _hc18_dataset(folder: Path, split: str, count: int | None, preprocess, limit: int | None) -> Dataset:
+    """HC18 frames through the bundle's preprocessing, with truth for the HC guard: filled outline
+    masks, pixel sizes and HC (mm) per item (``extras``); train / val is the recipe's split by pregnancy."""
+    from medexport.models.recipes.fetal_head_us import hc18_items, hc18_split, read_item
+
+    items = hc18_items(str(folder))
+    train, held = hc18_split(items)
+    chosen = {"train": train, "val": held, "all": list(items)}[split]
+    n = count if limit is None else min(count or limit, limit)
+    chosen = [chosen[i] for i in subset(len(chosen), n)]
+    inputs, extras = [], {"masks": [], "shapes": [], "geometries": [], "pixel_mm": [], "hc_mm": []}
+    for it in chosen:
+        pixels, mask = read_item(folder, it)
+        tensor, geometry = image_to_tensor(pixels, preprocess)
+        inputs.append(tensor)
+        for key, value in (("masks", mask), ("shapes", mask.shape), ("geometries", geometry),
+                           ("pixel_mm", it.pixel_mm), ("hc_mm", it.hc_mm)):
+            extras[key].append(value)
+    return Dataset(np.concatenate(inputs), np.zeros(len(chosen), np.int64), tuple(it.name for it in chosen), None, extras)

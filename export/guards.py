@@ -251,7 +251,74 @@ class MapGuard(Guard):
                 f"change on {v['n_flips']} of {v['n']} items{cls._budget(v)}")
 
 
-GUARDS: dict[str, type[Guard]] = {g.name: g for g in (AurocGuard, F1Guard, DiceGuard, MapGuard)}
+class HcGuard(Guard):
+    """Fetal head biometry: Dice against the filled outline may drop by ``max_drop`` (default
+    0.01) and the mean absolute HC difference from the sonographer's HC may rise by at most
+    ``HC_BUDGET_MM`` (0.5 mm), masks and ellipses computed on the source grid as the engine does."""
+
+    name = report_metric = "dice_hc"
+    default_budget = 0.01
+    HC_BUDGET_MM = 0.5
+
+    def _measure(self, val, rows) -> tuple[np.ndarray, np.ndarray, list]:
+        """Per item: Dice, |HC - truth| in mm (a frame without an ellipse counts its whole HC), masks."""
+        from medexport.engine.ellipse import boundary_points, head_measurements
+        from medexport.engine.errors import InvalidInputError
+        from medexport.engine.preprocess import map_to_source
+
+        threshold = next(iter(self.postprocess.thresholds.values()))
+        x = val.extras
+        dices, errors, masks = [], [], []
+        for k, geometry in enumerate(x["geometries"]):
+            prob = map_to_source(rows[k, 0], geometry)
+            mask = prob >= threshold
+            masks.append(mask)
+            dices.append(dice(mask, x["masks"][k]))
+            try:
+                hc = head_measurements(boundary_points(prob, threshold), (x["pixel_mm"][k],) * 2)["head_circumference_mm"]
+            except InvalidInputError:
+                hc = 0.0
+            errors.append(abs(hc - x["hc_mm"][k]))
+        return np.array(dices), np.array(errors), masks
+
+    def value(self, val, rows):
+        return float(self._measure(val, rows)[0].mean())
+
+    def report(self, val, source_rows, rows):
+        (sd, se, sm), (ad, ae, am) = self._measure(val, source_rows), self._measure(val, rows)
+
+        def summary(values: np.ndarray) -> dict:
+            lo, hi = bootstrap_ci(lambda v: v.mean(), values, n=self.n_boot)
+            return {"value": round(float(values.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)]}
+
+        src, art = {"dice": summary(sd), "hc_mae_mm": summary(se)}, {"dice": summary(ad), "hc_mae_mm": summary(ae)}
+        drop = round(src["dice"]["value"] - art["dice"]["value"], 4)
+        rise = round(art["hc_mae_mm"]["value"] - src["hc_mae_mm"]["value"], 4)
+        problems = []
+        if self.max_drop is not None and drop > self.max_drop:
+            problems.append(f"on validation Dice drops by {drop:.4f} (budget {self.max_drop})")
+        if self.max_drop is not None and rise > self.HC_BUDGET_MM:
+            problems.append(f"on validation the HC mean absolute difference rises by {rise:.2f} mm "
+                            f"(budget {self.HC_BUDGET_MM} mm)")
+        changed = [float((a != b).mean()) for a, b in zip(sm, am)]
+        moved = np.abs(ae - se)
+        data = {"metric": "dice_hc", "n": len(val.names), "source": src, "artifact": art, "dice_drop": drop,
+                "hc_mae_increase_mm": rise, "max_drop": self.max_drop,
+                "max_hc_increase_mm": None if self.max_drop is None else self.HC_BUDGET_MM, "passed": not problems,
+                "changed_pixels": round(float(np.mean(changed)), 5), "n_flips": int(sum(c > 0 for c in changed)),
+                "decision_flips": [{"item": n, "changed_pixels": round(c, 5), "hc_error_change_mm": round(float(m), 2)}
+                                   for n, c, m in zip(val.names, changed, moved) if m > 1.0]}
+        return GuardReport("dice_hc", not problems, tuple(problems), data)
+
+    @classmethod
+    def describe(cls, v):
+        budget = "" if v.get("max_drop") is None else f"; budget Dice {v['max_drop']}, HC +{v['max_hc_increase_mm']} mm"
+        return (f"Dice {v['source']['dice']['value']:.4f}->{v['artifact']['dice']['value']:.4f}, HC MAE "
+                f"{v['source']['hc_mae_mm']['value']:.2f}->{v['artifact']['hc_mae_mm']['value']:.2f} mm, "
+                f"{v['changed_pixels'] * 100:.3f} % pixels changed, n={v['n']}{budget}")
+
+
+GUARDS: dict[str, type[Guard]] = {g.name: g for g in (AurocGuard, F1Guard, DiceGuard, MapGuard, HcGuard)}
 GUARDS_BY_REPORT: dict[str, type[Guard]] = {g.report_metric: g for g in GUARDS.values()}
 
 

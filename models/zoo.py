@@ -124,3 +124,28 @@ def blood_cell_det(**kwargs):
     from .archs.centernet import CenterDetector
 
     return CenterDetector(num_classes=3, **kwargs)
+
+
+FETAL_HEAD_US = ModelConfig(
+    name="fetal-head-us", version="1.0.0", task="fetal_head", labels=("head",),
+    input_shape=(1, 128, 192),
+    # the whole 800 x 540 frame squashed to 192 x 128 (scale ~4.2 on both axes); the probability
+    # is resized back onto the source grid before the mask, the ellipse and the measurements
+    preprocess={"size": (128, 192), "channels": 1, "crop": "none", "resample": "box",
+                "mean": (0.25,), "std": (0.2,)},
+    activation="sigmoid", positive_labels=("head",),
+    intended_use=("Demonstration of the medexport measurement pipeline: outlines the fetal skull in a standard "
+                  "transthalamic ultrasound plane, fits an ellipse and reports head circumference, BPD, OFD and "
+                  "gestational age (Hadlock 1984). Not a medical device; not for diagnosis or dating a pregnancy."),
+    recipe="medexport.models.recipes.fetal_head_us",
+    # the recipe's split by pregnancy (seeded): calibration on training images, validation held out
+    extra={"calib": ["segmentation/hc18:train:64"], "val": ["segmentation/hc18:val"],
+           "golden": ["segmentation/hc18:val:6"]},
+)
+
+
+@register_model(FETAL_HEAD_US)
+def fetal_head_us(**kwargs):
+    from .archs.unet import UNet
+
+    return UNet(in_channels=1, num_classes=1, widths=(8, 16, 32, 64, 128), **kwargs)

@@ -83,6 +83,17 @@ def seg_bundle(tmp_path_factory, cache_dir):
     return out
 
 
+@pytest.fixture(scope="session")
+def fetal_bundle(tmp_path_factory, cache_dir, shared):
+    """fetal-head-us built for ONNX Runtime at fp32, validated on 12 held-out HC18 frames."""
+    from medexport.export.build import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("bundles") / "fetal-head-us"
+    build("fetal-head-us", out, BuildOptions(targets=["onnxruntime"], precisions=["fp32"],
+                                             val=f"{shared / 'segmentation' / 'hc18'}:val:12"), emit=lambda m: None)
+    return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def clinic_allows_unsigned_bundles():
     """The session's bundles are built unsigned: the test clinic's viewer settings allow them

@@ -263,3 +263,51 @@ def describe(ds) -> dict:
     meta = {k: str(ds.get(k, "")) for k in keys if ds.get(k) not in (None, "")}
     meta["TransferSyntaxUID"] = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     return meta
+
+
+US_UNIT_CM = 3  # (0018,6024) / (0018,6026) Physical Units X / Y Direction: 3 = cm
+
+
+def pixel_spacing_mm(path: str) -> tuple[tuple[float, float], str] | None:
+    """((row, column) mm per pixel, where it came from) from a DICOM header, or None if it states none.
+
+    (0028,0030) Pixel Spacing first; else the largest 2-D region of (0018,6011) Sequence of
+    Ultrasound Regions whose physical units are cm (code 3), Physical Delta X / Y (0018,602C) /
+    (0018,602E) converted to mm. Values that are not finite and positive are refused."""
+    import pydicom
+
+    with parse_errors(path):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        spacing = ds.get("PixelSpacing")
+        if spacing not in (None, ""):
+            values = [_positive(v, "(0028,0030) Pixel Spacing", path) for v in (spacing if len(spacing) else [])]
+            if len(values) != 2:
+                raise InvalidInputError(f"{path} has (0028,0030) Pixel Spacing {spacing!r}",
+                                        expected="two values: row spacing, column spacing in mm",
+                                        fix="correct the tag, or remove it and give the pixel size")
+            return (values[0], values[1]), "DICOM (0028,0030) Pixel Spacing"
+        regions = [r for r in ds.get("SequenceOfUltrasoundRegions", None) or []
+                   if r.get("PhysicalUnitsXDirection") == US_UNIT_CM and r.get("PhysicalUnitsYDirection") == US_UNIT_CM
+                   and r.get("RegionSpatialFormat", 1) == 1]
+        if not regions:
+            return None
+
+        def area(r):
+            return (int(r.get("RegionLocationMaxX1", 0)) - int(r.get("RegionLocationMinX0", 0))) * \
+                   (int(r.get("RegionLocationMaxY1", 0)) - int(r.get("RegionLocationMinY0", 0)))
+
+        region = max(regions, key=area)
+        dx = _positive(region.get("PhysicalDeltaX"), "(0018,602C) Physical Delta X", path)
+        dy = _positive(region.get("PhysicalDeltaY"), "(0018,602E) Physical Delta Y", path)
+        return (abs(dy) * 10.0, abs(dx) * 10.0), "DICOM (0018,6011) ultrasound region calibration"
+
+
+def _positive(value, name: str, path: str) -> float:
+    try:
+        number = abs(float(value))
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= 0 or number > 1000:
+        raise InvalidInputError(f"{path} has {name} {value!r}", expected="a finite spacing > 0",
+                                fix=f"correct {name}, or give the pixel size explicitly (--pixel-size)")
+    return number

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 from ..errors import BundleError
-from .base import EcgOptions, ImageOptions, Task, item_scores
+from .base import EcgOptions, ImageOptions, MeasureOptions, Task, item_scores
 from .classification import ClassificationTask
 from .detection import DetectionTask
 from .ecg_rhythm import EcgRhythmTask
+from .fetal_head import FetalHeadTask
 from .segmentation import SegmentationTask
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassificationTask, EcgRhythmTask, SegmentationTask,
-                                                     DetectionTask)}
+                                                     DetectionTask, FetalHeadTask)}
 
-__all__ = ["TASKS", "EcgOptions", "ImageOptions", "Task", "item_scores", "task_class", "task_for"]
+__all__ = ["TASKS", "EcgOptions", "ImageOptions", "MeasureOptions", "Task", "item_scores", "task_class", "task_for"]
 
 
 def task_class(name: str) -> type[Task]:

@@ -44,6 +44,23 @@ class EcgOptions:
             raise ConfigurationError(f"fs is {self.fs!r}", expected="a sampling rate in Hz, e.g. fs=500")
 
 
+@dataclass(frozen=True)
+class MeasureOptions:
+    """Per-study options of measuring image tasks: the frame, and the pixel size of a picture
+    (a DICOM states its own: PixelSpacing or the ultrasound region calibration)."""
+
+    frame: int | None = None
+    pixel_size_mm: float | None = None  # mm per pixel, square pixels
+
+    def __post_init__(self):
+        ImageOptions(frame=self.frame)  # the same check of the frame
+        p = self.pixel_size_mm
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p)
+                              or not 0 < p <= 10):
+            raise ConfigurationError(f"pixel_size_mm is {p!r}", expected="mm per pixel in (0, 10], e.g. 0.12",
+                                     fix="give the picture's pixel size (--pixel-size 0.12)")
+
+
 class Task:
     """Base of every task; subclasses set the class attributes and the four steps."""
 

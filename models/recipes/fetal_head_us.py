@@ -1,0 +1,295 @@
+"""Train ``fetal-head-us`` (compact U-Net) on the HC18 training set: fetal skull outline -> ellipse -> HC.
+
+    python -m medexport.models.recipes.fetal_head_us [--epochs 8]
+
+Split by pregnancy (images of one pregnancy share a number: 010_HC, 010_2HC), seeded: 20 % of
+the pregnancies are held out and never trained on. The card's Dice and HC error come from them,
+predicted through the engine's own preprocessing, resizing back, ellipse fit and measurement.
+Masks: the sonographer's 1-px ellipse outline, filled. Whole frames squashed to 192 x 128
+(soft, area-averaged masks as targets), flips and contrast/brightness jitter; BCE + soft Dice.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from medexport.engine.compare import bootstrap_ci, dice, iou
+from medexport.engine.errors import InvalidInputError
+from medexport.engine.ellipse import boundary_points, fit_ellipse, head_measurements
+from medexport.engine.manifest import ImagePreprocess
+from medexport.engine.preprocess import image_to_tensor, map_to_source, resize
+
+from ..data import shared_data
+from ..registry import create_model, get_config
+from .common import fmt_metric, publish, save_weights, seed_everything, training_environment
+
+NAME = "fetal-head-us"
+HELD_OUT_FRACTION = 0.2
+SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Hc18Item:
+    name: str  # image file name, e.g. "014_2HC.png"
+    pregnancy: str  # the shared number, e.g. "014"
+    pixel_mm: float
+    hc_mm: float
+
+
+@lru_cache(maxsize=1)
+def hc18_items(root: str | None = None) -> tuple:
+    """Every image listed in ``pixel_size_and_hc.csv``."""
+    folder = shared_data() / "segmentation" / "hc18" if root is None else __import__("pathlib").Path(root)
+    with open(folder / "pixel_size_and_hc.csv", newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and r[0].endswith(".png")]
+    return tuple(Hc18Item(r[0], r[0].split("_")[0], float(r[1]), float(r[2])) for r in rows)
+
+
+def hc18_split(items: tuple, seed: int = SPLIT_SEED) -> tuple[list, list]:
+    """(train, held-out) items, split by pregnancy: no pregnancy is on both sides."""
+    pregnancies = sorted({it.pregnancy for it in items})
+    rng = np.random.default_rng(seed)
+    held = set(rng.permutation(pregnancies)[:int(round(len(pregnancies) * HELD_OUT_FRACTION))])
+    return [it for it in items if it.pregnancy not in held], [it for it in items if it.pregnancy in held]
+
+
+def read_item(folder, item: Hc18Item) -> tuple[np.ndarray, np.ndarray]:
+    """The image in [0, 1] as the engine reads it, and the filled outline as a bool mask."""
+    from PIL import Image
+    from scipy.ndimage import binary_fill_holes
+
+    from medexport.engine.io.image import read_image
+
+    pixels = read_image(folder / "images" / item.name, frame=0).pixels
+    outline = np.asarray(Image.open(folder / "images" / item.name.replace(".png", "_Annotation.png")).convert("L")) > 127
+    return pixels, binary_fill_holes(outline)
+
+
+def predict_probability(model, pixels: np.ndarray, spec: ImagePreprocess) -> np.ndarray:
+    """Probability on the source grid, exactly as a bundle computes it."""
+    import torch
+
+    x, geometry = image_to_tensor(pixels, spec)
+    with torch.no_grad():
+        grid = torch.sigmoid(model(torch.from_numpy(x))).numpy()[0, 0]
+    return map_to_source(grid, geometry)
+
+
+def _load(items, folder, spec):
+    xs, ys = [], []
+    for it in items:
+        pixels, mask = read_item(folder, it)
+        xs.append(image_to_tensor(pixels, spec)[0][0])
+        ys.append(resize(mask.astype(np.float32), spec.size, "box")[None])
+    return np.stack(xs), np.stack(ys)
+
+
+def train(epochs: int = 8, seed: int = 0, batch: int = 8, limit: int | None = None) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    start = time.time()
+    torch.set_num_threads(2)
+    seed_everything(seed)
+    config = get_config(NAME)
+    spec = ImagePreprocess(**config.preprocess)
+    folder = shared_data() / "segmentation" / "hc18"
+    train_items, held = hc18_split(hc18_items())
+    if limit:
+        train_items, held = train_items[:limit], held[:max(4, limit // 4)]
+    x_all, y_all = _load(train_items, folder, spec)
+    print(f"loaded {len(train_items)} training images in {time.time() - start:.0f} s", flush=True)
+    rng = np.random.default_rng(seed)
+    model = create_model(NAME, pretrained=False).train()
+    steps_per_epoch = len(train_items) // batch
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * steps_per_epoch)
+    for epoch in range(epochs):
+        t0, order, total = time.time(), rng.permutation(len(train_items)), 0.0
+        for s in range(steps_per_epoch):
+            idx = order[s * batch:(s + 1) * batch]
+            x, y = x_all[idx].copy(), y_all[idx].copy()
+            for i in range(len(idx)):
+                if rng.random() < 0.5:
+                    x[i], y[i] = x[i, :, ::-1], y[i, :, ::-1]
+                if rng.random() < 0.5:
+                    x[i], y[i] = x[i, ::-1], y[i, ::-1]
+                x[i] = x[i] * rng.uniform(0.8, 1.2) + rng.uniform(-0.4, 0.4)  # contrast, brightness (normalised units)
+            xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+            logits = model(xt)
+            p = torch.sigmoid(logits)
+            soft_dice = 1 - (2 * (p * yt).sum() + 1) / (p.sum() + yt.sum() + 1)
+            loss = F.binary_cross_entropy_with_logits(logits, yt) + soft_dice
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        print(f"epoch {epoch + 1}/{epochs} loss {total / steps_per_epoch:.4f} {time.time() - t0:.0f} s/epoch "
+              f"({time.time() - start:.0f} s)", flush=True)
+    model.eval()
+    weights_sha = save_weights(model, config)
+    train_seconds = time.time() - start
+    held_out = evaluate(model, held, folder, spec)
+    record = {"model": NAME, "version": config.version, "thresholds": {"head": 0.5},
+              "threshold_rule": "0.5 on the sigmoid probability (not tuned)",
+              "held_out": held_out,
+              "data": {"folder": "segmentation/hc18", "split": f"by pregnancy, seed {SPLIT_SEED}, "
+                       f"{HELD_OUT_FRACTION:.0%} of pregnancies held out",
+                       "train_images": len(train_items), "held_out_images": len(held),
+                       "held_out_pregnancies": len({it.pregnancy for it in held}),
+                       "target": "filled sonographer outline (HC18 annotation ellipse)"},
+              "recipe": {"epochs": epochs, "batch": batch, "seed": seed, "loss": "BCE + soft Dice",
+                         "input": "whole frame squashed to 192 x 128 (box filter)",
+                         "augmentation": "h/v flips, contrast x0.8-1.2, brightness +-0.4 (normalised)"},
+              "weights_sha256": weights_sha, "training_seconds": round(train_seconds, 1),
+              "environment": training_environment()}
+    return publish(config, record, model_card(config, record))
+
+
+def evaluate(model, items, folder, spec, n_boot: int = 2000) -> dict:
+    """Dice, HC / BPD / OFD errors (mm) on ``items`` through the engine's path."""
+    rows = []
+    for it in items:
+        pixels, truth = read_item(folder, it)
+        prob = predict_probability(model, pixels, spec)
+        try:
+            pred = measure(prob, it.pixel_mm)
+        except InvalidInputError:  # no outline found: counted as a miss of the whole head
+            pred = dict.fromkeys(("head_circumference_mm", "biparietal_diameter_mm", "occipitofrontal_diameter_mm"), 0.0)
+        ref = head_measurements(boundary_points(truth.astype(np.float32)), (it.pixel_mm, it.pixel_mm))
+        rows.append({"name": it.name, "dice": dice(prob >= 0.5, truth), "iou": iou(prob >= 0.5, truth),
+                     "hc_err": pred["head_circumference_mm"] - it.hc_mm,
+                     "bpd_err": pred["biparietal_diameter_mm"] - ref["biparietal_diameter_mm"],
+                     "ofd_err": pred["occipitofrontal_diameter_mm"] - ref["occipitofrontal_diameter_mm"],
+                     "truth_fit_hc_err": ref["head_circumference_mm"] - it.hc_mm})
+    out = {"n_images": len(rows), "n_pregnancies": len({it.pregnancy for it in items}),
+           "images": f"{len(rows)} of {len({it.pregnancy for it in items})} pregnancies",
+           "no_ellipse": [r["name"] for r in rows if r["hc_err"] == -next(i.hc_mm for i in items if i.name == r["name"])]}
+    for key, values in (("dice", [r["dice"] for r in rows]), ("iou", [r["iou"] for r in rows]),
+                        ("hc_mae_mm", [abs(r["hc_err"]) for r in rows]),
+                        ("hc_bias_mm", [r["hc_err"] for r in rows]),
+                        ("bpd_mae_mm", [abs(r["bpd_err"]) for r in rows]),
+                        ("ofd_mae_mm", [abs(r["ofd_err"]) for r in rows]),
+                        ("truth_outline_fit_hc_mae_mm", [abs(r["truth_fit_hc_err"]) for r in rows])):
+        v = np.asarray(values, np.float64)
+        lo, hi = bootstrap_ci(lambda a: a.mean(), v, n=n_boot)
+        out[key] = {"value": round(float(v.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)]}
+    hc = np.abs([r["hc_err"] for r in rows])
+    out["hc_abs_error_mm_percentiles"] = {p: round(float(np.percentile(hc, int(p[1:]))), 2) for p in ("p50", "p90", "p99")}
+    out["worst"] = sorted(({"name": r["name"], "hc_err_mm": round(r["hc_err"], 2), "dice": round(r["dice"], 4)}
+                           for r in rows), key=lambda r: -abs(r["hc_err_mm"]))[:5]
+    return out
+
+
+def reevaluate() -> dict:
+    """Evaluate the shipped weights again and rewrite the record's held-out part and the card."""
+    import torch
+
+    torch.set_num_threads(2)
+    config = get_config(NAME)
+    record = config.training_record()
+    model = create_model(NAME, pretrained=True).eval()
+    _, held = hc18_split(hc18_items())
+    record["held_out"] = evaluate(model, held, shared_data() / "segmentation" / "hc18", ImagePreprocess(**config.preprocess))
+    return publish(config, record, model_card(config, record))
+
+
+def measure(probability: np.ndarray, pixel_mm: float, threshold: float = 0.5) -> dict:
+    """The engine's measurement of a source-grid probability map (isotropic pixels of ``pixel_mm``)."""
+    return head_measurements(boundary_points(probability, threshold), (pixel_mm, pixel_mm))
+
+
+def model_card(config, r: dict) -> str:
+    h = r["held_out"]
+    fmt = fmt_metric
+    return f"""# Model card: {config.name} {config.version}
+
+**Demo, not a medical device: not for diagnosis, not for dating a pregnancy.** The point is the pipeline.
+
+## What it does
+Outlines the fetal head in a 2-D ultrasound frame of the standard transthalamic plane, fits an
+ellipse to the outline (direct least-squares fit, Fitzgibbon et al. 1999) and reports, on the
+source pixel grid:
+- head circumference (HC) = the ellipse's perimeter (Ramanujan), the HC18 convention (the HC of
+  HC18 is the perimeter of the ellipse a sonographer drew on the skull outline);
+- biparietal diameter (BPD) = the minor axis, occipito-frontal diameter (OFD) = the major axis,
+  both outer edge to outer edge (the clinical BPD, outer-to-inner, is a few mm shorter);
+- gestational age from HC (Hadlock et al. 1984: GA = 8.96 + 0.540 HC + 0.0003 HC^3, HC in cm),
+  only for HC 8.5-36.0 cm (GA 13.7-42.4 weeks; the study covered 14-42 weeks); outside it the GA
+  is refused ("outside the formula's range"), the lengths are still reported.
+Millimetres need the pixel spacing: DICOM PixelSpacing (0028,0030) or the ultrasound region
+calibration (0018,6011), or `--pixel-size` for pictures; without it the lengths stay in pixels.
+
+Intended use: {config.intended_use}
+
+## Architecture
+U-Net, 5 levels (8/16/32/64/128 channels), batch norm, 1 logit map, 0.49 M parameters. The whole
+frame is squashed to 192 x 128 ({r['recipe']['input']}); the probability is resized back
+(bilinear) to the source grid and thresholded at 0.5.
+
+## Training data
+HC18 challenge training set (van den Heuvel, de Bruijn, de Korte, van Ginneken, PLoS ONE 2018,
+doi:10.1371/journal.pone.0200412; Radboud University Medical Center; CC BY 4.0): 799 frames
+800 x 540 with the sonographer's head outline, pixel size and HC. Split by pregnancy
+({r['data']['split']}): {r['data']['train_images']} images train, {r['data']['held_out_images']} images of
+{r['data']['held_out_pregnancies']} pregnancies held out. The official HC18 test set is not used.
+Recipe: `python -m {config.recipe}` ({r['recipe']['epochs']} epochs of batches of {r['recipe']['batch']},
+AdamW + one-cycle, {r['recipe']['augmentation']}; {r['recipe']['loss']}).
+Trained in {r['training_seconds']:.0f} s on {r['environment']['threads']} CPU threads.{(' ' + r['training_note']) if r.get('training_note') else ''}
+
+## Held-out performance ({h['n_images']} images, {h['n_pregnancies']} pregnancies; through the engine's resizing, ellipse fit and measurement; bootstrap 95 % CI over images)
+| metric | value |
+|---|---|
+| Dice (mask vs filled outline) | {fmt(h['dice'])} |
+| HC mean absolute difference, mm | {fmt(h['hc_mae_mm'])} |
+| HC mean signed difference, mm | {fmt(h['hc_bias_mm'])} |
+| BPD mean absolute difference, mm (vs the ellipse fitted to the sonographer's outline) | {fmt(h['bpd_mae_mm'])} |
+| OFD mean absolute difference, mm (same reference) | {fmt(h['ofd_mae_mm'])} |
+| our ellipse fit on the sonographer's own outline vs the CSV HC, mm | {fmt(h['truth_outline_fit_hc_mae_mm'])} |
+
+HC absolute difference percentiles (mm): {h['hc_abs_error_mm_percentiles']}. Worst frames:
+{', '.join(f"{w['name']} ({w['hc_err_mm']:+.1f} mm, Dice {w['dice']:.2f})" for w in h['worst'])}: there the model
+outlines only part of the head (small, early heads and faint skull edges), and the mean is dominated by them.
+**The project's targets (Dice >= 0.96, HC MAE <= 2.0 mm) are not met by this version**: it was trained for
+{r['recipe']['epochs']} epochs at 192 x 128 only (loss still falling); more epochs, a larger input and
+scale/rotation augmentation are the next steps. HC18 publishes only HC,
+so the BPD/OFD references are our fit to the sonographer's outline. For scale: HC18 leaderboard
+leaders reach about 1.7-2 mm on the official test set (a different set; not comparable one to one).
+
+## Limits
+- Standard transthalamic plane only; other planes, twins, or frames without a head give a
+  meaningless ellipse (the model always outlines something).
+- One centre (Radboud UMC, Nijmegen), two devices, one population; not validated elsewhere.
+- Frames are squashed to 192 x 128: fine outline detail is lost; HC is reproducible to a few mm.
+- The CIs resample images; frames of one pregnancy are correlated, so they are somewhat narrow.
+- Not a medical device.
+
+## References
+van den Heuvel TLA et al. Automated measurement of fetal head circumference using 2D ultrasound
+images. PLoS ONE 2018;13(8):e0200412. Hadlock FP et al. Estimating fetal age: computer-assisted
+analysis of multiple fetal growth parameters. Radiology 1984;152:497-501. Fitzgibbon A, Pilu M,
+Fisher RB. Direct least square fitting of ellipses. IEEE PAMI 1999;21(5):476-480.
+
+Weights SHA-256: `{r['weights_sha256']}`
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="smoke run: only this many training images")
+    parser.add_argument("--evaluate-only", action="store_true", help="re-evaluate the shipped weights")
+    args = parser.parse_args()
+    record = reevaluate() if args.evaluate_only else train(args.epochs, args.seed, limit=args.limit)
+    print({k: record["held_out"][k]["value"] for k in ("dice", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm")})
+
+
+if __name__ == "__main__":
+    main()
