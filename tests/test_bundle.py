@@ -6,7 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from medexport.engine import BackendUnavailableError, BundleError, ConfigurationError, open_bundle, read_manifest
+from medexport.engine import (BackendUnavailableError, BundleError, ConfigurationError, InvalidInputError, open_bundle,
+                              read_manifest)
 from medexport.engine.compare import max_abs_diff
 
 
@@ -129,9 +130,15 @@ def test_batch_shape_mismatch_is_explained(pneumonia_bundle):
 
 
 def test_frame_zero_of_a_multiframe_dicom(pneumonia_bundle, dcm):
+    """frame=0 counts (it was once dropped as falsy). emri_small is 64 x 64: too small for this
+    224-px model, which says so; the frame choice itself reaches the reader."""
     with open_bundle(pneumonia_bundle) as m:
-        first, fifth = m.predict(dcm("emri_small.dcm"), frame=0), m.predict(dcm("emri_small.dcm"), frame=5)
-    assert first.scores != fifth.scores
+        task = m.task
+        first = task.read(dcm("emri_small.dcm"), task.options(frame=0))
+        fifth = task.read(dcm("emri_small.dcm"), task.options(frame=5))
+        with pytest.raises(InvalidInputError, match="64 x 64 pixels"):
+            m.predict(dcm("emri_small.dcm"), frame=0)
+    assert first.frames == 10 and not np.array_equal(first.pixels, fifth.pixels)
 
 
 def test_a_file_that_is_not_a_zip_is_named(tmp_path):
