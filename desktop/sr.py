@@ -60,7 +60,7 @@ def build_sr(result, source_path: str):
         algorithm_id=algorithm, measurements=measurements, qualitative_evaluations=evaluations,
         source_images=sources or None)
     overlay = result.overlay()
-    regions = REGION_WRITERS[overlay.kind](overlay.data, ds, algorithm, unit) \
+    regions = REGION_WRITERS[overlay.kind](overlay.data, ds, algorithm, unit, result.label_codes) \
         if overlay is not None and overlay.kind in REGION_WRITERS else []
     procedure = hd.sr.CodedConcept(*result.sr_procedure)
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=procedure,
@@ -75,7 +75,7 @@ def build_sr(result, source_path: str):
     return sr
 
 
-def box_regions(data: tuple, ds, algorithm, unit) -> list:
+def box_regions(data: tuple, ds, algorithm, unit, label_codes: dict) -> list:
     """One planar ROI group (TID 1410) per detected box: a closed SCOORD POLYLINE in the source
     image's pixel coordinates, its label as the finding type and its score as a measurement."""
     import highdicom as hd
@@ -87,12 +87,13 @@ def box_regions(data: tuple, ds, algorithm, unit) -> list:
     for i, d in enumerate(data[0]):
         x0, y0, x1, y1 = d.box
         outline = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], np.float32)
-        score = hd.sr.Measurement(name=hd.sr.CodedConcept(f"{d.label}-score", SCHEME, f"{d.label} box score"),
+        score = hd.sr.Measurement(name=hd.sr.CodedConcept(f"{d.label}-score", PRIVATE_SCHEME, f"{d.label} box score"),
                                   value=round(float(d.score), 4), unit=unit, algorithm_id=algorithm)
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"{d.label} {i + 1}"),
             referenced_region=hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POLYLINE, outline, source),
-            finding_type=hd.sr.CodedConcept(d.label, SCHEME, d.label), algorithm_id=algorithm, measurements=[score]))
+            finding_type=hd.sr.CodedConcept(*code_for(label_codes, d.label)), algorithm_id=algorithm,
+            measurements=[score]))
     return groups
 
 

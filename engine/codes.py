@@ -15,6 +15,11 @@ IMAGE_FINDINGS = {
     "nodule": ("427359005", "SCT", "Solitary nodule of lung"),
     "atelectasis": ("46621007", "SCT", "Atelectasis"),
 }
+BLOOD_CELLS = {
+    "rbc": ("41898006", "SCT", "Erythrocyte"),
+    "wbc": ("52501007", "SCT", "Leukocyte"),
+    "platelets": ("16378004", "SCT", "Platelet"),
+}
 ECG_RHYTHMS = {
     "af": ("49436004", "SCT", "Atrial fibrillation"),
     "normal": ("426783006", "SCT", "Sinus rhythm"),

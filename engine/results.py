@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .codes import ECG_RHYTHMS, IMAGE_FINDINGS
+from .codes import BLOOD_CELLS, ECG_RHYTHMS, IMAGE_FINDINGS
 
 DISCLAIMER = "Demo model, not a medical device: not for diagnosis or treatment decisions."
 LOOKED_NOTE = "where the model looked; not a localisation"
@@ -313,6 +313,7 @@ class DetectionResult(Result):
 
     saves: ClassVar[tuple] = ("boxes",)
     sr_procedure: ClassVar[tuple | None] = ("363679005", "SCT", "Imaging")
+    label_codes: ClassVar[dict] = BLOOD_CELLS
 
     @property
     def counts(self) -> dict:

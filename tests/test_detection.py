@@ -183,7 +183,7 @@ def test_boxes_painter_draws_outlines():
 
 
 def test_viewer_shows_a_colour_smear_as_grey(shared):
-    from medexport.desktop.studies import study_for
+    from medexport.engine.studies import study_for
 
     study = study_for(shared / BCCD / "JPEGImages" / "BloodImage_00000.jpg")
     image = study.load()
