@@ -141,7 +141,7 @@ def _grey(cxr):
     from PIL import Image, ImageOps
 
     with Image.open(cxr[0]) as img:
-        return ImageOps.autocontrast(img.convert("L").resize((160, 128)))
+        return ImageOps.autocontrast(img.convert("L").resize((320, 256)))  # >= the model's 224 px
 
 
 def _variants(grey):
