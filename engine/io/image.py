@@ -5,6 +5,7 @@ import hashlib
 import os
 import struct
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,16 +98,13 @@ def _from_array(arr: np.ndarray) -> ImageStudy:
     return ImageStudy(pixels.astype(np.float32, copy=False), "<array>", "array", digest, {"scaling": how})
 
 
-def _from_picture(path: str, frame: int | None) -> ImageStudy:
+@contextmanager
+def pillow_errors(path: str):
+    """Pillow's refusals of a picture as InvalidInputError (the one boundary for both readers)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            fmt, mode, frames = (img.format or "image").lower(), img.mode, getattr(img, "n_frames", 1)
-            limits.check_pixels(img.size[1], img.size[0], path)  # before decoding: the header's size
-            _seek(img, frame, frames, path)
-            img.load()
-            grey, alpha = _canonical(img, path)
+        yield
     except Image.DecompressionBombError as exc:
         raise InvalidInputError(f"{path} is a decompression bomb ({exc})",
                                 expected=f"at most {limits.MAX_FRAME_PIXELS:,} pixels (engine/limits.py)",
@@ -114,6 +112,17 @@ def _from_picture(path: str, frame: int | None) -> ImageStudy:
     except (UnidentifiedImageError, *PILLOW_ERRORS) as exc:
         raise InvalidInputError(f"{path} could not be decoded as a picture ({type(exc).__name__}: {exc})",
                                 fix=PICTURE_FIX) from None
+
+
+def _from_picture(path: str, frame: int | None) -> ImageStudy:
+    from PIL import Image
+
+    with pillow_errors(path), Image.open(path) as img:
+        fmt, mode, frames = (img.format or "image").lower(), img.mode, getattr(img, "n_frames", 1)
+        limits.check_pixels(img.size[1], img.size[0], path)  # before decoding: the header's size
+        _seek(img, frame, frames, path)
+        img.load()
+        grey, alpha = _canonical(img, path)
     if alpha is not None and alpha.min() < 255:
         raise InvalidInputError(f"{path} ({mode}) has transparent pixels (alpha down to {alpha.min()})",
                                 expected="an opaque greyscale image (what it looks like depends on the background)",
@@ -252,25 +261,17 @@ def _read_colour(source, frame: int | None) -> ImageStudy:
 
 
 def _colour_picture(path: str, frame: int | None) -> ImageStudy:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
-    try:
-        with Image.open(path) as img:
-            fmt, mode, frames = (img.format or "image").lower(), img.mode, getattr(img, "n_frames", 1)
-            if mode not in COLOUR_PICTURE:  # 16-bit, 32-bit and float pictures are greyscale
-                return _as_colour(read_image(path, frame=frame))
-            limits.check_pixels(img.size[1], img.size[0], path)
-            _seek(img, frame, frames, path)
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            rgba = img.convert("RGBA")
-    except Image.DecompressionBombError as exc:
-        raise InvalidInputError(f"{path} is a decompression bomb ({exc})",
-                                expected=f"at most {limits.MAX_FRAME_PIXELS:,} pixels (engine/limits.py)",
-                                fix="downsample the image before analysis") from None
-    except (UnidentifiedImageError, *PILLOW_ERRORS) as exc:
-        raise InvalidInputError(f"{path} could not be decoded as a picture ({type(exc).__name__}: {exc})",
-                                fix=PICTURE_FIX) from None
+    with pillow_errors(path), Image.open(path) as img:
+        fmt, mode, frames = (img.format or "image").lower(), img.mode, getattr(img, "n_frames", 1)
+        if mode not in COLOUR_PICTURE:  # 16-bit, 32-bit and float pictures are greyscale
+            return _as_colour(read_image(path, frame=frame))
+        limits.check_pixels(img.size[1], img.size[0], path)
+        _seek(img, frame, frames, path)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        rgba = img.convert("RGBA")
     arr = np.asarray(rgba)
     if arr[..., 3].min() < 255:
         raise InvalidInputError(f"{path} ({mode}) has transparent pixels (alpha down to {arr[..., 3].min()})",
