@@ -134,10 +134,7 @@ def check_image(pixels: np.ndarray, spec) -> None:
         raise InvalidInputError(f"the image is {w} x {h} pixels", expected=f"at least {need_w} x {need_h}, "
                                 "this model's input (it would be upscaled from too little)",
                                 fix="use the full-resolution image")
-    if max(h, w) / min(h, w) > limits.MAX_ASPECT_RATIO:
-        raise InvalidInputError(f"the image is {w} x {h} pixels (aspect ratio {max(h, w) / min(h, w):.1f})",
-                                expected=f"an aspect ratio up to {limits.MAX_ASPECT_RATIO:g}:1 (engine/limits.py)",
-                                fix="crop the region of interest first")
+    check_aspect(h, w)
 
 
 @dataclass(frozen=True)
@@ -195,6 +192,11 @@ def check_colour_image(rgb: np.ndarray, spec) -> None:
         raise InvalidInputError(f"the image is {w} x {h} pixels", expected=f"at least {spec.size[1]} x {spec.size[0]} "
                                 "once fitted into this model's input (it would be upscaled from too little)",
                                 fix="use the full-resolution image")
+    check_aspect(h, w)
+
+
+def check_aspect(h: int, w: int) -> None:
+    """Refuse an image far from square (a strip, a line): beyond engine/limits.py's aspect ratio."""
     if max(h, w) / min(h, w) > limits.MAX_ASPECT_RATIO:
         raise InvalidInputError(f"the image is {w} x {h} pixels (aspect ratio {max(h, w) / min(h, w):.1f})",
                                 expected=f"an aspect ratio up to {limits.MAX_ASPECT_RATIO:g}:1 (engine/limits.py)",
