@@ -197,6 +197,9 @@ def check_colour_image(rgb: np.ndarray, spec) -> None:
 
 def check_aspect(h: int, w: int) -> None:
     """Refuse an image far from square (a strip, a line): beyond engine/limits.py's aspect ratio."""
+    from . import limits
+    from .errors import InvalidInputError
+
     if max(h, w) / min(h, w) > limits.MAX_ASPECT_RATIO:
         raise InvalidInputError(f"the image is {w} x {h} pixels (aspect ratio {max(h, w) / min(h, w):.1f})",
                                 expected=f"an aspect ratio up to {limits.MAX_ASPECT_RATIO:g}:1 (engine/limits.py)",
