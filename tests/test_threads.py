@@ -36,7 +36,7 @@ def _in_threads(n, job):
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_threads_sharing_one_model_get_their_own_results(pneumonia_bundle, backend):
     rng = np.random.default_rng(7)
-    inputs = [rng.integers(0, 256, (64, 64), dtype=np.uint8) for _ in range(THREADS * CALLS)]
+    inputs = [rng.integers(0, 256, (240, 240), dtype=np.uint8) for _ in range(THREADS * CALLS)]
     with open_bundle(pneumonia_bundle, backend=backend, precision="fp32") as model:
         model.predict(inputs[0])  # warm-up
         start = time.perf_counter()
