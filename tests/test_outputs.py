@@ -1,7 +1,6 @@
 """Outputs are never lost: concurrent saves get distinct names, every file is complete, nothing is replaced."""
 import errno
 import os
-import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,24 +9,7 @@ from PIL import Image
 
 from medexport.engine import atomic, outputs
 
-
-def _together(n, job):
-    """Run ``job(i)`` on ``n`` threads released at the same moment; return results and errors."""
-    barrier, results, errors = threading.Barrier(n), [None] * n, []
-
-    def run(i):
-        barrier.wait()
-        try:
-            results[i] = job(i)
-        except Exception as exc:  # collected and asserted empty below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results, errors
+from threads_together import together as _together
 
 
 def test_sixteen_threads_saving_masks_of_one_study_keep_sixteen_complete_files(tmp_path):

@@ -10,27 +10,14 @@ import pytest
 from medexport.engine import open_bundle
 from medexport.engine.backends.pool import Pool
 from medexport.engine.bundle import MAX_BATCH
+from threads_together import together
 
 THREADS, CALLS = 4, 40
 
 
 def _in_threads(n, job):
     """``job(k)`` on ``n`` threads released together; returns the errors raised."""
-    barrier, errors = threading.Barrier(n), []
-
-    def run(k):
-        barrier.wait()
-        try:
-            job(k)
-        except Exception as exc:  # collected and asserted empty by the callers
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
+    return together(n, job)[1]
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
