@@ -20,6 +20,7 @@ from .checksums import sha256_file
 from .errors import BundleError, ConfigurationError, InvalidInputError
 from .manifest import MAX_MANIFEST_BYTES, RESERVED, Manifest, relative_path
 from .results import Provenance
+from .screening import screen
 from .signing import check_signature
 from .tasks import task_for
 
@@ -288,6 +289,7 @@ class Model:
         fields = self.task.postprocess(outputs, meta)
         if feeds is not None:
             fields = self.task.explain(self.infer, feeds, fields)
+        fields["warnings"] = tuple(fields.get("warnings", ())) + screen(self, input_meta, outputs, fields)
         t4 = time.perf_counter()
         timings = {"read": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "infer": (t3 - t2) * 1e3,
                    "postprocess": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}

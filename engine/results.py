@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .cautions import ResultWarning
 from .codes import BLOOD_CELLS, ECG_RHYTHMS, IMAGE_FINDINGS
 
 DISCLAIMER = "Demo model, not a medical device: not for diagnosis or treatment decisions."
@@ -66,6 +67,7 @@ class Result:
     input_sha256: str
     timings_ms: dict  # read, preprocess, infer, postprocess, total
     input_meta: dict = field(default_factory=dict)
+    warnings: tuple[ResultWarning, ...] = ()  # never dropped: every consumer shows them
     created: str = field(default_factory=_now)
 
     saves: ClassVar[tuple] = ()  # the files save_outputs() writes: "mask", "heatmap"
@@ -119,6 +121,7 @@ class Result:
                 "bundle_sha256": self.bundle_sha256, "backend": self.backend,
                 "precision": self.precision, "device": self.provenance.device,
                 "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+                "warnings": [w.to_dict() for w in self.warnings],
                 "created": self.created, "disclaimer": self.disclaimer}
 
     def save_outputs(self, folder: Path, source_path: str | None = None) -> dict[str, Path]:
@@ -380,7 +383,6 @@ class FetalHeadResult(SegmentationResult):
     measurements: dict = field(default_factory=dict)  # head_circumference_mm ... or *_px
     pixel_spacing_mm: tuple | None = None  # (row, column)
     spacing_source: str = "none"
-    warnings: tuple = ()
 
     sr_procedure: ClassVar[tuple | None] = ("16310003", "SCT", "Ultrasonography")
     UNITS: ClassVar[dict] = {"_mm": "mm", "_px": "px", "_weeks": "wk"}
@@ -426,7 +428,7 @@ class FetalHeadResult(SegmentationResult):
             from .ellipse import HADLOCK_REFERENCE
 
             lines.append(f"gestational age from HC: {HADLOCK_REFERENCE}")
-        return lines + [f"warning: {w}" for w in self.warnings]
+        return lines
 
     def overlay(self) -> Overlay:
         return Overlay("ellipse", (self.mask, self.ellipse),
@@ -439,5 +441,4 @@ class FetalHeadResult(SegmentationResult):
         return super().to_dict() | {
             "ellipse": None if self.ellipse is None else self.ellipse.to_dict(),
             "measurements": dict(self.measurements), "pixel_spacing_mm": self.pixel_spacing_mm,
-            "spacing_source": self.spacing_source, "units": "mm" if self.in_mm else "pixels",
-            "warnings": list(self.warnings)}
+            "spacing_source": self.spacing_source, "units": "mm" if self.in_mm else "pixels"}

@@ -161,7 +161,7 @@ def test_without_spacing_lengths_stay_in_pixels_and_the_result_says_so(fetal_bun
     hc_px = r.measurements["head_circumference_px"]
     assert abs(hc_px * item.pixel_mm - item.hc_mm) < 4.0
     assert "no pixel spacing" in r.headline() and r.spacing_source == "none"
-    assert any("no pixel spacing" in w for w in r.warnings) and r.to_dict()["units"] == "pixels"
+    assert any(w.code == "no_pixel_spacing" and "no pixel spacing" in w.message for w in r.warnings) and r.to_dict()["units"] == "pixels"
     saved = r.save_outputs(tmp_path)["mask_file"]
     assert saved.suffix == ".png"
 
@@ -189,7 +189,7 @@ def test_outside_hadlock_range_is_a_warning_not_an_error(fetal_bundle, shared):
         r = model.predict(str(shared / "segmentation" / "hc18" / "images" / item.name), pixel_size_mm=item.pixel_mm * 8)
     assert r.measurements["gestational_age_weeks"] is None
     assert "GA outside the formula's range" in r.headline()
-    assert any("outside the Hadlock formula's range" in w for w in r.warnings)
+    assert any(w.code == "outside_formula_range" and "outside the Hadlock formula" in w.message for w in r.warnings)
 
 
 def test_guard_report_has_dice_and_hc_for_source_and_artifact(fetal_bundle):

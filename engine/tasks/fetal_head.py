@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..cautions import ResultWarning
 from ..ellipse import HADLOCK_HC_CM, boundary_points, fit_ellipse, head_measurements
 from ..errors import ConfigurationError, InvalidInputError
 from ..io import dicom
@@ -60,18 +61,18 @@ class FetalHeadTask(SegmentationTask):
         threshold = next(iter(self.manifest.postprocess.thresholds.values()))
         spacing, warnings = meta["spacing"], []
         if spacing is None:
-            warnings.append("no pixel spacing (DICOM (0028,0030) Pixel Spacing, (0018,6011) ultrasound regions, "
-                            f"or {PIXEL_SIZE_OPTION}): lengths are in pixels, no gestational age")
+            warnings.append(ResultWarning("no_pixel_spacing", "no pixel spacing (DICOM (0028,0030) Pixel Spacing, (0018,6011) ultrasound regions, "
+                            f"or {PIXEL_SIZE_OPTION}): lengths are in pixels, no gestational age"))
         try:
             points = boundary_points(probability, threshold)
             ellipse = fit_ellipse(points)
             measurements = head_measurements(points, spacing)
         except InvalidInputError as exc:  # no outline: the mask is still a result, without measurements
             ellipse, measurements = None, {}
-            warnings.append(f"no ellipse could be fitted to the mask ({exc.what})")
+            warnings.append(ResultWarning("no_measurement", f"no ellipse could be fitted to the mask ({exc.what})"))
         if measurements.get("head_circumference_mm") is not None and measurements["gestational_age_weeks"] is None:
-            warnings.append(f"HC {measurements['head_circumference_mm'] / 10:.1f} cm is outside the Hadlock formula's "
-                            f"range ({HADLOCK_HC_CM[0]}-{HADLOCK_HC_CM[1]} cm): no gestational age")
+            warnings.append(ResultWarning("outside_formula_range", f"HC {measurements['head_circumference_mm'] / 10:.1f} cm is outside the Hadlock formula's "
+                            f"range ({HADLOCK_HC_CM[0]}-{HADLOCK_HC_CM[1]} cm): no gestational age"))
         return {"probability": probability, "thresholds": dict(self.manifest.postprocess.thresholds),
                 "ellipse": ellipse, "measurements": measurements, "pixel_spacing_mm": spacing,
                 "spacing_source": meta["spacing_source"], "warnings": tuple(warnings)}
