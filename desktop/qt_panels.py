@@ -98,6 +98,10 @@ class ResultPanel(QGroupBox):
 
     def __init__(self, parent=None):
         super().__init__("Result", parent)
+        self.banner = QLabel("")  # the result's warnings, above the answer, whenever there are any
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("background: #fff3cd; color: #6b4b00; border: 1px solid #e0b84c; padding: 4px;")
+        self.banner.setVisible(False)
         self.decision = QLabel("Not run yet")
         self.decision.setWordWrap(True)
         self.decision.setStyleSheet("font-size: 15px; font-weight: bold;")
@@ -117,6 +121,7 @@ class ResultPanel(QGroupBox):
         self.details.setWordWrap(True)
         self.details.setStyleSheet("color: #555;")
         layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
         layout.addWidget(self.decision)
         layout.addWidget(self.table)
         row = QHBoxLayout()
@@ -127,6 +132,9 @@ class ResultPanel(QGroupBox):
         layout.addWidget(self.details)
 
     def show_result(self, result) -> None:
+        self.banner.setText("\n".join(f"\u26a0 {w.message}" for w in result.warnings) if result is not None else "")
+        self.banner.setToolTip(", ".join(w.code for w in result.warnings) if result is not None else "")
+        self.banner.setVisible(result is not None and bool(result.warnings))
         if result is None:
             self.decision.setText("Not run yet")
             self.table.setRowCount(0)

@@ -57,6 +57,8 @@ def _draw(tmp: Path, study, result, picture: QImage, intended_use: str) -> None:
     text(f"Study: {Path(study.path).name}" + (f"   Patient: {who}" if who else "")
          + (f"   Date: {dicom_date(header.get('StudyDate'))}" if header.get("StudyDate") else ""), 10)
     text(f"Input SHA-256: {result.input_sha256}", 8, colour=QColor(80, 80, 80))
+    for warning in result.warnings:
+        text(f"Warning: {warning.message} [{warning.code}]", 10, True, QColor(140, 90, 0), height=1.0)
     text(f"Result: {result.headline()}", 14, True)
     if not picture.isNull():
         box_h = w * 0.62

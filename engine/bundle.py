@@ -20,7 +20,7 @@ from .checksums import sha256_file
 from .errors import BundleError, ConfigurationError, InvalidInputError
 from .manifest import MAX_MANIFEST_BYTES, RESERVED, Manifest, relative_path
 from .results import Provenance
-from .screening import screen
+from .screening import screen_answer, screen_study, strict_default
 from .signing import check_signature
 from .tasks import task_for
 
@@ -251,7 +251,8 @@ class Model:
 
     def __init__(self, path, backend: str = "auto", precision: str = "auto", *,
                  threads: int | None = None, verify: bool = True, trust=None, allow_unsigned: bool = False,
-                 **backend_options):
+                 strict: bool | None = None, **backend_options):
+        self.strict = strict_default() if strict is None else bool(strict)
         self.manifest, self.sha256, self.path = read_manifest(path, verify=verify)
         self.signature = check_signature(self.path, trust, allow_unsigned)
         cls, self.artifact = choose_artifact(self.manifest, backend, precision)
@@ -277,6 +278,7 @@ class Model:
         opts = self.task.options(**options)
         t0 = time.perf_counter()
         study = self.task.read(source, opts)
+        before = screen_study(self, study.meta)  # strict mode refuses here, before any inference
         t1 = time.perf_counter()
         feeds, meta = self.task.preprocess(study, opts)
         source, sha256, input_meta = study.source, study.sha256, study.meta
@@ -289,7 +291,7 @@ class Model:
         fields = self.task.postprocess(outputs, meta)
         if feeds is not None:
             fields = self.task.explain(self.infer, feeds, fields)
-        fields["warnings"] = tuple(fields.get("warnings", ())) + screen(self, input_meta, outputs, fields)
+        fields["warnings"] = before + tuple(fields.get("warnings", ())) + screen_answer(self, outputs, fields)
         t4 = time.perf_counter()
         timings = {"read": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "infer": (t3 - t2) * 1e3,
                    "postprocess": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}

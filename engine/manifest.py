@@ -259,6 +259,42 @@ class Postprocess:
 
 
 @dataclass(frozen=True)
+class IntendedUse:
+    """The studies a bundle is for, as DICOM header values (empty: not restricted). A study whose
+    header contradicts one of them gets ``outside_intended_use`` (or is refused in strict mode)."""
+
+    modalities: tuple = ()  # (0008,0060) Modality, e.g. ["CR", "DX"]
+    body_parts: tuple = ()  # (0018,0015) Body Part Examined, e.g. ["CHEST"]
+    view_positions: tuple = ()  # (0018,5101) View Position, e.g. ["AP"]
+    age_years: tuple | None = None  # [min, max] from (0010,1010) Patient's Age, inclusive
+    note: str = ""  # what the card says beyond the header (population, site, device)
+
+    def __post_init__(self):
+        for name in ("modalities", "body_parts", "view_positions"):
+            values = getattr(self, name)
+            if not isinstance(values, (list, tuple)):
+                _bad(f"intended_for.{name}", values, "a list of DICOM code strings")
+            object.__setattr__(self, name, tuple(_text(f"intended_for.{name}[]", v).upper() for v in values))
+        if self.age_years is not None:
+            lo, hi = _reals("intended_for.age_years", self.age_years, (2,), lo=0.0, hi=150.0)
+            if lo > hi:
+                _bad("intended_for.age_years", list(self.age_years), "[min, max] with min <= max")
+            object.__setattr__(self, "age_years", (lo, hi))
+        _text("intended_for.note", self.note, empty=True)
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.modalities or self.body_parts or self.view_positions or self.age_years is not None)
+
+    def describe(self) -> str:
+        parts = [f"{label} {', '.join(values)}" for label, values in
+                 (("modality", self.modalities), ("body part", self.body_parts), ("view", self.view_positions)) if values]
+        if self.age_years is not None:
+            parts.append(f"age {self.age_years[0]:g}-{self.age_years[1]:g} years")
+        return "; ".join(parts) or "any study (not restricted by header)"
+
+
+@dataclass(frozen=True)
 class Artifact:
     """One compiled model for one target and precision."""
 
@@ -302,6 +338,7 @@ class Manifest:
     golden: str | None = None
     card: str | None = None
     intended_use: str = ""
+    intended_for: IntendedUse = field(default_factory=IntendedUse)
     medical_device: bool = False
     backend_preference: tuple = ()  # measured fastest first for this model on CPUs; empty: the engine's order
     provenance: dict = field(default_factory=dict)
@@ -380,6 +417,8 @@ class Manifest:
             _bad("preprocess.kind", kind, f"one of {', '.join(PREPROCESS_KINDS)}")
         data["preprocess"] = _build(PREPROCESS_KINDS.get(kind, ImagePreprocess), pre, "preprocess")
         data["postprocess"] = _build(Postprocess, data.get("postprocess"), "postprocess")
+        if "intended_for" in data:
+            data["intended_for"] = _build(IntendedUse, data["intended_for"], "intended_for")
         data["artifacts"] = [_build(Artifact, a, "artifacts[]") for a in data.get("artifacts", [])]
         return _build(cls, data, "the top level")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cautions import join_warnings
 from .errors import InvalidInputError, MedError
 
 ECG_SUFFIXES = (".hea", ".dat", ".mat", ".xml", ".csv")
@@ -141,7 +142,8 @@ def batch_row(study: Study, result, error: str | None) -> dict:
         t = result.timings_ms
         row.update(model=f"{result.model_id} {result.model_version}", backend=result.backend,
                    precision=result.precision, decision=result.headline(), input_sha256=result.input_sha256,
-                   total_ms=round(t["total"], 1), infer_ms=round(t["infer"], 2))
+                   total_ms=round(t["total"], 1), infer_ms=round(t["infer"], 2),
+                   warning_codes=" ".join(w.code for w in result.warnings), warnings=join_warnings(result.warnings))
         row.update({f"score_{k}": round(float(v), 4) for k, v in result.scores.items()})
     return row
 

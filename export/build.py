@@ -65,6 +65,7 @@ class BuildOptions:
     model_id: str | None = None
     version: str | None = None
     intended_use: str | None = None
+    intended_for: dict | None = None  # engine.manifest.IntendedUse fields, for ONNX sources
 
 
 class Log:
@@ -138,10 +139,12 @@ def _load_source(model: str, work: Path, options: BuildOptions):
                                  input_size=options.input_size, mean=options.mean, std=options.std,
                                  activation=options.activation, threshold=options.threshold,
                                  model_id=options.model_id, version=options.version,
-                                 intended_use=options.intended_use, workdir=work)
+                                 intended_use=options.intended_use, intended_for=options.intended_for,
+                                 workdir=work)
     given = [f for f, v in (("--task", options.task), ("--labels", options.labels),
                             ("--input-size", options.input_size), ("--version", options.version),
-                            ("--intended-use", options.intended_use)) if v]
+                            ("--intended-use", options.intended_use),
+                            ("--modalities/--body-parts/--views/--ages", options.intended_for)) if v]
     if given:
         raise ConfigurationError(f"{', '.join(given)} only apply to ONNX files; {model!r} is a registered model "
                                  "with its own settings", fix=f"drop {', '.join(given)}")
@@ -227,7 +230,8 @@ def _draft_manifest(source, artifacts, steps=(), refused=()) -> Manifest:
         model_id=source.model_id, model_version=source.version, task=source.task, labels=source.labels,
         input=source.input, outputs=source.outputs, preprocess=source.preprocess,
         postprocess=source.postprocess, artifacts=tuple(artifacts), files={}, golden="golden.npz",
-        card="MODEL_CARD.md", intended_use=source.intended_use, medical_device=False,
+        card="MODEL_CARD.md", intended_use=source.intended_use, intended_for=source.intended_for,
+        medical_device=False,
         backend_preference=source.backend_preference,
         provenance={"source": source.kind, "source_sha256": source.source_sha256,
                     "training": source.training, "tools": _tool_versions(),

@@ -18,6 +18,25 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _age_range(text: str) -> list[float]:
+    """'1-5' -> [1.0, 5.0] (years)."""
+    import argparse
+
+    lo, sep, hi = text.partition("-")
+    try:
+        return [float(lo), float(hi)] if sep else [float(lo), float(lo)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN-MAX in years, e.g. 1-5") from None
+
+
+def _intended_for(args) -> dict | None:
+    """The header values an ONNX model is for, from --modalities/--body-parts/--views/--ages."""
+    given = {"modalities": args.modalities, "body_parts": args.body_parts, "view_positions": args.views,
+             "age_years": args.ages}
+    given = {k: v for k, v in given.items() if v}
+    return given or None
+
+
 def _names(text: str) -> list[str]:
     """Comma-separated target or precision names; case does not matter (INT8 is int8)."""
     return [t.lower() for t in _csv(text)]
@@ -64,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--model-id", "--name", dest="model_id", help="model id in the bundle (default: the file name)")
     g.add_argument("--version", help="model version in the bundle (default 0.0.0)")
     g.add_argument("--intended-use", help="what the model is for and on which studies (shown by inspect and the viewer)")
+    g.add_argument("--modalities", type=_csv, help="DICOM Modality values it is for, e.g. CR,DX (others get a warning)")
+    g.add_argument("--body-parts", type=_csv, help="DICOM Body Part Examined values it is for, e.g. CHEST")
+    g.add_argument("--views", type=_csv, help="DICOM View Position values it is for, e.g. AP,PA")
+    g.add_argument("--ages", type=_age_range, help="patient ages it is for, in years: MIN-MAX, e.g. 1-5")
 
     r = sub.add_parser("predict", help="run studies through a bundle")
     r.add_argument("bundle", help="bundle folder or .zip")
@@ -78,6 +101,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--pixel-size", type=float, metavar="MM",
                    help="measurements: mm per pixel of a picture (PNG/JPEG) that does not state its spacing")
     r.add_argument("--out", help="folder for outputs: masks (PNG, or DICOM SEG for DICOM input), heatmaps (PNG)")
+    r.add_argument("--strict", action="store_true", default=None,
+                   help="refuse studies outside the bundle's intended use instead of answering with a warning "
+                        "(also $MEDEXPORT_STRICT=1)")
     r.add_argument("--reference", help="segmentation: a truth mask (PNG, foreground > 0) to report Dice against")
     r.add_argument("--json", action="store_true", help="print results as JSON")
     r.add_argument("--csv", help="also write one row per study (file, decision, scores, error, backend, precision, "
@@ -152,7 +178,7 @@ def cmd_build(args) -> int:
                            overwrite=args.overwrite, keep_passing=args.keep_passing, sign_key=args.sign_key, task=args.task, labels=args.labels,
                            input_size=args.input_size, mean=args.mean, std=args.std, activation=args.activation,
                            threshold=args.threshold, model_id=args.model_id, version=args.version,
-                           intended_use=args.intended_use)
+                           intended_use=args.intended_use, intended_for=_intended_for(args))
     try:
         path = build(args.model, args.out, options, emit=lambda m: print(m, file=sys.stderr, flush=True))
     except ValidationError as exc:  # the whole report goes to a file; the error stays one line
@@ -183,7 +209,7 @@ def cmd_predict(args) -> int:
         raise ConfigurationError(f"--out {args.out} is a file", expected="a folder for masks and heatmaps",
                                  fix="give a folder path (it is created if missing)")
     failures, results, rows = 0, [], []
-    with open_bundle(args.bundle, backend=args.backend, precision=args.precision) as model:
+    with open_bundle(args.bundle, backend=args.backend, precision=args.precision, strict=args.strict) as model:
         studies, skipped = _studies(args.inputs, model.task.study_kind)
         if skipped:
             print(f"skipped {skipped} file(s) in the folder(s) that are not {model.task.study_kind} studies",

@@ -13,6 +13,7 @@ def render_result(r) -> str:
     """A result as the CLI prints it: provenance, the decision, the score table, the task's details."""
     lines = [r.source, f"  {r.model_id} {r.model_version} [{r.backend} {r.precision}]  bundle {r.bundle_sha256[:12]}",
              f"  decision: {r.headline()}"]
+    lines += [f"  WARNING {w}" for w in r.warnings]
     for row in r.score_rows():
         mark = "" if row.threshold is None else \
             f"  threshold {row.threshold:.3f}  -> {'POSITIVE' if row.hit else 'negative'}"
@@ -72,6 +73,8 @@ def inspect_bundle(path) -> tuple[str, dict]:
         f"preprocess {pre_text}",
         f"postprocess {post.activation}; decision {decision}",
         f"intended   {manifest.intended_use}",
+        f"checked    header: {manifest.intended_for.describe()}"
+        + (f" ({manifest.intended_for.note})" if manifest.intended_for.note else ""),
         f"medical device: {'yes' if manifest.medical_device else 'NO (demo / research only)'}",
         f"built      {manifest.provenance.get('built_at')} on {manifest.provenance.get('machine', {}).get('processor')}",
         "tools      " + ", ".join(f"{k} {v}" for k, v in manifest.provenance.get("tools", {}).items()),

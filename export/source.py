@@ -8,7 +8,7 @@ import numpy as np
 
 from medexport.engine.checksums import sha256_file
 from medexport.engine.errors import ConfigurationError, ExportError
-from medexport.engine.manifest import PREPROCESS_KINDS, ImagePreprocess, Postprocess, TensorSpec
+from medexport.engine.manifest import PREPROCESS_KINDS, ImagePreprocess, IntendedUse, Postprocess, TensorSpec
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Source:
     training: dict = field(default_factory=dict)
     torch_model: object = None
     default_golden: tuple = ()  # dataset specs for golden inputs when none are given
+    intended_for: IntendedUse = field(default_factory=IntendedUse)  # header values the engine checks
     clinical: bool = True  # False for random-weight speed models: int8 needs no clinical validation
     int8_float_ops: tuple = ()  # op types this model keeps in float when quantized (see models/zoo.py)
     backend_preference: tuple = ()
@@ -80,7 +81,8 @@ def from_registry(name: str, workdir: Path) -> Source:
         input=TensorSpec(config.input_name, (-1, *config.input_shape)), outputs=tuple(out_specs),
         preprocess=PREPROCESS_KINDS[kind](**preprocess),
         postprocess=Postprocess(config.activation, config.thresholds(), "logits", "cam" if with_cam else None),
-        intended_use=config.intended_use, kind="registered", source_sha256=weights_sha,
+        intended_use=config.intended_use, intended_for=IntendedUse(**config.intended_for), kind="registered",
+        source_sha256=weights_sha,
         card_text=config.card_path.read_text() if config.card_path.is_file() else _untrained_card(config),
         training=config.training_record(), torch_model=model, default_golden=golden, clinical=config.trained,
         int8_float_ops=tuple(config.extra.get("int8_float_ops", ())), backend_preference=config.backend_preference)
@@ -112,7 +114,8 @@ def _untrained_card(config) -> str:
 def from_onnx(path: Path, *, task: str | None, labels: list[str] | None, input_size: int | None,
               mean: tuple = (0.0,), std: tuple = (1.0,), activation: str | None = None,
               threshold: float = 0.5, model_id: str | None = None, version: str | None = None,
-              intended_use: str | None = None, workdir: Path | None = None) -> Source:
+              intended_use: str | None = None, intended_for: dict | None = None,
+              workdir: Path | None = None) -> Source:
     """A user's ONNX classifier. What the file tells (input size, labels in its metadata, external
     weight files) is read from it; the rest must be given explicitly."""
     import onnx
@@ -169,6 +172,7 @@ def from_onnx(path: Path, *, task: str | None, labels: list[str] | None, input_s
         preprocess=ImagePreprocess(size=(input_size, input_size), channels=channels, mean=tuple(mean), std=tuple(std)),
         postprocess=Postprocess(activation, {lab: threshold for lab in positive}, out.name, None),
         intended_use=intended_use or "User-supplied model; intended use not stated.", kind="onnx",
+        intended_for=IntendedUse(**(intended_for or {})),
         source_sha256=sha256_file(path),
         card_text=f"# {name} {version or '0.0.0'}\n\n{intended_use or 'Intended use not stated.'}\n\n"
                   f"Built from `{path.name}`; no model card was supplied.\n")

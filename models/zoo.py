@@ -11,6 +11,8 @@ NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass
                 "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
 
 PNEUMONIA_CXR = ModelConfig(
+    intended_for={"modalities": ("CR", "DX"), "body_parts": ("CHEST",), "view_positions": ("AP",),
+                  "age_years": (1, 5), "note": "paediatric AP chest radiographs, one hospital in Guangzhou (Kermany 2018)"},
     name="pneumonia-cxr", version="2.0.0", task="classification", labels=("normal", "pneumonia"),
     input_shape=(1, 224, 224),
     preprocess={"size": (224, 224), "channels": 1, "crop": "center_square", "resample": "bilinear",
@@ -31,6 +33,7 @@ PNEUMONIA_CXR = ModelConfig(
 )
 
 DENSENET121_CXR = ModelConfig(
+    intended_for={"modalities": ("CR", "DX"), "body_parts": ("CHEST",)},
     name="densenet121-cxr", version="0.0.0", task="classification", labels=NIH_FINDINGS,
     input_shape=(1, 224, 224),
     preprocess={"size": (224, 224), "channels": 1, "crop": "center_square", "resample": "bilinear",
@@ -57,6 +60,7 @@ def densenet121_cxr(**kwargs):
 
 
 ECG_RHYTHM = ModelConfig(
+    intended_for={"modalities": ("ECG",), "note": "single-lead or 12-lead resting ECG, adults"},
     name="ecg-rhythm", version="1.1.0", task="ecg_rhythm", labels=("normal", "af", "other", "noisy"),
     input_shape=(32, 169), input_name="beats",
     # measured on a 2-core AVX2 CPU, 10-s record, batch 1: ONNX Runtime 0.27 ms, OpenVINO 0.36 ms
@@ -83,6 +87,7 @@ def ecg_rhythm(**kwargs):
 
 
 EM_MEMBRANE_SEG = ModelConfig(
+    intended_for={"modalities": ("SM", "OT", "XC"), "note": "serial-section electron microscopy"},
     name="em-membrane-seg", version="1.0.0", task="segmentation", labels=("membrane",),
     input_shape=(1, 256, 256),
     preprocess={"kind": "tiles", "tile": 256, "overlap": 32, "channels": 1, "mean": (0.5,), "std": (0.25,)},
@@ -104,6 +109,7 @@ def em_membrane_seg(**kwargs):
 
 
 BLOOD_CELL_DET = ModelConfig(
+    intended_for={"modalities": ("SM", "OT", "XC", "GM"), "note": "stained peripheral blood smears, light microscopy"},
     name="blood-cell-det", version="1.0.0", task="detection", labels=("RBC", "WBC", "Platelets"),
     input_shape=(3, 256, 320),
     # 640 x 480 smears letterboxed at exactly 1/2 (8 rows of padding above and below)
@@ -127,6 +133,7 @@ def blood_cell_det(**kwargs):
 
 
 FETAL_HEAD_US = ModelConfig(
+    intended_for={"modalities": ("US",), "note": "2-D fetal ultrasound, standard transthalamic plane"},
     name="fetal-head-us", version="1.0.0", task="fetal_head", labels=("head",),
     input_shape=(1, 128, 192),
     # the whole 800 x 540 frame squashed to 192 x 128 (scale ~4.2 on both axes); the probability

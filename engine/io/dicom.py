@@ -258,8 +258,8 @@ def _first(value):
 
 def describe(ds) -> dict:
     """The few header facts a result and the viewer's overlay need (no patient name)."""
-    keys = ("Modality", "StudyDate", "SeriesDescription", "BodyPartExamined",
-            "ViewPosition", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+    keys = ("Modality", "StudyDate", "SeriesDescription", "BodyPartExamined", "ViewPosition", "PatientAge",
+            "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
     meta = {k: str(ds.get(k, "")) for k in keys if ds.get(k) not in (None, "")}
     meta["TransferSyntaxUID"] = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     return meta
