@@ -20,7 +20,7 @@ from .checksums import sha256_file
 from .errors import BundleError, ConfigurationError, InvalidInputError
 from .manifest import MAX_MANIFEST_BYTES, RESERVED, Manifest, relative_path
 from .results import Provenance
-from .screening import screen_answer, screen_study, strict_default
+from .screening import load_ood_reference, screen_answer, screen_study, strict_default
 from .signing import check_signature
 from .tasks import task_for
 
@@ -259,6 +259,7 @@ class Model:
         files = {role: self.path / rel for role, rel in self.artifact.files.items()}
         self.runtime = cls(files, precision=self.artifact.precision, threads=threads, **backend_options)
         self.task = task_for(self.manifest)
+        self.ood = load_ood_reference(self.manifest, self.path)
         self.runtime.load()
         self.provenance = Provenance(self.manifest.model_id, self.manifest.model_version, self.sha256,
                                      cls.name, self.artifact.precision, self.runtime.device,
@@ -291,7 +292,7 @@ class Model:
         fields = self.task.postprocess(outputs, meta)
         if feeds is not None:
             fields = self.task.explain(self.infer, feeds, fields)
-        fields["warnings"] = before + tuple(fields.get("warnings", ())) + screen_answer(self, outputs, fields)
+        fields = screen_answer(self, outputs, fields | {"warnings": before + tuple(fields.get("warnings", ()))})
         t4 = time.perf_counter()
         timings = {"read": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "infer": (t3 - t2) * 1e3,
                    "postprocess": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}

@@ -295,6 +295,29 @@ class IntendedUse:
 
 
 @dataclass(frozen=True)
+class OodSpec:
+    """The out-of-distribution reference: which output holds the features, the fitted reference
+    file (engine/ood.py), the threshold on its distance and how it was set and checked."""
+
+    feature_output: str
+    file: str
+    threshold: float
+    method: str = "class-conditional Mahalanobis distance, shared Ledoit-Wolf covariance"
+    fitted_on: str = ""
+    threshold_rule: str = ""
+    report: dict = field(default_factory=dict)  # flag rates: in-distribution, per other kind of study
+
+    def __post_init__(self):
+        _text("ood.feature_output", self.feature_output)
+        relative_path("ood.file", self.file)
+        _real("ood.threshold", self.threshold, 0.0)
+        for name in ("method", "fitted_on", "threshold_rule"):
+            _text(f"ood.{name}", getattr(self, name), empty=True)
+        if not isinstance(self.report, dict):
+            _bad("ood.report", self.report, "an object")
+
+
+@dataclass(frozen=True)
 class Artifact:
     """One compiled model for one target and precision."""
 
@@ -341,6 +364,7 @@ class Manifest:
     intended_for: IntendedUse = field(default_factory=IntendedUse)
     medical_device: bool = False
     backend_preference: tuple = ()  # measured fastest first for this model on CPUs; empty: the engine's order
+    ood: OodSpec | None = None  # None: the bundle has no out-of-distribution reference
     provenance: dict = field(default_factory=dict)
     schema: str = SCHEMA
 
@@ -388,6 +412,8 @@ class Manifest:
             _bad("artifacts", keys, "each target-precision once")
         if not isinstance(self.provenance, dict):
             _bad("provenance", self.provenance, "an object")
+        if self.ood is not None and self.ood.feature_output not in names:
+            _bad("ood.feature_output", self.ood.feature_output, f"one of the outputs {names}")
 
     def artifact(self, target: str, precision: str) -> Artifact | None:
         return next((a for a in self.artifacts
@@ -417,6 +443,8 @@ class Manifest:
             _bad("preprocess.kind", kind, f"one of {', '.join(PREPROCESS_KINDS)}")
         data["preprocess"] = _build(PREPROCESS_KINDS.get(kind, ImagePreprocess), pre, "preprocess")
         data["postprocess"] = _build(Postprocess, data.get("postprocess"), "postprocess")
+        if data.get("ood") is not None:
+            data["ood"] = _build(OodSpec, data["ood"], "ood")
         if "intended_for" in data:
             data["intended_for"] = _build(IntendedUse, data["intended_for"], "intended_for")
         data["artifacts"] = [_build(Artifact, a, "artifacts[]") for a in data.get("artifacts", [])]

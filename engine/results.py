@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from .cautions import ResultWarning
+from .ood import OodScore
 from .codes import BLOOD_CELLS, ECG_RHYTHMS, IMAGE_FINDINGS
 
 DISCLAIMER = "Demo model, not a medical device: not for diagnosis or treatment decisions."
@@ -68,6 +69,7 @@ class Result:
     timings_ms: dict  # read, preprocess, infer, postprocess, total
     input_meta: dict = field(default_factory=dict)
     warnings: tuple[ResultWarning, ...] = ()  # never dropped: every consumer shows them
+    ood: OodScore | None = None  # out-of-distribution score; None: the bundle has no reference
     created: str = field(default_factory=_now)
 
     saves: ClassVar[tuple] = ()  # the files save_outputs() writes: "mask", "heatmap"
@@ -122,6 +124,7 @@ class Result:
                 "precision": self.precision, "device": self.provenance.device,
                 "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
                 "warnings": [w.to_dict() for w in self.warnings],
+                "ood": None if self.ood is None else self.ood.to_dict(),
                 "created": self.created, "disclaimer": self.disclaimer}
 
     def save_outputs(self, folder: Path, source_path: str | None = None) -> dict[str, Path]:

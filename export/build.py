@@ -30,6 +30,8 @@ from .golden import UNLIKE_PREFIX, golden_inputs
 from .guards import AurocGuard, GuardReport, guard_class
 from .steps import validate, write_bundle
 from .steps.context import CompileContext
+from .steps.features import FEATURES
+from .steps.ood_fit import OOD_FIT_STUDIES, fit_ood, with_features
 from .targets import check_options, get_target
 
 
@@ -102,6 +104,9 @@ def build(model: str, out, options: BuildOptions, emit=print) -> Path:
     with tempfile.TemporaryDirectory(prefix="medexport-") as work:
         with log.step("load source model"):
             source = _load_source(model, Path(work), options)
+        if options.calib and task_class(source.task).ood_applies:
+            with log.step("expose the model's features for the out-of-distribution reference"):
+                source = with_features(source, Path(work))
         check_options(options.targets, options.precisions, clinical=source.clinical, calib=options.calib,
                       calib_size=options.calib_size, val=options.val, max_drop=options.max_drop,
                       max_decision_drop=options.max_decision_drop)
@@ -173,6 +178,12 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
     artifacts, reports, refused = [], {}, []
     with log.step("prepare calibration data"):
         context = _compile_context(options, source, task, guard, val, golden, log)
+    ood = None
+    if FEATURES in [o.name for o in source.outputs]:
+        with log.step("fit the out-of-distribution reference"):
+            calib = load_dataset(options.calib, source.preprocess, labels=source.labels, limit=OOD_FIT_STUDIES)
+            ood, reference = fit_ood(source, calib, val, log)
+            (stage / ood.file).write_bytes(reference)
     for name in options.targets:
         target = get_target(name)
         compiler = _compiler(target)
@@ -219,20 +230,20 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
     if not artifacts:
         raise ValidationError("every artifact failed validation; no bundle was written",
                               fix="see the reasons above; build another precision or target")
-    draft = _draft_manifest(source, artifacts, steps=log.steps, refused=refused)
+    draft = _draft_manifest(source, artifacts, steps=log.steps, refused=refused, ood=ood)
     manifest = Manifest(**{**draft.__dict__, "files": write_bundle.checksums(stage)})
     write_bundle.write_manifest(stage, manifest.to_json())
     return manifest
 
 
-def _draft_manifest(source, artifacts, steps=(), refused=()) -> Manifest:
+def _draft_manifest(source, artifacts, steps=(), refused=(), ood=None) -> Manifest:
     return Manifest(
         model_id=source.model_id, model_version=source.version, task=source.task, labels=source.labels,
         input=source.input, outputs=source.outputs, preprocess=source.preprocess,
         postprocess=source.postprocess, artifacts=tuple(artifacts), files={}, golden="golden.npz",
         card="MODEL_CARD.md", intended_use=source.intended_use, intended_for=source.intended_for,
         medical_device=False,
-        backend_preference=source.backend_preference,
+        backend_preference=source.backend_preference, ood=ood,
         provenance={"source": source.kind, "source_sha256": source.source_sha256,
                     "training": source.training, "tools": _tool_versions(),
                     "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -59,7 +59,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", "--precisions", dest="precision", type=_names, default=["fp32"],
                    help="fp32, fp16, int8 (comma-separated; default fp32)")
     b.add_argument("--golden", help="studies for on-target self-checks (default: shared real chest X-rays)")
-    b.add_argument("--calib", help="calibration data for int8 (folder of studies or .npz[:split[:n]])")
+    b.add_argument("--calib", help="training-like studies (folder or .npz[:split[:n]]): int8 calibration and the "
+                                    "out-of-distribution reference")
     b.add_argument("--calib-size", type=int, help="number of calibration studies (default 300)")
     b.add_argument("--val", help="labelled validation data: the build reports metrics and guards int8 on them")
     b.add_argument("--metric", help="metric that guards the artifacts: auroc (findings with thresholds; the default "

@@ -73,7 +73,7 @@ def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None
     the engine will; ``limit`` keeps a seeded random subset."""
     if isinstance(spec, (list, tuple)):
         parts = [load_dataset(s, preprocess, labels=labels) for s in spec]
-        return _limit(_concat(parts), limit)
+        return _limit(concat(parts), limit)
     if getattr(preprocess, "kind", "image") == "ecg":
         return _ecg_dataset(Path(spec), preprocess, labels, limit)
     if getattr(preprocess, "kind", "image") == "tiles":
@@ -101,7 +101,7 @@ def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None
                              expected="an .npz[:split[:count]], a folder of studies, or a study file")
 
 
-def _concat(parts: list[Dataset]) -> Dataset:
+def concat(parts: list[Dataset]) -> Dataset:
     has_labels = all(p.labels is not None for p in parts)
     offsets = np.cumsum([0] + [len(p) for p in parts])
     grouped = any(p.groups is not None for p in parts)

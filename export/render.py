@@ -53,6 +53,25 @@ def read_reports(manifest, root) -> dict:
     return {a.key: json.loads((root / a.report).read_text()) for a in manifest.artifacts if a.report}
 
 
+def ood_lines(ood) -> list[str]:
+    """The out-of-distribution reference as ``inspect`` shows it: threshold, flag rates, detection."""
+    if ood is None:
+        return ["ood        none (built without --calib): unusual studies are not flagged"]
+    rep = ood.report
+    inside = rep.get("in_distribution", {})
+    lines = [f"ood        {ood.method}; fitted on {ood.fitted_on}; threshold {ood.threshold:.2f} ({ood.threshold_rule})",
+             f"           in-distribution flagged: {inside.get('flag_rate', float('nan')):.1%} of "
+             f"{inside.get('checked_on')} held-out studies ({inside.get('from')})"]
+    for kind, v in rep.get("other_kinds", {}).items():
+        refused = f", {v['refused_by_reader']} refused by the reader" if v.get("refused_by_reader") else ""
+        lines.append(f"           {kind} ({v['modality']}): {v['flag_rate']:.0%} of {v['n']} flagged{refused}")
+    if "detection_auroc" in rep:
+        lines.append(f"           detection AUROC in-distribution vs other kinds: {rep['detection_auroc']:.3f}")
+    if rep.get("not_available"):
+        lines.append(f"           not checked (no such studies in the shared data): {', '.join(rep['not_available'])}")
+    return lines
+
+
 def inspect_bundle(path) -> tuple[str, dict]:
     """Verify checksums, then describe the bundle: model, I/O, pre/post-processing, artifacts, validation."""
     manifest, sha, root = read_manifest(path, verify=True)
@@ -76,6 +95,7 @@ def inspect_bundle(path) -> tuple[str, dict]:
         f"checked    header: {manifest.intended_for.describe()}"
         + (f" ({manifest.intended_for.note})" if manifest.intended_for.note else ""),
         f"medical device: {'yes' if manifest.medical_device else 'NO (demo / research only)'}",
+        *ood_lines(manifest.ood),
         f"built      {manifest.provenance.get('built_at')} on {manifest.provenance.get('machine', {}).get('processor')}",
         "tools      " + ", ".join(f"{k} {v}" for k, v in manifest.provenance.get("tools", {}).items()),
         "",

@@ -61,9 +61,9 @@ def check_options(targets: list[str], precisions: list[str], *, clinical: bool =
     if len(set(precisions)) != len(precisions) or len(set(targets)) != len(targets):
         raise ConfigurationError("a target or precision is given twice", fix="list each once")
     int8 = "int8" in precisions
-    if (calib is not None or calib_size is not None) and not int8:
-        raise ConfigurationError("--calib/--calib-size given but no int8 precision was asked for",
-                                 fix="add '--precision int8' or drop --calib")
+    if calib_size is not None and not int8:  # --calib alone fits the out-of-distribution reference
+        raise ConfigurationError("--calib-size given but no int8 precision was asked for",
+                                 fix="add '--precision int8' or drop --calib-size")
     if int8 and calib is None:
         raise ConfigurationError("int8 needs calibration data", expected="--calib DATA (real studies)",
                                  fix="pass --calib with a folder of studies or an .npz (e.g. file.npz:train)")

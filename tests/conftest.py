@@ -54,11 +54,15 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pneumonia_bundle(tmp_path_factory, cache_dir):
-    """pneumonia-cxr built for OpenVINO and ONNX Runtime at fp32 and fp16."""
+    """pneumonia-cxr built for OpenVINO and ONNX Runtime at fp32 and fp16, with its OOD reference
+    fitted on the recipe's 300 calibration films."""
     from medexport.export.build import BuildOptions, build
+    from medexport.models.data import default_data
+    from medexport.models.registry import get_config
 
     out = tmp_path_factory.mktemp("bundles") / "pneumonia-cxr"
-    build("pneumonia-cxr", out, BuildOptions(targets=["openvino", "onnxruntime"], precisions=["fp32", "fp16"]),
+    build("pneumonia-cxr", out, BuildOptions(targets=["openvino", "onnxruntime"], precisions=["fp32", "fp16"],
+                                             calib=default_data(get_config("pneumonia-cxr"), "calib")),
           emit=lambda m: None)
     return out
 

@@ -74,6 +74,7 @@ class Task:
     golden_tolerance: ClassVar[dict] = {"fp32": 1e-3, "fp16": 1e-2, "int8": 5e-2}
     from_onnx: ClassVar[bool] = False  # a user's ONNX file can be built as this task (export/source.py)
     viewer_rank: ClassVar[int] = 0  # lower first when the viewer picks a default model for a study kind
+    ood_applies: ClassVar[bool] = True  # False: signal quality plays the out-of-distribution role (ECG)
 
     def __init__(self, manifest):
         self.manifest = manifest

@@ -34,6 +34,7 @@ class EcgRhythmTask(Task):
     options_type = EcgOptions
     result_type = EcgRhythmResult
     metrics = ("f1",)
+    ood_applies = False  # signal quality per lead plays that role
 
     def read(self, source, options: EcgOptions) -> EcgRecord:
         return read_ecg(source, fs=options.fs)
