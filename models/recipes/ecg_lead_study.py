@@ -123,6 +123,22 @@ def extra(model, folder: Path) -> list[dict]:
     return rows
 
 
+TRANSFORMS = {"x0.15 (lead-I amplitude)": 0.15, "inverted": -1.0, "inverted x0.15": -0.15}
+
+
+def invariance(model) -> dict:
+    """Lead II of each CinC 2021 record scaled and inverted: does the label stay? (amplitude and polarity)"""
+    out = {name: 0 for name in TRANSFORMS}
+    records = sorted((shared_data() / "ecg" / "cinc2021-12lead").glob("*.hea"))
+    for h in records:
+        r = read_ecg(h)
+        signal, _ = r.lead("II")
+        base = model.predict(signal, fs=r.fs).label
+        for name, factor in TRANSFORMS.items():
+            out[name] += model.predict(signal * np.float32(factor), fs=r.fs).label == base
+    return {name: rate(k, len(records)) for name, k in out.items()}
+
+
 def summarise(rows: list[dict]) -> dict:
     """Per lead (limb leads, MIT-BIH's own leads, default): sensitivity and specificity with Wilson CIs."""
     keys = [k for k in (*LIMB, "MLII", "V5", DEFAULT) if any(k in row["calls"] for row in rows)]
@@ -185,6 +201,7 @@ def main() -> None:
         groups = {"cinc2021": cinc2021(model), "mitdb100": mitdb_windows(model), "ptb": ptb(model)}
         for folder in args.extra:
             groups[folder.name] = extra(model, folder)
+        inv = invariance(model)
     result = {}
     for name, rows in groups.items():
         result[name] = {"summary": summarise(rows), "agreement_with_default": agreement(rows),
@@ -195,6 +212,8 @@ def main() -> None:
         print("deciding leads (default):", result[name]["deciding_leads"])
         print("agreement of each limb lead with the default:",
               {k: fmt(v) for k, v in result[name]["agreement_with_default"].items() if v["n"]})
+    print("\nlabel unchanged when lead II is transformed (CinC 2021):", {k: fmt(v) for k, v in inv.items()})
+    result["invariance_lead_ii"] = inv
     if args.json:
         args.json.write_text(json.dumps({"results": result, "calls": groups}, indent=1))
 
