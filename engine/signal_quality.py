@@ -72,7 +72,8 @@ def assess(signal: np.ndarray, fs: float, lead: str, beats: ecg_beats.Beats) -> 
     if n >= 2 and snr < SNR_MIN:
         reasons.append(f"noisy: QRS-to-noise ratio {snr:.1f} (under {SNR_MIN:.0f})")
     if n < max(MIN_BEATS, MIN_RATE_BPM * duration / 60):
-        reasons.append(f"too few beats: {n} in {duration:.1f} s (at least {max(MIN_BEATS, int(np.ceil(MIN_RATE_BPM * duration / 60)))} expected)")
+        expected = max(MIN_BEATS, int(np.ceil(MIN_RATE_BPM * duration / 60)))
+        reasons.append(f"too few beats: {n} in {duration:.1f} s (at least {expected} expected)")
     return LeadQuality(lead, snr, n, flat, clipped, hf, tuple(reasons))
 
 

@@ -31,7 +31,7 @@ def _too_few_beats(record: EcgRecord, n: int, name: str) -> InvalidInputError:
         fix="check electrode contact, choose another lead, or record longer")
 
 
-def _lead_windows(record: EcgRecord, signal: np.ndarray, name: str, beats: ecg_beats.Beats, spec) -> dict:
+def _lead_windows(record: EcgRecord, name: str, beats: ecg_beats.Beats, spec) -> dict:
     windows, index = ecg_beats.windows(beats.tokens, spec)
     source_peaks = np.round(beats.peaks * (record.fs / spec.fs)).astype(np.int64)
     return {"lead": name, "windows": windows, "peaks": source_peaks, "index": index,
@@ -47,7 +47,7 @@ def record_windows(record: EcgRecord, spec, lead: str | None = None) -> tuple[np
     beats = ecg_beats.beats_of(signal, record.fs, spec)
     if len(beats.peaks) < MIN_BEATS:
         raise _too_few_beats(record, len(beats.peaks), name)
-    one = _lead_windows(record, signal, name, beats, spec)
+    one = _lead_windows(record, name, beats, spec)
     return one["windows"], {k: v for k, v in one.items() if k != "windows"} | {"fs": record.fs}
 
 
@@ -70,7 +70,7 @@ def choose_leads(record: EcgRecord, spec, lead: str | None = None) -> tuple[list
         chosen = [c for c in passing if abs(c[0].beats - ref) <= BEAT_AGREEMENT * ref][:COMBINE]
     else:
         chosen = usable[:1]
-    leads = [_lead_windows(record, signal, q.lead, beats, spec) | {"quality": q} for q, signal, beats in chosen]
+    leads = [_lead_windows(record, q.lead, beats, spec) | {"quality": q} for q, _, beats in chosen]
     return leads, [c[0] for c in checked]
 
 
