@@ -233,7 +233,7 @@ class EcgRhythmResult(Result):
         if self.leads:
             lines.append(f"decided by lead{'s' if len(self.leads) > 1 else ''} {', '.join(self.leads)} "
                          f"({self.lead_choice}" + (f"; {len(self.quality)} leads checked" if len(self.quality) > 1 else "")
-                         + (", mean of their scores)" if len(self.leads) > 1 else ")"))
+                         + (", their windows pooled)" if len(self.leads) > 1 else ")"))
         st = self.stats
         if st.get("heart_rate_bpm"):
             lines.append(f"heart rate {st['heart_rate_bpm']:.0f} bpm; RR CV {st['rr_cv']:.3f}, "

@@ -123,8 +123,9 @@ def test_default_chooses_leads_by_quality_and_says_which(model, shared):
     r = model.predict(str(shared / "ecg" / "cinc2021-12lead" / "E07500.hea"))
     assert 1 <= len(r.leads) <= 3 and r.lead == r.leads[0] and r.lead_choice == "signal quality"
     assert len(r.quality) == 12 and set(r.lead_scores) == set(r.leads)
-    mean = {k: np.mean([s[k] for s in r.lead_scores.values()]) for k in r.scores}
-    assert max(abs(mean[k] - r.scores[k]) for k in r.scores) < 1e-3  # the mean of the deciding leads
+    for k, score in r.scores.items():  # pooled over the deciding leads' windows: between their own scores
+        own = [s[k] for s in r.lead_scores.values()]
+        assert min(own) - 1e-4 <= score <= max(own) + 1e-4
     assert any(line.startswith("decided by lead") and r.leads[0] in line for line in r.detail_lines())
     d = r.to_dict()
     assert d["leads"] == list(r.leads) and d["lead_choice"] == "signal quality" and len(d["signal_quality"]) == 12

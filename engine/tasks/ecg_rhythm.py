@@ -3,7 +3,8 @@
 Which lead decides: with ``lead=`` that lead alone (a warning if its quality is low). Without it,
 every lead of the record is checked (engine/signal_quality.py: flat line, clipping, noise, too few
 beats) and the model runs on the best ``COMBINE`` leads that pass, in one batch; the record's
-scores are the mean of those leads' scores. A lead whose beat count disagrees with the best
+scores are the beat-weighted mean over all their windows (each lead counts by its beats, and
+their beat counts agree within ``BEAT_AGREEMENT``: close to the plain mean of the leads' scores). A lead whose beat count disagrees with the best
 lead's by more than ``BEAT_AGREEMENT`` (missed or extra beats) is left out. When no lead passes,
 the best one decides and the result carries ``low_signal_quality``. Amplitude and polarity are
 normalised per lead before the model (engine/ecg_beats.beat_tokens), so a low-amplitude lead I
@@ -39,20 +40,19 @@ def _lead_windows(record: EcgRecord, name: str, beats: ecg_beats.Beats, spec) ->
 
 
 def record_windows(record: EcgRecord, spec, lead: str | None = None) -> tuple[np.ndarray, dict]:
-    """One lead's beat windows (W, beats, features + mask) and what postprocess needs.
+    """The beat windows (W, beats, features + mask) of the deciding lead(s), and what postprocess needs.
 
-    ``lead`` or, without it, the bundle's default lead (II): what validation datasets score.
+    The engine and validation datasets (export/datasets.py) both score a record through this, so a
+    validation score is the clinic's score. A bundle whose ``preprocess.lead`` is not II pins that lead.
     """
-    signal, name = record.lead(lead or (None if spec.lead == "II" else spec.lead))
-    beats = ecg_beats.beats_of(signal, record.fs, spec)
-    if len(beats.peaks) < MIN_BEATS:
-        raise _too_few_beats(record, len(beats.peaks), name)
-    one = _lead_windows(record, name, beats, spec)
-    return one["windows"], {k: v for k, v in one.items() if k != "windows"} | {"fs": record.fs}
+    leads, checked = choose_leads(record, spec, lead or (None if spec.lead == "II" else spec.lead))
+    windows = np.concatenate([one.pop("windows") for one in leads])
+    choice = "requested" if lead else ("only lead" if len(record.leads) == 1 else "signal quality")
+    return windows, {"leads": leads, "checked": checked, "fs": record.fs, "choice": choice}
 
 
 def choose_leads(record: EcgRecord, spec, lead: str | None = None) -> tuple[list[dict], list]:
-    """The leads that decide (each with its windows) and the quality of every lead checked."""
+    """The leads that decide (best first, each with its windows) and the quality of every lead checked."""
     names = [record.lead(lead)[1]] if lead else list(record.leads)
     checked = []
     for name in names:
@@ -85,12 +85,8 @@ class EcgRhythmTask(Task):
         return read_ecg(source, fs=options.fs)
 
     def preprocess(self, record: EcgRecord, options: EcgOptions) -> tuple[dict, dict]:
-        leads, checked = choose_leads(record, self.spec, options.lead)
-        windows = np.concatenate([one["windows"] for one in leads])
-        for one in leads:
-            one["weights"] = self.row_weights(one.pop("windows"))
-        choice = "requested" if options.lead else ("only lead" if len(record.leads) == 1 else "signal quality")
-        return {self.input_name: windows}, {"leads": leads, "checked": checked, "fs": record.fs, "choice": choice}
+        windows, meta = record_windows(record, self.spec, options.lead)
+        return {self.input_name: windows}, meta | {"weights": self.row_weights(windows)}
 
     @staticmethod
     def row_weights(inputs: np.ndarray) -> np.ndarray:
@@ -100,16 +96,17 @@ class EcgRhythmTask(Task):
     def postprocess(self, outputs: dict, meta: dict) -> dict:
         probs = self.scores(outputs)  # (W over all deciding leads, C)
         labels = self.manifest.labels
+        weights = meta["weights"]
+        mean = item_scores(probs, np.zeros(len(probs), np.int64), weights, 1)[0]
         per_lead, start = [], 0
         for one in meta["leads"]:
-            n = len(one["weights"])
-            per_lead.append(item_scores(probs[start:start + n], np.zeros(n, np.int64), one["weights"], 1)[0])
+            n = len(one["index"])
+            per_lead.append(item_scores(probs[start:start + n], np.zeros(n, np.int64), weights[start:start + n], 1)[0])
             start += n
-        mean = np.mean(per_lead, axis=0)
         scores = {label: float(p) for label, p in zip(labels, mean)}
         top = int(np.argmax(mean))
         first = meta["leads"][0]  # the best lead: its beats, statistics and saliency are shown
-        saliency = self._saliency(outputs, first, top, len(first["weights"]))
+        saliency = self._saliency(outputs, first, top, len(first["index"]))
         warnings = tuple(one["quality"].warning() for one in meta["leads"] if not one["quality"].ok)
         return {"scores": scores, "lead": first["lead"], "fs": meta["fs"], "beats": first["peaks"],
                 "stats": first["stats"], "saliency": saliency, "windows": len(first["index"]),
