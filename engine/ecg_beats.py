@@ -26,6 +26,7 @@ class Beats:
     peaks: np.ndarray  # sample indices at the model's rate
     tokens: np.ndarray  # (n_beats, beat_samples + len(RR_FEATURES)) float32
     fs: float
+    conditioned: np.ndarray | None = None  # the band-passed lead at the model's rate (signal quality reads it)
 
 
 DETECTOR = "medexport.gradient/1"  # the R-peak detector below; bundles name the one they were trained with
@@ -125,7 +126,12 @@ def detect_r_peaks(x: np.ndarray, fs: float) -> np.ndarray:
 
 
 def beat_tokens(x: np.ndarray, peaks: np.ndarray, spec) -> np.ndarray:
-    """One row per beat: the normalised waveform around R, then the RR features."""
+    """One row per beat: the normalised waveform around R, then the RR features.
+
+    Every lead looks alike to the model: the waveform is divided by the median |R| (amplitude, so a
+    0.2-mV lead I reads like a 1.5-mV lead II) and multiplied by the sign of the median R deflection
+    (polarity, so aVR's negative QRS reads upright). RR features do not depend on the lead at all.
+    """
     pre, post = int(round(-spec.beat_window[0] * spec.fs)), int(round(spec.beat_window[1] * spec.fs))
     length = pre + post
     n = len(peaks)
@@ -154,7 +160,7 @@ def beat_tokens(x: np.ndarray, peaks: np.ndarray, spec) -> np.ndarray:
 def beats_of(signal: np.ndarray, fs: float, spec) -> Beats:
     x = condition(signal, fs, spec)
     peaks = detect_r_peaks(x, spec.fs)
-    return Beats(peaks, beat_tokens(x, peaks, spec), spec.fs)
+    return Beats(peaks, beat_tokens(x, peaks, spec), spec.fs, x)
 
 
 def windows(tokens: np.ndarray, spec) -> tuple[np.ndarray, list[np.ndarray]]:

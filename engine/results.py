@@ -210,6 +210,10 @@ class EcgRhythmResult(Result):
     stats: dict  # heart rate, RR CV, normalised RMSSD, pNN50, number of beats
     saliency: np.ndarray  # one weight in [0, 1] per beat: where the model looked
     windows: int = 1
+    leads: tuple = ()  # the lead(s) whose mean score decided; ``lead`` is the best of them
+    lead_choice: str = ""  # "signal quality", "requested" or "only lead"
+    lead_scores: dict = field(default_factory=dict)  # lead -> its own scores
+    quality: tuple = ()  # per checked lead: ok, reasons, QRS-to-noise, beats (engine/signal_quality.py)
 
     sr_procedure: ClassVar[tuple | None] = ("29303009", "SCT", "Electrocardiographic procedure")
     sr_references_image: ClassVar[bool] = False
@@ -229,6 +233,10 @@ class EcgRhythmResult(Result):
 
     def detail_lines(self) -> list[str]:
         lines = [f"lead {self.lead}, {len(self.beats)} beats, {self.windows} window(s)"]
+        if self.leads:
+            lines.append(f"decided by lead{'s' if len(self.leads) > 1 else ''} {', '.join(self.leads)} "
+                         f"({self.lead_choice}" + (f"; {len(self.quality)} leads checked" if len(self.quality) > 1 else "")
+                         + (", their windows pooled)" if len(self.leads) > 1 else ")"))
         st = self.stats
         if st.get("heart_rate_bpm"):
             lines.append(f"heart rate {st['heart_rate_bpm']:.0f} bpm; RR CV {st['rr_cv']:.3f}, "
@@ -242,7 +250,9 @@ class EcgRhythmResult(Result):
         return super().to_dict() | {"label": self.label, "lead": self.lead, "fs": self.fs, "stats": self.stats,
                                     "beats_s": [round(b / self.fs, 3) for b in self.beats.tolist()],
                                     "saliency": [round(float(v), 3) for v in self.saliency],
-                                    "windows": self.windows, "saliency_note": f"{LOOKED_NOTE}, per beat"}
+                                    "windows": self.windows, "saliency_note": f"{LOOKED_NOTE}, per beat",
+                                    "leads": list(self.leads), "lead_choice": self.lead_choice,
+                                    "lead_scores": self.lead_scores, "signal_quality": list(self.quality)}
 
 
 @dataclass(frozen=True, kw_only=True)

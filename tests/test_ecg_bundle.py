@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medexport.engine import ConfigurationError, open_bundle
+from medexport.engine import ConfigurationError, InvalidInputError, open_bundle
 from medexport.engine.io.ecg import read_ecg
 
 
@@ -30,9 +30,10 @@ def test_every_format_gives_a_rhythm_with_beats(model, shared, pydicom_file, tmp
         assert set(r.scores) == {"normal", "af", "other", "noisy"} and abs(sum(r.scores.values()) - 1) < 1e-5
         assert len(r.beats) >= 4 and len(r.saliency) == len(r.beats) and r.saliency.max() <= 1
         assert r.stats["heart_rate_bpm"] and 35 < r.stats["heart_rate_bpm"] < 180
-        assert r.lead in ("ECG", "II", "ii")
+        assert r.lead in r.leads and r.lead_choice in ("signal quality", "only lead")
+        assert r.warnings == () and all(q["ok"] for q in r.quality if q["lead"] in r.leads)
     r = model.predict(str(csv))
-    assert r.lead == "II" and r.fs == 500
+    assert r.lead in aecg.leads and r.fs == 500
 
 
 def test_array_needs_fs_and_lead_is_reported(model, shared):
@@ -106,3 +107,58 @@ def test_fp16_lstm_builds_and_runs_on_both_runtimes(tmp_path, cache_dir):
     for backend in ("onnxruntime", "openvino"):
         with open_bundle(out, backend=backend) as m:
             assert m.precision == "fp16" and m.self_test().passed
+
+
+def _csv_with(record, tmp_path, name, change) -> Path:
+    """A real 12-lead record written as CSV, with ``change(signals)`` applied (a lead spoiled)."""
+    signals = record.signals.copy()
+    change(signals)
+    rows = "\n".join(",".join(f"{v:.4f}" for v in row) for row in signals.T)
+    path = tmp_path / f"{name}.csv"
+    path.write_text(f"# fs={record.fs:g}\n{','.join(record.leads)}\n{rows}\n")
+    return path
+
+
+def test_default_chooses_leads_by_quality_and_says_which(model, shared):
+    r = model.predict(str(shared / "ecg" / "cinc2021-12lead" / "E07500.hea"))
+    assert 1 <= len(r.leads) <= 3 and r.lead == r.leads[0] and r.lead_choice == "signal quality"
+    assert len(r.quality) == 12 and set(r.lead_scores) == set(r.leads)
+    for k, score in r.scores.items():  # pooled over the deciding leads' windows: between their own scores
+        own = [s[k] for s in r.lead_scores.values()]
+        assert min(own) - 1e-4 <= score <= max(own) + 1e-4
+    assert any(line.startswith("decided by lead") and r.leads[0] in line for line in r.detail_lines())
+    d = r.to_dict()
+    assert d["leads"] == list(r.leads) and d["lead_choice"] == "signal quality" and len(d["signal_quality"]) == 12
+
+
+def test_spoiled_leads_are_not_chosen_but_an_explicit_lead_is_honoured(model, shared, tmp_path):
+    record = read_ecg(shared / "ecg" / "cinc2021-12lead" / "E07500.hea")
+    before = model.predict(str(shared / "ecg" / "cinc2021-12lead" / "E07500.hea")).leads
+
+    def spoil(s):
+        for i, name in enumerate(record.leads):
+            if name in before:  # flat, clipped, beat-less: every lead the default chose
+                s[i] = {0: s[i] * 0 + s[i][0], 1: np.minimum(s[i], np.percentile(s[i], 97)),
+                        2: np.sin(np.arange(s.shape[1]) / record.fs * 2 * np.pi * 0.3)}[before.index(name)]
+    path = _csv_with(record, tmp_path, "spoiled", spoil)
+    r = model.predict(str(path))
+    assert not set(r.leads) & set(before) and r.warnings == ()
+    spoiled = {q["lead"]: q["reasons"] for q in r.quality if q["lead"] in before}
+    assert {reason.split(" ")[0].rstrip(":") for reasons in spoiled.values() for reason in reasons} >= {"flat", "clipped"}
+    clipped = before[1]
+    r = model.predict(str(path), lead=clipped)
+    assert r.leads == (clipped,) and r.lead == clipped and r.lead_choice == "requested"
+    assert [w.code for w in r.warnings] == ["low_signal_quality"] and r.warnings[0].message.startswith(f"lead {clipped}: clipped")
+    assert r.to_dict()["warnings"][0]["code"] == "low_signal_quality"
+    with pytest.raises(InvalidInputError, match=f"beats found in lead {before[0]}"):
+        model.predict(str(path), lead=before[0])  # the flat lead: nothing to analyse
+
+
+def test_only_noisy_leads_still_answer_with_a_warning(model, shared, tmp_path):
+    record = read_ecg(shared / "ecg" / "mitdb" / "100.hea")
+    rng = np.random.default_rng(1)
+    n = int(60 * record.fs)
+    signals = record.signals[:, :n] + rng.normal(0, 1.5, (2, n)).astype(np.float32)
+    r = model.predict(signals, fs=record.fs)
+    assert len(r.leads) == 1 and [w.code for w in r.warnings] == ["low_signal_quality"]
+    assert r.warnings[0].message.startswith(f"lead {r.lead}: noisy")
