@@ -38,24 +38,42 @@ REPORT = "reports/calibration.json"
 
 @dataclass(frozen=True)
 class Goal:
-    """What the threshold is chosen for: a sensitivity to reach, or Youden's J (sens + spec - 1)."""
+    """What the threshold is chosen for: a sensitivity to reach on the site's *new* positives, with
+    a stated confidence, or Youden's J (sens + spec - 1)."""
 
     target_sensitivity: float | None = None  # None: Youden
+    confidence: float = 0.8  # probability that new positives are found at the target rate (or better)
 
     def __post_init__(self):
-        t = self.target_sensitivity
+        t, c = self.target_sensitivity, self.confidence
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.5 <= t < 1.0):
             raise ConfigurationError(f"target sensitivity is {t!r}", expected="a number in [0.5, 1), e.g. 0.95",
                                      fix="--target-sensitivity 0.95, or --youden")
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= c < 1.0:
+            raise ConfigurationError(f"confidence is {c!r}", expected="a number in [0, 1), e.g. 0.8",
+                                     fix="--confidence 0.8 (0.5: the target on average)")
 
     def describe(self) -> str:
         if self.target_sensitivity is None:
             return "Youden's J (largest sensitivity + specificity - 1)"
-        return f"sensitivity >= {self.target_sensitivity:g}, then the highest specificity"
+        return (f"sensitivity >= {self.target_sensitivity:g} on new positives with {self.confidence:.0%} confidence, "
+                "then the highest specificity")
 
     def to_dict(self) -> dict:
         return {"kind": "youden" if self.target_sensitivity is None else "target_sensitivity",
-                "target_sensitivity": self.target_sensitivity}
+                "target_sensitivity": self.target_sensitivity, "confidence": self.confidence}
+
+
+def binom_cdf(k: int, n: int, p: float) -> float:
+    """P(Binomial(n, p) <= k)."""
+    return float(sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1)))
+
+
+def sensitivity_confidence(found: int, n_positive: int, target: float) -> float:
+    """Probability that a threshold at the ``found``-th highest of ``n_positive`` positive scores
+    finds at least ``target`` of new positives from the same site. Distribution-free: the share of
+    positives above the k-th highest of n is Beta(k, n - k + 1), i.e. P = P(Binomial(n, target) <= k - 1)."""
+    return binom_cdf(found - 1, n_positive, target) if found > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -86,10 +104,12 @@ class Calibration:
     data: dict  # folder name, sha256, studies, bytes, per class
     before: dict  # metrics of the parent's postprocess on the site data
     after: dict
+    confidence_reached: float | None = None  # sensitivity goal: P(new positives found at the target rate)
 
     def to_dict(self) -> dict:
         return {"label": self.label, "goal": self.goal.to_dict(), "temperature": self.temperature,
-                "threshold": self.threshold, "parent": self.parent, "data": self.data,
+                "threshold": self.threshold, "confidence_reached": self.confidence_reached,
+                "parent": self.parent, "data": self.data,
                 "metrics_on": "the calibration studies themselves (in-sample: the 'after' figures are optimistic)",
                 "before": self.before, "after": self.after}
 
@@ -100,6 +120,10 @@ class Calibration:
                  f"temperature {self.parent['temperature']:g} -> {self.temperature:.3f}; "
                  f"threshold on '{self.label}' {self.parent['threshold']:.4f} -> {self.threshold:.4f}",
                  "metric         before                    after   (on these studies, 95 % CI)"]
+        if self.confidence_reached is not None and self.confidence_reached < self.goal.confidence:
+            lines.insert(2, f"WARNING: with {self.data['per_class'][self.label]} '{self.label}' studies the goal is "
+                            f"reached with {self.confidence_reached:.0%} confidence only (asked {self.goal.confidence:.0%}): "
+                            f"every positive is kept above the threshold; add positive studies")
         for name in ("sensitivity", "specificity", "accuracy", "auroc", "nll", "ece"):
             b, a = self.before[name], self.after[name]
             lines.append(f"{name:<12} {_fmt(b):<25} {_fmt(a)}")
@@ -198,11 +222,16 @@ def fit_temperature(logits: np.ndarray, classes: np.ndarray, column: int, activa
 
 def fit_threshold(scores: np.ndarray, positive: np.ndarray, goal: Goal) -> float:
     """Threshold on the finding's scores (decision: score >= threshold) for ``goal``, placed
-    midway between the deciding score and the next lower one."""
+    midway between the deciding score and the next lower one. A sensitivity goal keeps the
+    fewest positives above it that reach the target with the goal's confidence (all of them when
+    the data are too few for that confidence: ``sensitivity_confidence`` says what was reached)."""
     scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
     if goal.target_sensitivity is not None:
         pos = np.sort(scores[positive])[::-1]
-        k = math.ceil(goal.target_sensitivity * len(pos) - 1e-9)
+        n, target = len(pos), goal.target_sensitivity
+        k = max(math.ceil(target * n - 1e-9), 1)
+        while k < n and sensitivity_confidence(k, n, target) < goal.confidence:
+            k += 1
         top = pos[k - 1]  # the k-th highest positive score: at or above it, k positives are found
         below = scores[scores < top]
         return float((top + below.max()) / 2) if len(below) else float(top)
@@ -263,6 +292,8 @@ def calibrate(model, data_folder, goal: Goal, *, progress=None, minimum: int = M
     temperature = fit_temperature(logits, data.classes, column, post.activation)
     scores = activate(logits, post.activation, temperature)[:, column]
     threshold = fit_threshold(scores, data.positive, goal)
+    found = int((scores[data.positive] >= threshold).sum())
+    reached = sensitivity_confidence(found, int(data.positive.sum()), goal.target_sensitivity or 0.5)
     parent = {"model_id": manifest.model_id, "model_version": manifest.model_version, "sha256": model.sha256,
               "temperature": post.temperature, "threshold": post.thresholds[label], "artifact": model.artifact.key,
               "backend": model.backend}
@@ -270,7 +301,8 @@ def calibrate(model, data_folder, goal: Goal, *, progress=None, minimum: int = M
             "per_class": data.counts(label)}
     metrics = lambda t, thr: site_metrics(logits, data.classes, column, post.activation, t, thr, n_boot)  # noqa: E731
     return Calibration(label, goal, round(temperature, 6), threshold, parent, info,
-                       metrics(post.temperature, post.thresholds[label]), metrics(temperature, threshold))
+                       metrics(post.temperature, post.thresholds[label]), metrics(temperature, threshold),
+                       None if goal.target_sensitivity is None else round(reached, 4))
 
 
 def rescale_scores(scores: np.ndarray, activation: str, ratio: float) -> np.ndarray:

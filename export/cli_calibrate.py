@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
     goal.add_argument("--target-sensitivity", type=float, default=None,
                       help="choose the threshold that reaches this sensitivity on the data (default 0.95)")
     goal.add_argument("--youden", action="store_true", help="choose the threshold with the largest sens + spec - 1")
+    c.add_argument("--confidence", type=float, default=0.8,
+                   help="with --target-sensitivity: probability that the site's new positives are found at the "
+                        "target rate (default 0.8; 0.5 aims at the target on average)")
     c.add_argument("--backend", default="auto", type=str.lower, help="runtime to measure with (default auto)")
     c.add_argument("--sign-key", help="ECDSA private key (PEM) to sign the new bundle with; without it the new "
                                       "bundle is unsigned, even when its parent was signed")
@@ -28,7 +31,8 @@ def cmd_calibrate(args) -> int:
     from medexport.engine import open_bundle
     from medexport.engine.calibrate import Goal, calibrate, write_calibrated
 
-    goal = Goal(None if args.youden else (args.target_sensitivity if args.target_sensitivity is not None else 0.95))
+    target = None if args.youden else (args.target_sensitivity if args.target_sensitivity is not None else 0.95)
+    goal = Goal(target, args.confidence)
     with open_bundle(args.bundle, backend=args.backend) as model:
         print(f"[calibrate] {model.manifest.model_id} {model.manifest.model_version} on {model.backend} "
               f"{model.precision}; goal: {goal.describe()}", file=sys.stderr)
