@@ -190,3 +190,24 @@ def test_cli_calibrates_without_torch(pneumonia_bundle, site, tmp_path):
     assert read_manifest(out)[0].provenance["calibration"]["goal"]["kind"] == "youden"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "already exists" in proc.stderr  # never overwritten without --overwrite
+
+
+def test_viewer_calibrates_and_installs(qtbot, pneumonia_bundle, site, tmp_path, monkeypatch):
+    pytest.importorskip("PySide6")
+    from medexport.desktop import catalog
+    from medexport.desktop.qt_main import MainWindow
+    from medexport.desktop.state import AppState
+
+    monkeypatch.setattr(catalog, "open_options", lambda: {"trust": [], "allow_unsigned": True})  # clinic allows unsigned
+    window = MainWindow(AppState(bundle_folders=[str(pneumonia_bundle.parent)]))
+    qtbot.addWidget(window)
+    dialog = window.calibrate_site()
+    dialog.folder.setText(str(site))
+    dialog.goal.setCurrentIndex(1)  # Youden
+    dialog.run()
+    qtbot.waitUntil(lambda: dialog.written is not None or dialog.run_button.isEnabled(), timeout=120000)
+    assert dialog.written is not None, dialog.output.toPlainText()
+    assert "temperature 1 ->" in dialog.output.toPlainText() and "UNSIGNED" in dialog.output.toPlainText()
+    installed = dialog.install()
+    assert installed is not None and "+site." in installed.name
+    assert read_manifest(installed)[0].provenance["calibration"]["goal"]["kind"] == "youden"
