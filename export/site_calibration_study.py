@@ -3,10 +3,11 @@ the pneumonia model reach accuracy >= 0.93 with sensitivity >= 0.95 on that site
 
 We have no second site, so one is simulated honestly from the only labelled paediatric films the
 model never trained on: the held-out validation rows of ``models/weights/pneumonia-cxr.val.csv``
-(1046 films; the rest of kermany-cxr224/train trained the model). Every film goes through one
-fixed acquisition shift (another detector and processing chain): gamma, lower contrast with an
-offset, slight blur, sensor noise (seeded) and JPEG at quality 35. 100 shifted films (stratified
-by class, seeded) are the site's calibration set; the other 946 are its test set.
+(1046 films; the rest of kermany-cxr224/train trained the model). Each simulated site puts every
+film through one fixed acquisition shift (another detector and processing chain: gamma, lower
+contrast with an offset, blur, seeded sensor noise, JPEG), mild or strong (``SHIFTS``, fixed
+before measuring). 100 shifted films (stratified by class, seeded) are the site's calibration
+set; the other 946 are its test set.
 
 The calibrated bundle is written and evaluated through the engine exactly as a clinic would run
 it (no torch needed for that part; building the parent bundle, when none is given, needs it).
