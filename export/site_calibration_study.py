@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from medexport.engine import open_bundle
-from medexport.engine.calibrate import (Goal, calibrate, check_counts, finding, fit_temperature, fit_threshold,
+from medexport.engine.calibrate import (Goal, calibrate, finding, fit_temperature, fit_threshold,
                                         read_site_data, site_logits, write_calibrated)
 from medexport.engine.compare import activate, binary_metrics, sens_spec
 
