@@ -7,7 +7,7 @@ BUNDLES ?= bundles
 
 INSTALLER_VENV ?= .venv-installer
 
-.PHONY: run test install bundles bench installer clean fuzz
+.PHONY: run test install bundles bench installer clean fuzz calibration-study
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ fuzz: install
 
 bench: install
 	$(VENV)/bin/medexport bench densenet121-cxr pneumonia-cxr ecg-rhythm blood-cell-det fetal-head-us --out bench-results
+
+# Site calibration on a simulated new site (docs/calibration.md): builds pneumonia-cxr if needed.
+calibration-study: install
+	$(PY) -m medexport.export.site_calibration_study $(if $(wildcard $(BUNDLES)/pneumonia-cxr),--bundle $(BUNDLES)/pneumonia-cxr) --out calibration-study.json
 
 # The clinic app: a separate environment with the runtime and desktop extras only (no torch),
 # frozen with PyInstaller, self-tested with no Python on PATH, packed as a tarball.

@@ -141,6 +141,7 @@ class MainWindow(QMainWindow):
         self._action(m, "Run on all open studies", self.run_all, "Ctrl+Shift+R")
         self._action(m, "Cancel", self.cancel, "Esc")
         self._action(m, "Model card...", self.show_card, "Ctrl+M")
+        self._action(m, "Calibrate for this site...", self.calibrate_site)
         h = bar.addMenu("&Help")
         self._action(h, "About / offline guarantee...", self.show_about, "F1")
 
@@ -451,6 +452,18 @@ class MainWindow(QMainWindow):
             path, _ = QFileDialog.getSaveFileName(self, "Export batch results", str(reports_dir() / "batch.csv"),
                                                   "CSV (*.csv)")
         return write_batch_csv(self.batch_rows, Path(path)) if path else None
+
+    def calibrate_site(self):
+        """Fit the chosen image model to this site's labelled studies (desktop/qt_calibrate.py)."""
+        from .qt_calibrate import CalibrateDialog
+
+        entry = self.state.chosen.get("image")
+        if entry is None:
+            qt_dialogs.show_error(self, "No image model", "Install an image classification bundle first.")
+            return None
+        dialog = CalibrateDialog(entry, self, on_installed=lambda _path: self.state.discover())
+        dialog.open()
+        return dialog
 
     def show_card(self) -> None:
         study = self.state.study

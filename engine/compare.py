@@ -13,8 +13,10 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def activate(logits: np.ndarray, activation: str) -> np.ndarray:
-    return softmax(logits.astype(np.float64)) if activation == "softmax" else sigmoid(logits.astype(np.float64))
+def activate(logits: np.ndarray, activation: str, temperature: float = 1.0) -> np.ndarray:
+    """Scores from logits: ``activation(logits / temperature)`` (temperature 1: the model as trained)."""
+    z = np.asarray(logits, np.float64) / temperature
+    return softmax(z) if activation == "softmax" else sigmoid(z)
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:

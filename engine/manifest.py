@@ -244,6 +244,7 @@ class Postprocess:
     thresholds: dict  # label -> operating threshold on its score
     score_output: str = "logits"
     heatmap_output: str | None = None  # class activation maps (N, classes, h, w)
+    temperature: float = 1.0  # logits are divided by it before the activation (site calibration)
 
     def __post_init__(self):
         if self.activation not in ("softmax", "sigmoid"):
@@ -254,6 +255,7 @@ class Postprocess:
         for label, value in self.thresholds.items():
             _real(f"postprocess.thresholds[{label!r}]", value, 0.0, 1.0)
         _text("postprocess.score_output", self.score_output)
+        _real("postprocess.temperature", self.temperature, 0.01, 100.0)
         if self.heatmap_output is not None:
             _text("postprocess.heatmap_output", self.heatmap_output)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from medexport.engine.errors import ConfigurationError, MedError, ValidationError
 from medexport.engine.tasks import TASKS
 
+from .cli_calibrate import add_parser as add_calibrate, cmd_calibrate
+
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -144,6 +146,8 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     be.add_argument("--study", help="file for the end-to-end column (default: a real CR radiograph DICOM)")
     be.add_argument("--out", help="folder for bench.csv and bench.json")
+
+    add_calibrate(sub)
 
     m = sub.add_parser("demo", help="build the demo bundles, then open the viewer (headless: print results)")
     m.add_argument("--bundles", default="bundles", help="folder for the demo bundles (default ./bundles)")
@@ -404,7 +408,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "build": cmd_build, "predict": cmd_predict, "inspect": cmd_inspect, "selftest": cmd_selftest,
-            "doctor": cmd_doctor, "models": cmd_models, "verify": cmd_verify, "keygen": cmd_keygen}
+            "doctor": cmd_doctor, "models": cmd_models, "verify": cmd_verify, "keygen": cmd_keygen, "calibrate": cmd_calibrate}
 
 if __name__ == "__main__":
     sys.exit(main())

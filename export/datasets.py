@@ -22,6 +22,9 @@ import numpy as np
 
 from medexport.engine.errors import ConfigurationError, InvalidInputError
 from medexport.engine.io.image import read_image
+from medexport.engine.labelled import STUDY_SUFFIXES, folder_studies, study_labels
+from medexport.engine.labelled import label_index as _label_index
+from medexport.engine.labelled import label_table as _label_table
 from medexport.engine.preprocess import image_to_tensor
 from medexport.engine.tasks import item_scores
 from medexport.engine.tasks.ecg_rhythm import EcgRhythmTask
@@ -31,9 +34,7 @@ def row_weights(inputs: np.ndarray) -> np.ndarray:
     return EcgRhythmTask.row_weights(inputs) if inputs.ndim == 3 else np.ones(len(inputs))
 
 
-STUDY_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 ECG_SUFFIXES = (".hea", ".xml", ".dcm", ".csv")
-CINC_CODES = {"N": "normal", "A": "af", "O": "other", "~": "noisy"}
 
 
 @dataclass(frozen=True)
@@ -128,29 +129,6 @@ def _limit(ds: Dataset, limit: int | None) -> Dataset:
                    None if ds.groups is None else np.array([remap[g] for g in ds.groups[rows]]), extras)
 
 
-def _label_table(folder: Path, label_names: tuple) -> dict | None:
-    """file/record name -> label index from labels.csv or a CinC REFERENCE.csv."""
-    for name in ("labels.csv", "REFERENCE.csv"):
-        path = folder / name
-        if path.is_file():
-            with open(path, newline="") as fh:
-                rows = {r[0]: r[1] for r in csv.reader(fh) if len(r) >= 2 and r[0] not in ("file", "record")}
-            return {k: _label_index(v, label_names, path) for k, v in rows.items()}
-    return None
-
-
-def _label_index(value: str, label_names: tuple, where: Path) -> int:
-    value = value.strip()
-    if value in label_names:
-        return label_names.index(value)
-    if value in CINC_CODES and CINC_CODES[value] in label_names:
-        return label_names.index(CINC_CODES[value])
-    if value.isdigit() and int(value) < max(len(label_names), 2):
-        return int(value)
-    raise ConfigurationError(f"{where}: label {value!r} is not one of the model's labels {list(label_names)}",
-                             fix="use the model's label names (or their index) in the CSV")
-
-
 def _ecg_dataset(path: Path, preprocess, label_names: tuple, limit: int | None) -> Dataset:
     from medexport.engine.io.ecg import read_ecg
     from medexport.engine.tasks.ecg_rhythm import record_windows
@@ -227,20 +205,9 @@ def _from_npz(path: Path, split: str, preprocess, limit: int | None) -> Dataset:
 
 
 def _from_folder(folder: Path, preprocess, label_names: tuple, limit: int | None) -> Dataset:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in STUDY_SUFFIXES)
+    files = folder_studies(folder)
     files = [files[i] for i in subset(len(files), limit)]
-    if not files:
-        raise ConfigurationError(f"{folder} holds no DICOM, PNG or JPEG files", fix="point to a folder of studies")
-    rows = _label_table(folder, label_names)
-    table = None
-    if rows is not None:
-        table = {}
-        for f in files:
-            value = rows.get(f.name, rows.get(str(f.relative_to(folder))))
-            if value is None:
-                raise ConfigurationError(f"labels for {folder} have none for {f.name}", fix="add a 'file,label' row for it")
-            table[f] = value
-    return _from_files(files, preprocess, table)
+    return _from_files(files, preprocess, study_labels(folder, files, label_names))
 
 
 def _from_list(path: Path, preprocess, label_names: tuple, limit: int | None) -> Dataset:

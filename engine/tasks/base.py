@@ -117,7 +117,7 @@ class Task:
     def scores(self, outputs: dict) -> np.ndarray:
         """(N, ...) scores of a batch of model outputs (probabilities)."""
         post = self.manifest.postprocess
-        return activate(outputs[post.score_output], post.activation)
+        return activate(outputs[post.score_output], post.activation, post.temperature)
 
     @staticmethod
     def row_weights(inputs: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ class ClassificationTask(Task):
 
     def postprocess(self, outputs: dict, meta: dict, index: int = 0) -> dict:
         post = self.manifest.postprocess
-        probs = activate(outputs[post.score_output][index], post.activation)
+        probs = activate(outputs[post.score_output][index], post.activation, post.temperature)
         scores = {label: float(p) for label, p in zip(self.manifest.labels, probs)}
         fields = {"scores": scores, "thresholds": dict(post.thresholds), "heatmap_geometry": meta["geometry"]}
         if post.heatmap_output and post.heatmap_output in outputs:
