@@ -16,7 +16,7 @@ from medexport.engine.studies import Study, batch_row, open_paths
 from . import audit
 from .catalog import BundleEntry, default_folders, find_bundles
 from .paths import installed_bundles_dir
-from .trust import open_options
+from .trust import model_options
 
 
 class Cancelled(Exception):
@@ -79,7 +79,7 @@ class AppState:
         """The open engine model for a bundle (opened once: checksums, backend choice)."""
         with self._lock:
             if entry.path not in self._models:
-                self._models[entry.path] = open_bundle(entry.path, **open_options())
+                self._models[entry.path] = open_bundle(entry.path, **model_options())
             return self._models[entry.path]
 
     def runtime_of(self, entry: BundleEntry) -> str:

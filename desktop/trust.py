@@ -57,3 +57,11 @@ def open_options() -> dict:
                                  fix=f"put your publishers' public keys (*.pub.pem) in {data_dir() / 'trust'}, "
                                      f"or set allow_unsigned_bundles=true in [General] of {data_dir() / SETTINGS}")
     return {"trust": sources, "allow_unsigned": allow}
+
+
+def model_options() -> dict:
+    """``open_options`` plus the clinic's strict mode: ``refuse_outside_intended_use=true`` in
+    viewer.ini (or ``$MEDEXPORT_STRICT=1``) refuses studies outside a bundle's intended use."""
+    from medexport.engine.screening import strict_default
+
+    return open_options() | {"strict": setting("refuse_outside_intended_use", strict_default())}

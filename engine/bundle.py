@@ -17,10 +17,10 @@ import numpy as np
 from .backends import choose_artifact
 from .backends.base import default_cache_dir
 from .checksums import sha256_file
-from .errors import BundleError, ConfigurationError, InvalidInputError
+from .errors import BundleError, ConfigurationError, InvalidInputError, MedError
 from .manifest import MAX_MANIFEST_BYTES, RESERVED, Manifest, relative_path
 from .results import Provenance
-from .screening import load_ood_reference, screen_answer, screen_study, strict_default
+from .screening import load_ood_reference, screen_answer, screen_borderline, screen_study, strict_default
 from .signing import check_signature
 from .tasks import task_for
 
@@ -260,6 +260,7 @@ class Model:
         self.runtime = cls(files, precision=self.artifact.precision, threads=threads, **backend_options)
         self.task = task_for(self.manifest)
         self.ood = load_ood_reference(self.manifest, self.path)
+        self._float = None  # the fp32 artifact, opened on the first borderline answer
         self.runtime.load()
         self.provenance = Provenance(self.manifest.model_id, self.manifest.model_version, self.sha256,
                                      cls.name, self.artifact.precision, self.runtime.device,
@@ -287,12 +288,13 @@ class Model:
         t2 = time.perf_counter()
         outputs = self._run(feeds)
         t3 = time.perf_counter()
-        if not self.task.explains(opts):
+        if not (self.task.explains(opts) or self.task.has_margins):
             feeds = None  # a large image's tiles need not outlive the run
         fields = self.task.postprocess(outputs, meta)
-        if feeds is not None:
+        if self.task.explains(opts):
             fields = self.task.explain(self.infer, feeds, fields)
         fields = screen_answer(self, outputs, fields | {"warnings": before + tuple(fields.get("warnings", ()))})
+        fields = screen_borderline(self, feeds, meta, fields)
         t4 = time.perf_counter()
         timings = {"read": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "infer": (t3 - t2) * 1e3,
                    "postprocess": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}
@@ -326,8 +328,25 @@ class Model:
 
         return run_self_test(self, threads)
 
+    def float_model(self) -> "Model | None":
+        """The bundle's fp32 artifact (this backend first), opened once, for a second answer on a
+        borderline study; None when this is fp32 already or the bundle has none that runs here."""
+        if self.precision == "fp32":
+            return None
+        if self._float is None:
+            for backend in dict.fromkeys((self.backend, "auto")):
+                try:
+                    self._float = Model(self.path, backend, "fp32", verify=False, allow_unsigned=True,
+                                        strict=self.strict)
+                    break
+                except MedError:  # no fp32 artifact for this backend: try any
+                    continue
+        return self._float
+
     def close(self) -> None:
         self.runtime.close()
+        if self._float is not None:
+            self._float.close()
 
     def __enter__(self) -> "Model":
         return self

@@ -52,11 +52,19 @@ def contradictions(intended, meta: dict) -> list[str]:
     return found
 
 
-def check_intended_use(intended, meta: dict, *, strict: bool = False) -> list[ResultWarning]:
+# what a study's kind says by itself: any ECG reader's record is an ECG, whatever its format
+IMPLIED_MODALITY = {"ecg": "ECG"}
+
+
+def check_intended_use(intended, meta: dict, *, strict: bool = False, study_kind: str = "image") -> list[ResultWarning]:
     """Warnings for one study; raises :class:`OutsideIntendedUseError` in strict mode."""
     if not intended.restricted:
         return []
     if not has_header(meta):
+        implied = IMPLIED_MODALITY.get(study_kind)
+        only_modality = not (intended.body_parts or intended.view_positions or intended.age_years is not None)
+        if implied and only_modality:  # a WFDB / CSV / aECG record: its modality is all there is to check
+            return contradictions_as_warnings(intended, {"Modality": implied}, strict)
         if strict:
             raise OutsideIntendedUseError(
                 "the study has no DICOM header, so its modality, body part and age cannot be checked",
@@ -64,6 +72,10 @@ def check_intended_use(intended, meta: dict, *, strict: bool = False) -> list[Re
                 fix="open the DICOM file from the PACS, or run without strict mode")
         return [ResultWarning("no_intended_use_check", "no DICOM header (a picture or a non-DICOM file): "
                               f"modality, body part and age were not checked; this model is for {intended.describe()}")]
+    return contradictions_as_warnings(intended, meta, strict)
+
+
+def contradictions_as_warnings(intended, meta: dict, strict: bool) -> list[ResultWarning]:
     found = contradictions(intended, meta)
     if found and strict:
         raise OutsideIntendedUseError("; ".join(found), expected=intended.describe(),

@@ -329,6 +329,9 @@ class Artifact:
     tolerance: float  # largest |score difference| allowed against the source model
     report: str | None = None  # relative path of its validation report
     options: dict = field(default_factory=dict)
+    # half-width of the score band around each threshold where this artifact's decision may differ
+    # from the float model's: its tolerance, widened to where validation saw decisions flip
+    borderline: float = 0.0
 
     def __post_init__(self):
         _text("artifacts[].target", self.target)
@@ -340,6 +343,7 @@ class Artifact:
             relative_path(f"artifacts[{self.key}].files[{role!r}]", rel)
         _real(f"artifacts[{self.key}].tolerance", self.tolerance, 0.0, 1.0)
         _optional_path(f"artifacts[{self.key}].report", self.report)
+        _real(f"artifacts[{self.key}].borderline", self.borderline, 0.0, 1.0)
         if not isinstance(self.options, dict):
             _bad(f"artifacts[{self.key}].options", self.options, "an object")
 

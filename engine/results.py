@@ -70,6 +70,7 @@ class Result:
     input_meta: dict = field(default_factory=dict)
     warnings: tuple[ResultWarning, ...] = ()  # never dropped: every consumer shows them
     ood: OodScore | None = None  # out-of-distribution score; None: the bundle has no reference
+    second_opinion: dict | None = None  # a borderline answer re-run on the fp32 artifact: its decision and scores
     created: str = field(default_factory=_now)
 
     saves: ClassVar[tuple] = ()  # the files save_outputs() writes: "mask", "heatmap"
@@ -124,7 +125,7 @@ class Result:
                 "precision": self.precision, "device": self.provenance.device,
                 "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
                 "warnings": [w.to_dict() for w in self.warnings],
-                "ood": None if self.ood is None else self.ood.to_dict(),
+                "ood": None if self.ood is None else self.ood.to_dict(), "second_opinion": self.second_opinion,
                 "created": self.created, "disclaimer": self.disclaimer}
 
     def save_outputs(self, folder: Path, source_path: str | None = None) -> dict[str, Path]:

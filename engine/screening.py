@@ -23,7 +23,8 @@ def load_ood_reference(manifest, root) -> OodReference | None:
 
 def screen_study(model, meta: dict) -> tuple[ResultWarning, ...]:
     """Before inference: the header against the bundle's intended use (refused in strict mode)."""
-    return tuple(check_intended_use(model.manifest.intended_for, meta, strict=model.strict))
+    return tuple(check_intended_use(model.manifest.intended_for, meta, strict=model.strict,
+                                    study_kind=model.task.study_kind))
 
 
 def screen_answer(model, outputs: dict, fields: dict) -> dict:
@@ -43,3 +44,28 @@ def screen_answer(model, outputs: dict, fields: dict) -> dict:
                                       f"(feature distance {distance:.1f} > {spec.threshold:.1f}): "
                                       "the answer may be meaningless"))
     return fields | {"ood": ood, "warnings": tuple(warnings)}
+
+
+def screen_borderline(model, feeds: dict | None, meta: dict, fields: dict) -> dict:
+    """A decision within the artifact's borderline band of its threshold gets ``borderline``;
+    a quantized artifact's answer is then re-run on the bundle's fp32 artifact and both are kept."""
+    band = model.artifact.borderline
+    close = {k: m for k, m in model.task.margins(fields).items() if abs(m) <= band}
+    if not close:
+        return fields
+    label, margin = min(close.items(), key=lambda kv: abs(kv[1]))
+    threshold = fields["thresholds"][label]
+    text = (f"{label} score {fields['scores'][label]:.3f} is within {band:.3f} of its threshold {threshold:.3f} "
+            f"(the band where {model.precision} and the float model may decide differently)")
+    second = None
+    float_model = model.float_model() if feeds is not None else None
+    if float_model is not None:
+        again = model.task.postprocess(float_model._run(feeds), meta)
+        hit = {k: again["scores"][k] >= t for k, t in again["thresholds"].items()}
+        second = {"backend": float_model.backend, "precision": "fp32",
+                  "scores": {k: round(float(v), 6) for k, v in again["scores"].items()},
+                  "positive": [k for k, v in hit.items() if v]}
+        decided = "positive" if hit[label] else "negative"
+        text += f"; the fp32 model scores {label} {again['scores'][label]:.3f} ({decided})"
+    warning = ResultWarning("borderline", text)
+    return fields | {"warnings": tuple(fields["warnings"]) + (warning,), "second_opinion": second}

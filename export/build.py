@@ -29,6 +29,7 @@ from .datasets import Dataset, load_dataset
 from .golden import UNLIKE_PREFIX, golden_inputs
 from .guards import AurocGuard, GuardReport, guard_class
 from .steps import validate, write_bundle
+from .render import trust_section
 from .steps.context import CompileContext
 from .steps.features import FEATURES
 from .steps.ood_fit import OOD_FIT_STUDIES, fit_ood, with_features
@@ -223,10 +224,10 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
             rel = {role: str(Path(p).relative_to(stage)) for role, p in files.items()}
             reports[key] = report
             write_bundle.write_json(stage / "reports" / f"{key}.json", report)
-            artifacts.append(Artifact(name, precision, rel, tolerance,
-                                      f"reports/{key}.json", {}))
+            band = validate.borderline_band(tolerance, source.postprocess.thresholds, verdict)
+            artifacts.append(Artifact(name, precision, rel, tolerance, f"reports/{key}.json", {}, borderline=band))
     np.savez_compressed(stage / "golden.npz", **golden_arrays)
-    (stage / "MODEL_CARD.md").write_text(source.card_text)
+    (stage / "MODEL_CARD.md").write_text(source.card_text.rstrip() + "\n\n" + trust_section(source.intended_for, ood, artifacts))
     if not artifacts:
         raise ValidationError("every artifact failed validation; no bundle was written",
                               fix="see the reasons above; build another precision or target")

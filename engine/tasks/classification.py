@@ -42,6 +42,11 @@ class ClassificationTask(Task):
             fields.update(heatmap_grid=cam, heatmap_label=label, heatmap_method=CAM_METHOD)
         return fields
 
+    has_margins = True
+
+    def margins(self, fields: dict) -> dict:
+        return {k: float(fields["scores"][k]) - float(t) for k, t in fields["thresholds"].items()}
+
     def explains(self, options: ImageOptions) -> bool:
         return options.explain
 

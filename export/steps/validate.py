@@ -28,3 +28,13 @@ def heatmap_correlation(reference: np.ndarray, maps: np.ndarray, scores: np.ndar
         a, b = reference[i, k].ravel(), maps[i, k].ravel()
         values.append(float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 1.0)
     return {"mean": round(float(np.mean(values)), 4), "min": round(float(np.min(values)), 4)}
+
+
+def borderline_band(tolerance: float, thresholds: dict, verdict) -> float:
+    """Half-width of the band around each threshold where an artifact's decision may differ from
+    the float model's: its stated tolerance, widened to the farthest validation flip."""
+    band = tolerance
+    for flip in ([] if verdict is None else verdict.data.get("decision_flips", [])):
+        if flip.get("label") in thresholds and "source_score" in flip:
+            band = max(band, abs(flip["source_score"] - thresholds[flip["label"]]))
+    return round(min(band, 1.0), 4)
