@@ -339,6 +339,10 @@ def open_bundle(path, backend: str = "auto", precision: str = "auto", **options)
     ``trust``: public keys (files or folders) that may sign bundles; default ``$MEDEXPORT_TRUST``
     or ``$MEDEXPORT_HOME/trust``. With a trust store, unsigned or untrusted bundles are refused
     unless ``allow_unsigned=True``; without one a signature is reported, not verified
-    (``model.signature``). See engine/signing.py.
+    (``model.signature``). See engine/signing.py. ``triton://host:port/model``: a model served by
+    ``medexport serve`` (engine/remote.py).
     """
+    if isinstance(path, str) and path.startswith("triton://"):
+        from .remote import open_remote
+        return open_remote(path, backend, precision, **options)
     return Model(path, backend, precision, **options)
