@@ -120,7 +120,7 @@ class RemoteModel:
         try:
             live = client.is_server_live()
             ready = live and client.is_model_ready(self.name)  # (pytriton restricts the repository index)
-        except Exception as exc:  # noqa: BLE001 - tritonclient and gevent raise many types; classified here
+        except _transport_errors() as exc:
             raise self._unavailable(exc) from None
         if not live:
             raise BackendUnavailableError(f"the Triton server at {self.host}:{self.port} is not live",
@@ -140,7 +140,7 @@ class RemoteModel:
         outputs = [http.InferRequestedOutput("result", binary_data=True)]
         try:
             response = self._client().infer(self.name, inputs, outputs=outputs)
-        except Exception as exc:  # noqa: BLE001 - classified into one MedError below
+        except _transport_errors() as exc:
             self._local.client = None  # a broken connection is not reused
             raise self._unavailable(exc) from None
         reply = wire.decode(wire.json_loads(response.as_numpy("result").reshape(-1)[0]))
@@ -176,6 +176,15 @@ class RemoteModel:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _transport_errors() -> tuple:
+    """What tritonclient's HTTP client raises when the server refuses, fails, stops or is slow."""
+    from geventhttpclient.response import HTTPParseError
+    from gevent import Timeout
+    from tritonclient.utils import InferenceServerException
+
+    return InferenceServerException, OSError, HTTPParseError, Timeout  # OSError: refused, reset, timed out
 
 
 def _read(path: Path) -> bytes:
