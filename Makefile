@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh clone: `make run` and `make test`.
 PYTHON ?= python3
+comma  := ,
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip -q --disable-pip-version-check
@@ -7,7 +8,12 @@ BUNDLES ?= bundles
 
 INSTALLER_VENV ?= .venv-installer
 
-.PHONY: run test install bundles bench installer clean fuzz calibration-study
+.PHONY: run test install bundles bench bench-serve installer clean fuzz calibration-study
+
+# `medexport serve` (Triton through pytriton) runs on Linux x86_64 only. pytriton 0.7.0 declares
+# numpy<2 but runs beside numpy 2 (engine/serve/stub_env.py): it is installed without its pins, and
+# Triton's Python-backend stub gets its own small environment (numpy<2, pyzmq) inside the venv.
+SERVER := $(shell uname -sm | grep -qx 'Linux x86_64' && echo yes)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +22,8 @@ $(VENV)/bin/python:
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --upgrade pip setuptools wheel
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[export,desktop,dev]'
+	$(PIP) install -e '.[export,desktop,dev$(if $(SERVER),$(comma)server)]'
+	$(if $(SERVER),$(PIP) install --no-deps nvidia-pytriton==0.7.0 && $(VENV)/bin/medexport serve --setup)
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,6 +50,13 @@ bench: install
 # Site calibration on a simulated new site (docs/calibration.md): builds pneumonia-cxr if needed.
 calibration-study: install
 	$(PY) -m medexport.export.site_calibration_study $(if $(wildcard $(BUNDLES)/pneumonia-cxr),--bundle $(BUNDLES)/pneumonia-cxr) --out calibration-study.json
+
+# Triton load test (not part of make test): 16 clients x 30 s on loopback; a local process, batch-1
+# serving and dynamic batching on the same study (docs/triton.md has the figures).
+bench-serve: bundles
+	mkdir -p bench-results
+	$(PY) -m medexport.engine.serve.loadtest $(BUNDLES)/pneumonia-cxr --clients 16 --seconds 30 \
+	    --study ../shared/data/images/cxr-nih/00000001_000.png --out bench-results/bench-serve.json
 
 # The clinic app: a separate environment with the runtime and desktop extras only (no torch),
 # frozen with PyInstaller, self-tested with no Python on PATH, packed as a tarball.

@@ -10,6 +10,7 @@ import tempfile
 import time
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +247,20 @@ def in_chunks(run, inputs: np.ndarray, fixed_batch: int = -1, chunk: int = 32) -
     return out
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One study read and preprocessed, waiting for its runtime pass (``Model.prepare``)."""
+
+    feeds: dict  # input name -> (rows, ...) float32
+    meta: dict  # what postprocess needs to map outputs back
+    options: object
+    source: str
+    sha256: str
+    input_meta: dict
+    warnings: tuple  # found before inference (intended use)
+    timings: dict  # read, preprocess (ms)
+
+
 class Model:
     """An opened bundle bound to one backend and artifact. Use as a context manager."""
 
@@ -277,29 +292,36 @@ class Model:
         ECGs: a path (DICOM waveform, WFDB, aECG, CSV) or an array with ``fs=``; ``lead=`` to choose.
         Options the bundle's task does not take are refused (see ``Task.options``).
         """
+        prepared = self.prepare(source, **options)
+        t0 = time.perf_counter()
+        outputs = self._run(prepared.feeds)
+        return self.finish(prepared, outputs, (time.perf_counter() - t0) * 1e3)
+
+    def prepare(self, source, **options) -> "Prepared":
+        """Read and preprocess one study (no runtime): a batch runner or a server prepares several
+        studies, runs their feeds together and finishes each (``predict`` is the one-study case)."""
         opts = self.task.options(**options)
         t0 = time.perf_counter()
         study = self.task.read(source, opts)
         before = screen_study(self, study.meta)  # strict mode refuses here, before any inference
         t1 = time.perf_counter()
         feeds, meta = self.task.preprocess(study, opts)
-        source, sha256, input_meta = study.source, study.sha256, study.meta
-        del study  # a large image's pixels need not outlive its preprocessing
-        t2 = time.perf_counter()
-        outputs = self._run(feeds)
-        t3 = time.perf_counter()
-        if not (self.task.explains(opts) or self.task.has_margins):
-            feeds = None  # a large image's tiles need not outlive the run
-        fields = self.task.postprocess(outputs, meta)
-        if self.task.explains(opts):
-            fields = self.task.explain(self.infer, feeds, fields)
-        fields = screen_answer(self, outputs, fields | {"warnings": before + tuple(fields.get("warnings", ()))})
-        fields = screen_borderline(self, feeds, meta, fields)
-        t4 = time.perf_counter()
-        timings = {"read": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "infer": (t3 - t2) * 1e3,
-                   "postprocess": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}
-        return self.task.result_type(provenance=self.provenance, source=source, input_sha256=sha256,
-                                     timings_ms=timings, input_meta=input_meta, **fields)
+        return Prepared(feeds, meta, opts, study.source, study.sha256, study.meta, before,
+                        {"read": (t1 - t0) * 1e3, "preprocess": (time.perf_counter() - t1) * 1e3})
+
+    def finish(self, prepared: "Prepared", outputs: dict, infer_ms: float):
+        """The result of a prepared study from its runtime outputs: postprocess, explanation, screening."""
+        t0 = time.perf_counter()
+        p = prepared
+        fields = self.task.postprocess(outputs, p.meta)
+        if self.task.explains(p.options):
+            fields = self.task.explain(self.infer, p.feeds, fields)
+        fields = screen_answer(self, outputs, fields | {"warnings": p.warnings + tuple(fields.get("warnings", ()))})
+        fields = screen_borderline(self, p.feeds, p.meta, fields)
+        timings = dict(p.timings, infer=infer_ms, postprocess=(time.perf_counter() - t0) * 1e3)
+        timings["total"] = sum(timings.values())
+        return self.task.result_type(provenance=self.provenance, source=p.source, input_sha256=p.sha256,
+                                     timings_ms=timings, input_meta=p.input_meta, **fields)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs for an already-preprocessed (N, ...) float32 batch."""
@@ -361,6 +383,10 @@ def open_bundle(path, backend: str = "auto", precision: str = "auto", **options)
     ``trust``: public keys (files or folders) that may sign bundles; default ``$MEDEXPORT_TRUST``
     or ``$MEDEXPORT_HOME/trust``. With a trust store, unsigned or untrusted bundles are refused
     unless ``allow_unsigned=True``; without one a signature is reported, not verified
-    (``model.signature``). See engine/signing.py.
+    (``model.signature``). See engine/signing.py. ``triton://host:port/model``: a model served by
+    ``medexport serve`` (engine/remote.py).
     """
+    if isinstance(path, str) and path.startswith("triton://"):
+        from .remote import open_remote
+        return open_remote(path, backend, precision, **options)
     return Model(path, backend, precision, **options)
