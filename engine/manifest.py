@@ -202,7 +202,7 @@ class EcgPreprocess:
         return int(round(-self.beat_window[0] * self.fs)) + int(round(self.beat_window[1] * self.fs))
 
     def describe(self) -> str:
-        return (f"lead {self.lead} (default) -> resample {self.fs:g} Hz -> band-pass {self.band[0]}-{self.band[1]} Hz -> "
+        return (f"leads: the best by signal quality (up to 3 pooled; {self.lead} when asked for) -> resample {self.fs:g} Hz -> band-pass {self.band[0]}-{self.band[1]} Hz -> "
                 f"R peaks ({self.detector}) -> beats {self.beat_window[0]}..{self.beat_window[1]} s + RR features -> "
                 f"windows of {self.beats} beats (stride {self.stride})")
 

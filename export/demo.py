@@ -59,6 +59,7 @@ def is_current(bundle: Path, model: str, options: dict) -> bool:
     """True when the bundle holds the wanted artifacts, built from the shipped weights by this version."""
     from importlib.metadata import version
 
+    from medexport.engine.tasks import task_class
     from medexport.models.registry import get_config
 
     try:
@@ -71,7 +72,8 @@ def is_current(bundle: Path, model: str, options: dict) -> bool:
     want = {f"{t}-{p}" for t in options["targets"] for p in options["precisions"]} - refused
     return (signed_by_demo_key and want <= {a.key for a in manifest.artifacts}
             and manifest.provenance.get("source_sha256") == sha256_file(config.weights_path)
-            and manifest.provenance.get("tools", {}).get("medexport") == version("medexport"))
+            and manifest.provenance.get("tools", {}).get("medexport") == version("medexport")
+            and (manifest.ood is not None) == task_class(manifest.task).ood_applies)  # built before OOD: rebuild
 
 
 def build_demos(folder: Path, emit=print) -> list[Path]:
@@ -85,8 +87,9 @@ def build_demos(folder: Path, emit=print) -> list[Path]:
             from medexport.models.registry import get_config
 
             config = get_config(model)
-            data = {"calib": default_data(config, "calib"), "val": default_data(config, "val")} \
-                if "int8" in opts["precisions"] else {}
+            # calibration studies also fit the out-of-distribution reference; validation guards int8
+            data = {"calib": default_data(config, "calib")} | \
+                ({"val": default_data(config, "val")} if "int8" in opts["precisions"] else {})
             build(model, out, BuildOptions(overwrite=True, sign_key=str(DEMO_SIGN_KEY), **opts, **data), emit=emit)
         paths.append(out)
     return paths

@@ -9,7 +9,8 @@ from medexport.models.data import pydicom_data  # noqa: E402
 
 
 @pytest.fixture
-def window(qtbot, pneumonia_bundle):
+def window(qtbot, pneumonia_bundle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./bundles of an older build beside the fixture's
     w = MainWindow(AppState(bundle_folders=[str(pneumonia_bundle.parent)]))
     qtbot.addWidget(w)
     w.resize(1200, 800)

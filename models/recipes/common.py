@@ -83,11 +83,31 @@ def save_record(config, record: dict) -> None:
     write_atomic(config.metrics_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
+# card sections measured by other scripts (robustness report, ECG lead study): a recipe that
+# rewrites the card carries them over instead of dropping them
+KEPT_SECTIONS = ("## Leads", "## Robustness")
+
+
 def publish(config, record: dict, card: str) -> dict:
     """Write the metrics record (read by the registry and bundles) and the model card."""
     save_record(config, record)
-    write_atomic(config.card_path, card)
+    write_atomic(config.card_path, card + kept_sections(config.card_path, card))
     return record
+
+
+def kept_sections(card_path, new_card: str) -> str:
+    """The KEPT_SECTIONS of the card on disk that ``new_card`` lacks, as text to append."""
+    if not card_path.is_file():
+        return ""
+    old = card_path.read_text()
+    out = []
+    for heading in KEPT_SECTIONS:
+        if heading in new_card or heading not in old:
+            continue
+        body = old[old.index(heading):]
+        nxt = body.find("\n## ", len(heading))
+        out.append(body if nxt < 0 else body[:nxt + 1])
+    return "".join("\n" + part.rstrip() + "\n" for part in out)
 
 
 def fmt_metric(m: dict) -> str:
