@@ -428,7 +428,7 @@ class MainWindow(QMainWindow):
         return path
 
     def save_sr(self, folder: str | None = None) -> Path | None:
-        from .sr import save_sr
+        from medexport.engine.sr import save_sr
 
         return self._save_into_folder("DICOM SR", lambda s, r, f: save_sr(r, s.path, f), folder)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medexport.engine.atomic import write_new
-from medexport.engine.codes import PRIVATE_SCHEME, code_for
-from medexport.engine.errors import InvalidInputError
-from medexport.engine.results import DISCLAIMER
+from .atomic import write_new
+from .codes import PRIVATE_SCHEME, code_for
+from .errors import InvalidInputError
+from .results import DISCLAIMER
 
 # measurements (result.scores keys) whose name ends so carry a UCUM unit; other scores are unitless
 UCUM_BY_SUFFIX = {"_mm": ("mm", "millimeter"), "_weeks": ("wk", "week")}
