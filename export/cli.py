@@ -13,6 +13,8 @@ from pathlib import Path
 from medexport.engine.errors import ConfigurationError, MedError, ValidationError
 from medexport.engine.tasks import TASKS
 
+from . import cli_pacs
+
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -122,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--bundles", default="bundles", help="folder for the demo bundles (default ./bundles)")
     m.add_argument("--build-only", action="store_true", help="build (or check) the demo bundles, open nothing")
     m.add_argument("--headless", action="store_true", help="print results even when a display exists")
+    cli_pacs.add_parsers(sub)
     return p
 
 
@@ -377,7 +380,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "build": cmd_build, "predict": cmd_predict, "inspect": cmd_inspect, "selftest": cmd_selftest,
-            "doctor": cmd_doctor, "models": cmd_models, "verify": cmd_verify, "keygen": cmd_keygen}
+            "doctor": cmd_doctor, "models": cmd_models, "verify": cmd_verify, "keygen": cmd_keygen, **cli_pacs.COMMANDS}
 
 if __name__ == "__main__":
     sys.exit(main())

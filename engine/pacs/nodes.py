@@ -79,7 +79,7 @@ class Node:
 
     def describe(self) -> str:
         where = self.url or f"{self.ae_title}@{self.host}:{self.port}"
-        return f"{self.name}: {where}" + (" (TLS)" if self.tls_ca or self.url.startswith("https") else "")
+        return (where if where == self.name else f"{self.name}: {where}") + (" (TLS)" if self.tls_ca or self.url.startswith("https") else "")
 
     @classmethod
     def from_address(cls, address: str, name: str | None = None, **extra) -> "Node":

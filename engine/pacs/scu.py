@@ -7,6 +7,7 @@ proposed one per presentation context, so the PACS sends and takes objects as it
 from __future__ import annotations
 
 import io
+import socket
 import ssl
 import threading
 import time
@@ -86,6 +87,12 @@ def associate(node: Node, contexts: list[tuple[str, list[str]]], roles: list[str
         raise PacsError(f"cannot connect to {node.describe()} ({exc})", fix="check the address, port and TLS settings")
     if assoc.is_established:
         return assoc
+    if not assoc.is_rejected:
+        try:  # aborted or no answer: say whether anything listens there at all
+            socket.create_connection((node.host, node.port), timeout=5).close()
+        except OSError as exc:
+            raise PacsError(f"cannot connect to {node.describe()} ({exc})",
+                            fix="check the address and port, and that the PACS is running") from None
     why = "rejected the association" if assoc.is_rejected else "did not answer" if not assoc.is_aborted \
         else "aborted the association"
     raise PacsError(f"{node.describe()} {why}",
