@@ -94,6 +94,9 @@ class MainWindow(QMainWindow):
         self.batch_dock = self._dock("Batch results", self.batch, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.batch_dock.hide()
         self._menus()
+        from .qt_pacs import install  # the PACS panel: a dock and File > PACS...
+
+        install(self)
 
     def _dock(self, title: str, widget, area) -> QDockWidget:
         dock = QDockWidget(title, self)

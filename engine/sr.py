@@ -17,14 +17,15 @@ from .results import DISCLAIMER
 UCUM_BY_SUFFIX = {"_mm": ("mm", "millimeter"), "_weeks": ("wk", "week")}
 
 
-def build_sr(result, source_path: str):
+def build_sr(result, source_path: str, dataset=None):
+    """The SR for ``result`` on the DICOM file ``source_path`` (``dataset``: that file already read)."""
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     try:
-        ds = pydicom.dcmread(source_path)
+        ds = dataset if dataset is not None else pydicom.dcmread(source_path)
     except Exception:
         raise InvalidInputError(f"{source_path} is not DICOM: a DICOM SR must reference a DICOM study",
                                 fix="save a PDF report instead, or open the DICOM original") from None

@@ -2,6 +2,7 @@
 go to Orthanc. A 200-study burst from 4 senders, the same burst with ``kill -9`` halfway, refusals."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -72,10 +73,9 @@ def studies(template, n: int, patient: str) -> list:
     """``n`` ECG objects, each its own study, all for one test patient."""
     out = []
     for i in range(n):
-        ds = template.copy()
+        ds = copy.deepcopy(template)
         ds.PatientID, ds.PatientName = patient, f"LOAD^{patient}"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
-        ds.file_meta = template.file_meta.copy()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.AccessionNumber = f"A{i:05d}"
         out.append(ds)

@@ -54,11 +54,9 @@ def find(node: Node, wanted: dict, keys: list[str]) -> list[dict]:
     from pydicom.dataset import Dataset
 
     found = _call(node, "QIDO-RS", client(node).search_for_studies, search_filters=wanted, fields=keys)
-    rows = []
-    for item in found:
-        ds = Dataset.from_json(item)
-        rows.append({k: str(ds.get(k, "") or "") for k in keys})
-    return rows
+    from .scu import row
+
+    return [row(Dataset.from_json(item), keys) for item in found]
 
 
 def get(node: Node, study_uid: str, folder: Path, *, cancel: threading.Event | None = None,

@@ -216,7 +216,7 @@ class Listener:
         from .textpdf import report_lines, text_pdf
 
         pdf = text_pdf(report_lines(result, header, model.manifest.intended_use)) if self.write_pdf else None
-        return result_objects(result, str(path), pdf=pdf)
+        return result_objects(result, str(path), pdf=pdf, src=header)
 
     def _retry_or_fail(self, job: Job, reason: str) -> None:
         if job.attempts + 1 >= self.max_attempts:

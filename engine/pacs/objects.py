@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -19,11 +20,12 @@ PATIENT_STUDY = ["PatientName", "PatientID", "PatientBirthDate", "PatientSex", "
                  "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription"]
 
 
-def derived_uid(source_uid: str, bundle_sha256: str, kind: str, level: str) -> str:
-    """A UID (2.25 root) that depends only on its inputs."""
-    from pydicom.uid import generate_uid
+UID_NAMESPACE = uuid.UUID("6f1c2a52-8d0e-4f5b-9a7e-3c1d2b4e5f60")  # medexport's results
 
-    return str(generate_uid(prefix=None, entropy_srcs=[source_uid, bundle_sha256, kind, level]))
+
+def derived_uid(source_uid: str, bundle_sha256: str, kind: str, level: str) -> str:
+    """A UID that depends only on its inputs: 2.25 + a name-based (SHA-1) UUID as an integer."""
+    return f"2.25.{uuid.uuid5(UID_NAMESPACE, '|'.join([source_uid, bundle_sha256, kind, level])).int}"
 
 
 def restamp(ds, source_uid: str, bundle_sha256: str, kind: str):
@@ -47,31 +49,34 @@ def _source(source_path: str):
                                 fix="results go to a PACS only for DICOM studies") from None
 
 
-def sr_dataset(result, source_path: str):
+def sr_dataset(result, source_path: str, src=None):
+    """``src``: the source read without pixels (saves reading it again)."""
     from medexport.engine.sr import build_sr
 
-    sr = build_sr(result, source_path)
-    return restamp(sr, str(_source(source_path).SOPInstanceUID), result.bundle_sha256, "SR")
+    src = src if src is not None else _source(source_path)
+    sr = build_sr(result, source_path, dataset=src)
+    return restamp(sr, str(src.SOPInstanceUID), result.bundle_sha256, "SR")
 
 
-def seg_dataset(result, source_path: str):
+def seg_dataset(result, source_path: str, src=None):
     import pydicom
 
     from medexport.engine.outputs import save_dicom_seg
 
+    src = src if src is not None else _source(source_path)
     with tempfile.TemporaryDirectory(prefix="medexport-seg-") as tmp:
         seg = pydicom.dcmread(save_dicom_seg(result, source_path, Path(tmp)))
-    return restamp(seg, str(_source(source_path).SOPInstanceUID), result.bundle_sha256, "SEG")
+    return restamp(seg, str(src.SOPInstanceUID), result.bundle_sha256, "SEG")
 
 
-def pdf_dataset(pdf: bytes, result, source_path: str, title: str = "medexport AI result report"):
+def pdf_dataset(pdf: bytes, result, source_path: str, title: str = "medexport AI result report", src=None):
     """The PDF report as an Encapsulated PDF object in the source's study."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
 
     if not pdf.startswith(b"%PDF-"):
         raise InvalidInputError(f"the report to encapsulate starts with {pdf[:8]!r}", expected="a PDF (%PDF-)")
-    src = _source(source_path)
+    src = src if src is not None else _source(source_path)
     ds = Dataset()
     for key in PATIENT_STUDY:
         if key in src:
@@ -106,15 +111,18 @@ def pdf_dataset(pdf: bytes, result, source_path: str, title: str = "medexport AI
     return ds
 
 
-def result_objects(result, source_path: str, pdf: bytes | None = None) -> list:
-    """The objects ``result`` sends: SR (scores, findings), SEG (a mask), Encapsulated PDF (when given)."""
+def result_objects(result, source_path: str, pdf: bytes | None = None, src=None) -> list:
+    """The objects ``result`` sends: SR (scores, findings), SEG (a mask), Encapsulated PDF (when given).
+
+    ``src``: the source already read without pixels."""
+    src = src if src is not None else _source(source_path)
     objects = []
     if result.sr_procedure is not None:
-        objects.append(sr_dataset(result, source_path))
+        objects.append(sr_dataset(result, source_path, src))
     if "mask" in result.saves:
-        objects.append(seg_dataset(result, source_path))
+        objects.append(seg_dataset(result, source_path, src))
     if pdf is not None:
-        objects.append(pdf_dataset(pdf, result, source_path))
+        objects.append(pdf_dataset(pdf, result, source_path, src=src))
     return objects
 
 

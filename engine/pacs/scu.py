@@ -137,8 +137,12 @@ def query(**filters) -> dict:
     return {QUERY_KEYS[k]: str(v) for k, v in filters.items() if v not in (None, "")}
 
 
-def _row(ds) -> dict:
-    return {k: str(ds.get(k, "") or "") for k in RETURN_KEYS}
+def row(ds, keys=RETURN_KEYS) -> dict:
+    """A found study as text (several values, as ModalitiesInStudy has, joined by a backslash)."""
+    from pydicom.multival import MultiValue
+
+    values = {k: ds.get(k, "") for k in keys}
+    return {k: "\\".join(map(str, v)) if isinstance(v, MultiValue) else str(v or "") for k, v in values.items()}
 
 
 def find(node: Node, **filters) -> list[dict]:
@@ -163,7 +167,7 @@ def find(node: Node, **filters) -> list[dict]:
         for status, found in assoc.send_c_find(ident, model):
             _ok(status, "C-FIND", node)
             if found is not None and int(status.Status) in (0xFF00, 0xFF01):
-                rows.append(_row(found))
+                rows.append(row(found))
     finally:
         assoc.release()
     return rows
