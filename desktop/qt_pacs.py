@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from medexport.engine.errors import MedError
@@ -39,16 +39,12 @@ class PacsPanel(QWidget):
         self.date_from.setPlaceholderText("YYYYMMDD")
         self.date_to.setPlaceholderText("YYYYMMDD")
         self.modality.setPlaceholderText("CR, DX, ECG...")
-        form = QFormLayout()
-        form.addRow("PACS node", self.node)
-        form.addRow("Patient ID", self.patient_id)
-        form.addRow("Patient name", self.patient_name)
-        dates = QHBoxLayout()
-        dates.addWidget(self.date_from)
-        dates.addWidget(QLabel("to"))
-        dates.addWidget(self.date_to)
-        form.addRow("Study date", dates)
-        form.addRow("Modality", self.modality)
+        form = QGridLayout()  # two rows, so the image keeps its room
+        for i, (label, widget) in enumerate([("PACS node", self.node), ("Patient ID", self.patient_id),
+                                             ("Patient name", self.patient_name), ("Study date from", self.date_from),
+                                             ("to", self.date_to), ("Modality", self.modality)]):
+            form.addWidget(QLabel(label), i // 3, 2 * (i % 3))
+            form.addWidget(widget, i // 3, 2 * (i % 3) + 1)
         self.find_button = QPushButton("Find")
         self.get_button = QPushButton("Retrieve and open")
         self.send_button = QPushButton("Send result to PACS")
@@ -161,7 +157,7 @@ class PacsPanel(QWidget):
                 self.table.setItem(i, j, QTableWidgetItem(text))
         if rows:
             self.table.selectRow(0)
-        self._message(f"{len(rows)} studies found." if rows else "No study matches.")
+        self._message(f"{len(rows)} {'study' if len(rows) == 1 else 'studies'} found." if rows else "No study matches.")
 
     def retrieve(self) -> bool:
         from medexport.engine.pacs import scu

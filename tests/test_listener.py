@@ -21,6 +21,7 @@ from medexport.engine.pacs import PacsError
 from medexport.engine.pacs.nodes import Node
 
 BURST, SENDERS = 200, 4
+load = pytest.mark.skipif(os.environ.get("MEDEXPORT_SKIP_LOAD") == "1", reason="MEDEXPORT_SKIP_LOAD=1")
 
 
 class Listen:
@@ -132,6 +133,8 @@ def ecg_only(ecg_bundle):
 
 
 @pytest.mark.slow
+@pytest.mark.load
+@load
 def test_a_burst_of_200_studies_from_4_senders_all_reach_the_pacs(orthanc, ecg_only, ecg_template, tmp_path):  # noqa: F811
     listen = Listen(tmp_path / "spool", ecg_only, orthanc.address, "--workers", "2")
     try:
@@ -152,6 +155,8 @@ def test_a_burst_of_200_studies_from_4_senders_all_reach_the_pacs(orthanc, ecg_o
 
 
 @pytest.mark.slow
+@pytest.mark.load
+@load
 def test_kill_9_halfway_loses_nothing_and_duplicates_nothing(orthanc, ecg_only, ecg_template, tmp_path):  # noqa: F811
     listen = Listen(tmp_path / "spool", ecg_only, orthanc.address, "--workers", "2")
     datasets = studies(ecg_template, BURST, "BURST2")
@@ -229,3 +234,27 @@ def test_an_unreachable_forward_node_is_retried_then_failed_with_the_reason(ecg_
     finally:
         listen.stop()
     assert not os.listdir(listen.spool / "running")
+
+
+def test_a_job_rerun_after_its_results_were_sent_stores_nothing_twice(orthanc, ecg_only, ecg_template, tmp_path):  # noqa: F811
+    """The window ``kill -9`` may hit: results sent, done-marker not yet written. The re-run sends
+    the same UIDs and Orthanc keeps one copy of each."""
+    from medexport.engine.pacs.files import durable_replace
+    from medexport.engine.pacs.listener import Listener
+    from medexport.engine.pacs.objects import encode
+
+    listener = Listener(tmp_path / "spool", [ecg_only], forward=orthanc.node(calling_ae="MEDEXPORT"))
+    [ds] = studies(ecg_template, 1, "RERUN1")
+    try:
+        for attempt in range(2):
+            durable_replace(listener.queue.root / "objects" / "x.dcm", encode(ds))
+            (listener.queue.root / "done" / "x.json").unlink(missing_ok=True)  # as if killed before the marker
+            assert listener.queue.put("x", {"sop_instance_uid": ds.SOPInstanceUID}) == "queued"
+            listener.process(listener.queue.claim())
+            assert listener.queue.is_done("x")
+    finally:
+        listener.stop()
+    audit = [json.loads(line) for line in (tmp_path / "spool" / "audit.jsonl").read_text().splitlines()]
+    sent = [e["result_uids"] for e in audit if e["event"] == "done"]
+    assert len(sent) == 2 and sent[0] == sent[1] and len(sent[0]) == 2
+    assert results_in_orthanc(orthanc, "RERUN1") == {"SR": 1, "SR_series": 1, "DOC": 1, "DOC_series": 1}
