@@ -8,7 +8,7 @@ BUNDLES ?= bundles
 
 INSTALLER_VENV ?= .venv-installer
 
-.PHONY: run test install bundles bench bench-serve installer clean fuzz calibration-study
+.PHONY: run test install bundles bench bench-serve installer clean fuzz calibration-study orthanc
 
 # `medexport serve` (Triton through pytriton) runs on Linux x86_64 only. pytriton 0.7.0 declares
 # numpy<2 but runs beside numpy 2 (engine/serve/stub_env.py): it is installed without its pins, and
@@ -34,7 +34,13 @@ bundles: install
 run: install
 	$(VENV)/bin/medexport demo --bundles $(BUNDLES)
 
-test: install
+# The PACS tests run against a real Orthanc (Debian packages; installed once, when missing and root).
+orthanc:
+	@{ command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ]; } && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || { \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb; \
+	    else echo "install Orthanc for the PACS tests: sudo apt-get install -y orthanc orthanc-dicomweb" >&2; exit 1; fi; }
+
+test: install orthanc
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 

@@ -94,6 +94,9 @@ class MainWindow(QMainWindow):
         self.batch_dock = self._dock("Batch results", self.batch, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.batch_dock.hide()
         self._menus()
+        from .qt_pacs import install  # the PACS panel: a dock and File > PACS...
+
+        install(self)
 
     def _dock(self, title: str, widget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -429,7 +432,7 @@ class MainWindow(QMainWindow):
         return path
 
     def save_sr(self, folder: str | None = None) -> Path | None:
-        from .sr import save_sr
+        from medexport.engine.sr import save_sr
 
         return self._save_into_folder("DICOM SR", lambda s, r, f: save_sr(r, s.path, f), folder)
 

@@ -81,7 +81,7 @@ def _attempt(name: str, save) -> str:
 
 
 def _sr(result, source: Path, folder: Path):
-    from .sr import save_sr
+    from medexport.engine.sr import save_sr
 
     return save_sr(result, str(source), folder)
 

@@ -15,6 +15,7 @@ from medexport.engine.tasks import TASKS
 
 from .cli_calibrate import add_parser as add_calibrate, cmd_calibrate
 from . import cli_serve
+from . import cli_pacs
 
 
 def _csv(text: str) -> list[str]:
@@ -155,6 +156,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--build-only", action="store_true", help="build (or check) the demo bundles, open nothing")
     m.add_argument("--headless", action="store_true", help="print results even when a display exists")
     cli_serve.add_parsers(sub)
+    cli_pacs.add_parsers(sub)
     return p
 
 
@@ -411,7 +413,7 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "build": cmd_build, "predict": cmd_predict, "inspect": cmd_inspect, "selftest": cmd_selftest,
             "doctor": cmd_doctor, "models": cmd_models, "verify": cmd_verify, "keygen": cmd_keygen,
-            "calibrate": cmd_calibrate, **cli_serve.COMMANDS}
+            "calibrate": cmd_calibrate, **cli_serve.COMMANDS, **cli_pacs.COMMANDS}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -80,7 +80,7 @@ def test_cancel_before_run_records_nothing(state, cxr):
 def test_structured_report_references_the_source(state, dcm, tmp_path):
     import pydicom
 
-    from medexport.desktop.sr import save_sr
+    from medexport.engine.sr import save_sr
 
     src = dcm("RG3_UNCI.dcm")
     state.open([src])
@@ -127,7 +127,7 @@ def test_structured_report_references_the_source(state, dcm, tmp_path):
 
 
 def test_sr_needs_dicom_input(state, cxr, tmp_path):
-    from medexport.desktop.sr import save_sr
+    from medexport.engine.sr import save_sr
     from medexport.engine import InvalidInputError
 
     state.open([cxr[0]])
@@ -186,7 +186,8 @@ def test_selftest_checks_threads_runtime_files_and_audit(pneumonia_bundle, tmp_p
 
 def test_a_save_path_that_breaks_fails_the_selftest(pneumonia_bundle, monkeypatch):
     """As in a frozen app whose highdicom lost sqlite3: the self-test says which save failed."""
-    from medexport.desktop import save_check, sr
+    from medexport.desktop import save_check
+    from medexport.engine import sr
     from medexport.desktop.catalog import find_bundles
     from medexport.desktop.trust import open_options
 

@@ -196,7 +196,7 @@ def test_viewer_shows_a_colour_smear_as_grey(shared):
 def test_sr_records_each_box_as_a_scoord_region(det_bundle, dcm, tmp_path):
     import pydicom
 
-    from medexport.desktop.sr import save_sr
+    from medexport.engine.sr import save_sr
 
     with open_bundle(det_bundle) as model:
         r = model.predict(dcm("US1_UNCR.dcm"))  # a colour ultrasound: any boxes it finds are regions

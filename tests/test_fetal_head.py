@@ -255,7 +255,7 @@ def test_hc18_validation_split_is_by_pregnancy(shared):
 
 
 def test_sr_records_the_measurements_with_ucum_units(fetal_bundle, tmp_path):
-    from medexport.desktop.sr import build_sr
+    from medexport.engine.sr import build_sr
     from medexport.engine import open_bundle
 
     path = _us_dicom(tmp_path / "us.dcm", pixel_spacing=(0.12, 0.12))

@@ -8,23 +8,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medexport.engine.atomic import write_new
-from medexport.engine.codes import PRIVATE_SCHEME, code_for
-from medexport.engine.errors import InvalidInputError
-from medexport.engine.results import DISCLAIMER
+from .atomic import write_new
+from .codes import PRIVATE_SCHEME, code_for
+from .errors import InvalidInputError
+from .results import DISCLAIMER
 
 # measurements (result.scores keys) whose name ends so carry a UCUM unit; other scores are unitless
 UCUM_BY_SUFFIX = {"_mm": ("mm", "millimeter"), "_weeks": ("wk", "week")}
 
 
-def build_sr(result, source_path: str):
+def build_sr(result, source_path: str, dataset=None):
+    """The SR for ``result`` on the DICOM file ``source_path`` (``dataset``: that file already read)."""
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     try:
-        ds = pydicom.dcmread(source_path)
+        ds = dataset if dataset is not None else pydicom.dcmread(source_path)
     except Exception:
         raise InvalidInputError(f"{source_path} is not DICOM: a DICOM SR must reference a DICOM study",
                                 fix="save a PDF report instead, or open the DICOM original") from None

@@ -1,0 +1,317 @@
+"""Talk to a PACS node: verify (C-ECHO), find (C-FIND), retrieve (C-GET), send (C-STORE).
+
+DICOMweb nodes (``node.url``) go through :mod:`.dicomweb` (QIDO-RS, WADO-RS, STOW-RS) behind the
+same four functions. Compressed transfer syntaxes (JPEG, JPEG 2000, JPEG-LS, RLE, deflate) are
+proposed one per presentation context, so the PACS sends and takes objects as it stores them.
+"""
+from __future__ import annotations
+
+import io
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+
+from medexport.engine.errors import BackendUnavailableError, ConfigurationError
+
+from . import PacsError
+from .files import durable_replace
+from .nodes import Node
+
+# uncompressed first: what every peer takes; then each compressed family pydicom can decode
+TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99",  # explicit, implicit LE; deflated
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",  # JPEG
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",  # JPEG-LS lossless, near-lossless
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",  # JPEG 2000 lossless, lossy
+    "1.2.840.10008.1.2.5",  # RLE
+]
+UNCOMPRESSED = TRANSFER_SYNTAXES[:2]
+MAX_CONTEXTS = 128  # DICOM's limit on presentation contexts in one association
+QUERY_KEYS = {  # what the user asks by -> the C-FIND / QIDO attribute
+    "patient_id": "PatientID", "patient_name": "PatientName", "date": "StudyDate", "modality": "ModalitiesInStudy",
+    "accession": "AccessionNumber", "study_uid": "StudyInstanceUID", "description": "StudyDescription"}
+RETURN_KEYS = ["PatientName", "PatientID", "StudyDate", "StudyTime", "ModalitiesInStudy", "StudyDescription",
+               "AccessionNumber", "StudyInstanceUID", "NumberOfStudyRelatedInstances"]
+SUCCESS, WARNINGS = 0x0000, (0x0001, 0xB000, 0xB006, 0xB007)
+
+
+def _pynetdicom():
+    try:
+        import pynetdicom
+    except ImportError:
+        raise BackendUnavailableError("DICOM networking needs pynetdicom",
+                                      fix="pip install 'medexport[pacs]'") from None
+    return pynetdicom
+
+
+def tls_context(node: Node, server: bool = False) -> ssl.SSLContext | None:
+    """The TLS context for ``node`` (None: plain TCP). Server side: our cert/key, peers checked
+    against ``tls_ca`` when given."""
+    if not (node.tls_ca or node.tls_cert):
+        return None
+    try:
+        if server:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=node.tls_ca or None)
+            ctx.verify_mode = ssl.CERT_REQUIRED if node.tls_ca else ssl.CERT_NONE
+        else:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=node.tls_ca or None)
+        if node.tls_cert:
+            ctx.load_cert_chain(node.tls_cert, node.tls_key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"TLS files for {node.name!r} cannot be used ({exc})",
+                                 expected="PEM files: CA bundle, certificate and its private key",
+                                 fix="check the tls_ca / tls_cert / tls_key paths in the PACS node settings") from None
+    return ctx
+
+
+def associate(node: Node, contexts: list[tuple[str, list[str]]], roles: list[str] = ()):
+    """An established association with ``node`` proposing ``contexts`` ((SOP class, [syntaxes]));
+    SOP classes in ``roles`` are also offered in the SCP role (C-GET's storage sub-operations)."""
+    pn = _pynetdicom()
+    if len(contexts) > MAX_CONTEXTS:
+        raise PacsError(f"{len(contexts)} presentation contexts", expected=f"at most {MAX_CONTEXTS}",
+                        fix="retrieve fewer series at once")
+    ae = pn.AE(ae_title=node.calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    for sop, syntaxes in contexts:
+        ae.add_requested_context(sop, syntaxes)
+    negotiation = [pn.build_role(sop, scp_role=True) for sop in dict.fromkeys(roles)]
+    ctx = tls_context(node)
+    try:
+        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, ext_neg=negotiation or None,
+                             tls_args=(ctx, node.host) if ctx else None,
+                             evt_handlers=[(pn.evt.EVT_C_STORE, _store_sub)] if roles else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise PacsError(f"cannot connect to {node.describe()} ({exc})", fix="check the address, port and TLS settings")
+    if assoc.is_established:
+        return assoc
+    if not assoc.is_rejected:
+        try:  # aborted or no answer: say whether anything listens there at all
+            socket.create_connection((node.host, node.port), timeout=5).close()
+        except OSError as exc:
+            raise PacsError(f"cannot connect to {node.describe()} ({exc})",
+                            fix="check the address and port, and that the PACS is running") from None
+    why = "rejected the association" if assoc.is_rejected else "did not answer" if not assoc.is_aborted \
+        else "aborted the association"
+    raise PacsError(f"{node.describe()} {why}",
+                    expected=f"a DICOM node that accepts AE title {node.calling_ae!r} calling {node.ae_title!r}",
+                    fix=f"check the PACS is running at {node.host}:{node.port} and has {node.calling_ae} in its "
+                        "list of known modalities")
+
+
+def _ok(status, what: str, node: Node) -> None:
+    if status is None or "Status" not in status:
+        raise PacsError(f"{node.describe()} gave no answer to {what} (connection lost or timed out)",
+                        fix="check the network and try again")
+    code = int(status.Status)
+    if code != SUCCESS and code not in WARNINGS and not 0xFF00 <= code <= 0xFF01:
+        comment = f" ({status.ErrorComment})" if "ErrorComment" in status else ""
+        raise PacsError(f"{node.describe()} answered {what} with status 0x{code:04X}{comment}",
+                        expected="0x0000 Success", fix="see the PACS's log for why it refused")
+
+
+def echo(node: Node) -> float:
+    """Verify the node (C-ECHO or a QIDO ping for DICOMweb); the round trip in ms."""
+    t0 = time.perf_counter()
+    if node.is_web:
+        from . import dicomweb
+
+        dicomweb.ping(node)
+        return (time.perf_counter() - t0) * 1e3
+    assoc = associate(node, [("1.2.840.10008.1.1", UNCOMPRESSED)])
+    try:
+        _ok(assoc.send_c_echo(), "C-ECHO", node)
+    finally:
+        assoc.release()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def query(**filters) -> dict:
+    """User filters (``patient_id``, ``patient_name``, ``date`` as YYYYMMDD or YYYYMMDD-YYYYMMDD,
+    ``modality``, ``accession``, ``study_uid``, ``description``) as DICOM attributes."""
+    unknown = sorted(set(filters) - set(QUERY_KEYS))
+    if unknown:
+        raise ConfigurationError(f"unknown query keys {unknown}", expected=f"some of {sorted(QUERY_KEYS)}")
+    return {QUERY_KEYS[k]: str(v) for k, v in filters.items() if v not in (None, "")}
+
+
+def row(ds, keys=RETURN_KEYS) -> dict:
+    """A found study as text (several values, as ModalitiesInStudy has, joined by a backslash)."""
+    from pydicom.multival import MultiValue
+
+    values = {k: ds.get(k, "") for k in keys}
+    return {k: "\\".join(map(str, v)) if isinstance(v, MultiValue) else str(v or "") for k, v in values.items()}
+
+
+def find(node: Node, **filters) -> list[dict]:
+    """Studies matching ``filters`` (see :func:`query`), one dict of RETURN_KEYS per study."""
+    wanted = query(**filters)
+    if node.is_web:
+        from . import dicomweb
+
+        return dicomweb.find(node, wanted, RETURN_KEYS)
+    from pydicom.dataset import Dataset
+
+    ident = Dataset()
+    ident.QueryRetrieveLevel = "STUDY"
+    for key in RETURN_KEYS:
+        setattr(ident, key, "")
+    for key, value in wanted.items():
+        setattr(ident, key, value)
+    model = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Q/R FIND
+    assoc = associate(node, [(model, UNCOMPRESSED)])
+    rows = []
+    try:
+        for status, found in assoc.send_c_find(ident, model):
+            _ok(status, "C-FIND", node)
+            if found is not None and int(status.Status) in (0xFF00, 0xFF01):
+                rows.append(row(found))
+    finally:
+        assoc.release()
+    return rows
+
+
+def _instances(node: Node, study_uid: str) -> list[str]:
+    """The SOP classes in a study (an IMAGE-level C-FIND), to propose only those for retrieval."""
+    from pydicom.dataset import Dataset
+
+    ident = Dataset()
+    ident.QueryRetrieveLevel = "IMAGE"
+    ident.StudyInstanceUID = study_uid
+    ident.SeriesInstanceUID = ident.SOPInstanceUID = ident.SOPClassUID = ""
+    model = "1.2.840.10008.5.1.4.1.2.2.1"
+    assoc = associate(node, [(model, UNCOMPRESSED)])
+    classes = []
+    try:
+        # IMAGE level straight under STUDY is relational; peers that refuse it get the usual classes
+        for status, found in assoc.send_c_find(ident, model):
+            if status is not None and int(status.Status) in (0xFF00, 0xFF01) and found is not None:
+                classes.append(str(found.get("SOPClassUID", "")))
+    finally:
+        assoc.release()
+    return [c for c in dict.fromkeys(classes) if c]
+
+
+# SOP classes offered when the study's classes cannot be asked for (CR, DX, MR, CT, US, SC, ECG)
+COMMON_CLASSES = ["1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.4",
+                  "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.7",
+                  "1.2.840.10008.5.1.4.1.1.9.1.1", "1.2.840.10008.5.1.4.1.1.9.1.2"]
+
+
+class _Sink:
+    """Where one C-GET's sub-operations land (set on the association for the store handler)."""
+
+    def __init__(self, folder: Path, cancel: threading.Event | None):
+        self.folder, self.cancel, self.paths = folder, cancel, []
+
+
+def _store_sub(event):
+    sink = getattr(event.assoc, "medexport_sink", None)
+    if sink is None or (sink.cancel is not None and sink.cancel.is_set()):
+        return 0xA702  # refused: out of resources (cancelled)
+    uid = str(event.request.AffectedSOPInstanceUID)
+    sink.paths.append(durable_replace(sink.folder / f"{safe_name(uid)}.dcm", event.encoded_dataset()))
+    return SUCCESS
+
+
+def safe_name(uid: str) -> str:
+    return "".join(c for c in uid if c.isdigit() or c == ".")[:64] or "unnamed"
+
+
+def get(node: Node, study_uid: str, folder, *, cancel: threading.Event | None = None, progress=None) -> list[Path]:
+    """Retrieve a study into ``folder`` (one fsynced file per instance, named by SOP Instance UID).
+
+    ``progress(done, total)`` after each instance; ``cancel`` set: stop, keep what arrived.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if node.is_web:
+        from . import dicomweb
+
+        return dicomweb.get(node, study_uid, folder, cancel=cancel, progress=progress)
+    from pydicom.dataset import Dataset
+
+    classes = _instances(node, study_uid) or COMMON_CLASSES
+    model = "1.2.840.10008.5.1.4.1.2.2.3"  # Study Root Q/R GET
+    contexts = [(model, UNCOMPRESSED)] + [(sop, [ts]) for sop in classes for ts in TRANSFER_SYNTAXES]
+    assoc = associate(node, contexts[:MAX_CONTEXTS], roles=classes)
+    sink = _Sink(folder, cancel)
+    assoc.medexport_sink = sink
+    ident = Dataset()
+    ident.QueryRetrieveLevel = "STUDY"
+    ident.StudyInstanceUID = study_uid
+    try:
+        for status, _ in assoc.send_c_get(ident, model):
+            if cancel is not None and cancel.is_set():
+                assoc.abort()
+                return sink.paths
+            _ok(status, "C-GET", node)
+            if progress is not None and status is not None and "NumberOfCompletedSuboperations" in status:
+                done = int(status.NumberOfCompletedSuboperations)
+                progress(done, done + int(status.get("NumberOfRemainingSuboperations", 0) or 0))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    if not sink.paths:
+        raise PacsError(f"{node.describe()} sent no instance of study {study_uid}",
+                        fix="check the Study Instance UID with 'medexport pacs find'")
+    return sink.paths
+
+
+def _dataset(item):
+    import pydicom
+
+    if isinstance(item, (str, Path)):
+        return pydicom.dcmread(item)
+    return item
+
+
+def send(node: Node, items, *, cancel: threading.Event | None = None, progress=None) -> list[str]:
+    """Send datasets or DICOM files to ``node``; the SOP Instance UIDs it took.
+
+    Each object goes in its own transfer syntax when the node takes it, else decompressed.
+    """
+    datasets = [_dataset(i) for i in items]
+    if node.is_web:
+        from . import dicomweb
+
+        return dicomweb.send(node, datasets)
+    contexts = []
+    for ds in datasets:
+        sop, ts = str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)
+        contexts += [(sop, [ts])] + ([(sop, UNCOMPRESSED)] if ts not in UNCOMPRESSED else [])
+    contexts = list(dict.fromkeys((s, tuple(t)) for s, t in contexts))
+    assoc = associate(node, [(s, list(t)) for s, t in contexts])
+    sent = []
+    try:
+        accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+        for i, ds in enumerate(datasets):
+            if cancel is not None and cancel.is_set():
+                break
+            if (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) not in accepted:
+                ds = _uncompressed(ds, node, accepted)
+            _ok(assoc.send_c_store(ds), f"C-STORE of {ds.SOPInstanceUID}", node)
+            sent.append(str(ds.SOPInstanceUID))
+            if progress is not None:
+                progress(i + 1, len(datasets))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return sent
+
+
+def _uncompressed(ds, node: Node, accepted: set):
+    sop = str(ds.SOPClassUID)
+    if not any((sop, ts) in accepted for ts in UNCOMPRESSED):
+        raise PacsError(f"{node.describe()} does not take SOP class {sop}",
+                        expected="a PACS that stores this kind of object", fix="ask the PACS admin to allow it")
+    import pydicom
+
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    buf.seek(0)
+    copy = pydicom.dcmread(buf)  # never change the caller's dataset
+    copy.decompress()
+    return copy
