@@ -17,6 +17,16 @@ from .results import DISCLAIMER
 UCUM_BY_SUFFIX = {"_mm": ("mm", "millimeter"), "_weeks": ("wk", "week")}
 
 
+def warning_items(result) -> list:
+    """The result's warnings as coded qualitative evaluations: concept 'medexport warning', value
+    the stable code with its message (cut to the 64 characters a code meaning may hold)."""
+    import highdicom as hd
+
+    concept = hd.sr.CodedConcept("warning", PRIVATE_SCHEME, "medexport warning")
+    return [hd.sr.QualitativeEvaluation(concept, hd.sr.CodedConcept(w.code, PRIVATE_SCHEME, w.message[:64]))
+            for w in result.warnings]
+
+
 def build_sr(result, source_path: str, dataset=None):
     """The SR for ``result`` on the DICOM file ``source_path`` (``dataset``: that file already read)."""
     import highdicom as hd
@@ -58,7 +68,7 @@ def build_sr(result, source_path: str, dataset=None):
     sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)] if result.sr_references_image else []
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"medexport {result.model_id}"),
-        algorithm_id=algorithm, measurements=measurements, qualitative_evaluations=evaluations,
+        algorithm_id=algorithm, measurements=measurements, qualitative_evaluations=evaluations + warning_items(result),
         source_images=sources or None)
     overlay = result.overlay()
     regions = REGION_WRITERS[overlay.kind](overlay.data, ds, algorithm, unit, result.label_codes) \

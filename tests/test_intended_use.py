@@ -98,3 +98,21 @@ def test_manifest_records_and_checks_intended_for(pneumonia_bundle):
     assert intended.modalities == ("CR", "DX") and intended.age_years == (1.0, 5.0)
     with pytest.raises(MedError, match="age_years"):
         IntendedUse(age_years=(5, 1))
+
+
+def test_sr_and_batch_csv_carry_the_warnings(pneumonia_bundle, tmp_path):
+    import csv
+
+    from medexport.engine.sr import save_sr
+    from medexport.engine.studies import Study, batch_row, write_batch_csv
+
+    leg = str(pydicom_data() / "RG3_UNCR.dcm")
+    with open_bundle(pneumonia_bundle) as model:
+        r = model.predict(leg)
+    sr = pydicom.dcmread(save_sr(r, leg, tmp_path))
+    values = [item.ConceptCodeSequence[0] for item in sr.iterall()
+              if getattr(item, "ValueType", "") == "CODE" and item.ConceptNameCodeSequence[0].CodeValue == "warning"]
+    assert "outside_intended_use" in [v.CodeValue for v in values]
+    table = write_batch_csv([batch_row(Study(leg, "image", "RG3"), r, None)], tmp_path / "batch.csv")
+    row = next(csv.DictReader(open(table, newline="")))
+    assert "outside_intended_use" in row["warning_codes"] and "EXTREMITY" in row["warnings"]
