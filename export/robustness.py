@@ -151,13 +151,8 @@ class Perturbation:
     kind: str
     fn: Callable
     params: dict = field(default_factory=dict)
+    description: str = ""  # a few words for tables, the parameters stated
     rotation: float = 0.0  # degrees, when spatial truth (masks, boxes) must turn with the pixels
-
-    @property
-    def description(self) -> str:
-        doc = (self.fn.__doc__ or "").strip().split("\n")[0].rstrip(".")
-        args = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
-        return f"{doc} ({args})" if args else doc
 
     def rng(self, item: str, seed: int) -> np.random.Generator:
         """The seeded generator of one study: the same for every rerun and every artifact."""
@@ -172,24 +167,27 @@ class Perturbation:
 
 
 IMAGE_PERTURBATIONS = (
-    Perturbation("gaussian_noise", "image", gaussian_noise, {"sigma": 0.03}),
-    Perturbation("contrast_x0.6", "image", contrast, {"factor": 0.6}),
-    Perturbation("gamma_0.6", "image", gamma, {"gamma": 0.6}),
-    Perturbation("gamma_1.5", "image", gamma, {"gamma": 1.5}),
-    Perturbation("jpeg_q30", "image", jpeg, {"quality": 30}),
-    Perturbation("blur", "image", blur, {"sigma_fraction": round(1 / 150, 5)}),
-    Perturbation("rotate_+10", "image", rotate, {"degrees": 10.0}, rotation=10.0),
-    Perturbation("rotate_-10", "image", rotate, {"degrees": -10.0}, rotation=-10.0),
-    Perturbation("resample_x0.5", "image", resample, {"scale": 0.5}),
+    Perturbation("gaussian_noise", "image", gaussian_noise, {"sigma": 0.03}, "additive Gaussian noise, sd 0.03 of the range"),
+    Perturbation("contrast_x0.6", "image", contrast, {"factor": 0.6}, "contrast x0.6 around the mean"),
+    Perturbation("gamma_0.6", "image", gamma, {"gamma": 0.6}, "gamma 0.6 (brighter mid-tones)"),
+    Perturbation("gamma_1.5", "image", gamma, {"gamma": 1.5}, "gamma 1.5 (darker mid-tones)"),
+    Perturbation("jpeg_q30", "image", jpeg, {"quality": 30}, "JPEG quality 30"),
+    Perturbation("blur", "image", blur, {"sigma_fraction": round(1 / 150, 5)},
+                 "Gaussian blur, sd = shorter side / 150"),
+    Perturbation("rotate_+10", "image", rotate, {"degrees": 10.0}, "rotated 10 deg counter-clockwise", rotation=10.0),
+    Perturbation("rotate_-10", "image", rotate, {"degrees": -10.0}, "rotated 10 deg clockwise", rotation=-10.0),
+    Perturbation("resample_x0.5", "image", resample, {"scale": 0.5}, "down-sampled x0.5, then back up"),
 )
 ECG_PERTURBATIONS = (
-    Perturbation("baseline_wander", "ecg", baseline_wander, {"amplitude_mv": 0.5, "hz": 0.3}),
-    Perturbation("mains_50hz", "ecg", mains, {"amplitude_mv": 0.2, "hz": 50.0}),
-    Perturbation("mains_60hz", "ecg", mains, {"amplitude_mv": 0.2, "hz": 60.0}),
-    Perturbation("muscle_noise", "ecg", muscle_noise, {"rms_mv": 0.1, "low_hz": 20.0, "high_hz": 150.0}),
-    Perturbation("amplitude_x0.5", "ecg", amplitude, {"factor": 0.5}),
-    Perturbation("amplitude_x2", "ecg", amplitude, {"factor": 2.0}),
-    Perturbation("inverted_lead", "ecg", invert),
+    Perturbation("baseline_wander", "ecg", baseline_wander, {"amplitude_mv": 0.5, "hz": 0.3},
+                 "0.3 Hz baseline wander, 0.5 mV"),
+    Perturbation("mains_50hz", "ecg", mains, {"amplitude_mv": 0.2, "hz": 50.0}, "50 Hz mains, 0.2 mV"),
+    Perturbation("mains_60hz", "ecg", mains, {"amplitude_mv": 0.2, "hz": 60.0}, "60 Hz mains, 0.2 mV"),
+    Perturbation("muscle_noise", "ecg", muscle_noise, {"rms_mv": 0.1, "low_hz": 20.0, "high_hz": 150.0},
+                 "EMG-like noise 20-150 Hz, 0.1 mV RMS"),
+    Perturbation("amplitude_x0.5", "ecg", amplitude, {"factor": 0.5}, "amplitude x0.5"),
+    Perturbation("amplitude_x2", "ecg", amplitude, {"factor": 2.0}, "amplitude x2"),
+    Perturbation("inverted_lead", "ecg", invert, {}, "lead inverted (signal negated)"),
 )
 PERTURBATIONS = {p.name: p for p in IMAGE_PERTURBATIONS + ECG_PERTURBATIONS}
 
