@@ -167,7 +167,8 @@ class Perturbation:
 
 
 IMAGE_PERTURBATIONS = (
-    Perturbation("gaussian_noise", "image", gaussian_noise, {"sigma": 0.03}, "additive Gaussian noise, sd 0.03 of the range"),
+    Perturbation("gaussian_noise", "image", gaussian_noise, {"sigma": 0.03},
+                 "additive Gaussian noise, sd 0.03 of the range"),
     Perturbation("contrast_x0.6", "image", contrast, {"factor": 0.6}, "contrast x0.6 around the mean"),
     Perturbation("gamma_0.6", "image", gamma, {"gamma": 0.6}, "gamma 0.6 (brighter mid-tones)"),
     Perturbation("gamma_1.5", "image", gamma, {"gamma": 1.5}, "gamma 1.5 (darker mid-tones)"),
@@ -218,7 +219,8 @@ class Perturb:
             return mask
         from PIL import Image
 
-        img = Image.fromarray(np.asarray(mask, np.uint8) * 255).rotate(self.perturbation.rotation, resample=Image.NEAREST)
+        img = Image.fromarray(np.asarray(mask, np.uint8) * 255).rotate(self.perturbation.rotation,
+                                                                        resample=Image.NEAREST)
         return np.asarray(img) > 127
 
     def boxes(self, boxes: np.ndarray, shape: tuple, item: str) -> np.ndarray:
@@ -256,8 +258,8 @@ def measure(spec, source, guard, runs: dict, score: Callable, *, studies: int = 
     if clean.labels is None:
         raise ConfigurationError(f"validation data {spec} has no labels; the robustness report needs them",
                                  fix="use labelled --val data")
-    out = {key: {"metric": guard.report_metric, "studies": len(clean), "seed": seed, "clean": _value(guard, clean, score(run, clean)),
-                 "rows": []} for key, run in runs.items()}
+    out = {key: {"metric": guard.report_metric, "studies": len(clean), "seed": seed,
+                 "clean": _value(guard, clean, score(run, clean)), "rows": []} for key, run in runs.items()}
     for p in perturbations_for(kind):
         data = load_dataset(spec, source.preprocess, labels=source.labels, limit=studies, perturb=Perturb(p, seed))
         for key, run in runs.items():
@@ -295,3 +297,25 @@ def markdown_table(reports: dict) -> str:
         cells = [f"{reports[k]['rows'][i]['value']:.3f} ({reports[k]['rows'][i]['drop']:+.3f})" for k in keys]
         lines.append(f"| {row['perturbation']}: {row['description']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def bundle_markdown(path) -> str:
+    """The card's table for a built bundle (``python -m medexport.export.robustness BUNDLE``)."""
+    from medexport.engine.bundle import read_manifest
+
+    from .render import read_reports
+
+    manifest, _, root = read_manifest(path, verify=True)
+    reports = {k: r["robustness"] for k, r in read_reports(manifest, root).items() if r.get("robustness")}
+    if not reports:
+        raise ConfigurationError(f"{path} has no robustness report", fix="build it with --val DATA --robustness")
+    first = next(iter(reports.values()))
+    return (f"{markdown_table(reports)}\n\n{first['metric']} on {first['studies']} validation studies "
+            f"(seed {first['seed']}), built {manifest.provenance.get('built_at')}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    for arg in sys.argv[1:]:
+        print(f"{arg}\n{bundle_markdown(arg)}\n")

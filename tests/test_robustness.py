@@ -211,8 +211,10 @@ def test_same_seed_gives_the_same_numbers_through_the_engine(robust_ecg_bundle, 
 
 
 def test_markdown_table_has_a_column_per_artifact():
-    row = {"perturbation": "jpeg_q30", "description": "JPEG quality 30", "params": {}, "value": 0.9, "drop": 0.05, "n": 10}
-    reports = {k: {"metric": "auroc", "clean": 0.95, "studies": 10, "seed": 0, "rows": [row]} for k in ("a-fp32", "b-int8")}
+    row = {"perturbation": "jpeg_q30", "description": "JPEG quality 30", "params": {}, "value": 0.9, "drop": 0.05,
+           "n": 10}
+    reports = {k: {"metric": "auroc", "clean": 0.95, "studies": 10, "seed": 0, "rows": [row]}
+               for k in ("a-fp32", "b-int8")}
     text = rb.markdown_table(reports)
     assert "| perturbation | a-fp32 auroc (drop) | b-int8 auroc (drop) |" in text
     assert "| jpeg_q30: JPEG quality 30 | 0.900 (+0.050) | 0.900 (+0.050) |" in text
