@@ -8,7 +8,7 @@ BUNDLES ?= bundles
 
 INSTALLER_VENV ?= .venv-installer
 
-.PHONY: run test install bundles bench bench-serve installer clean fuzz calibration-study orthanc
+.PHONY: run test install bundles bench bench-serve installer clean fuzz calibration-study orthanc robustness
 
 # `medexport serve` (Triton through pytriton) runs on Linux x86_64 only. pytriton 0.7.0 declares
 # numpy<2 but runs beside numpy 2 (engine/serve/stub_env.py): it is installed without its pins, and
@@ -64,6 +64,24 @@ bench-serve: bundles
 	$(PY) -m medexport.engine.serve.loadtest $(BUNDLES)/pneumonia-cxr --clients 16 --seconds 30 \
 	    --study ../shared/data/images/cxr-nih/00000001_000.png --out bench-results/bench-serve.json
 
+# Robustness report of the shipped models (docs/robustness.md): the demo bundles' targets and
+# precisions rebuilt from the shipped weights with their validation data and --robustness (opt-in:
+# minutes per model on 2 cores), then each bundle's table as 'inspect' prints it.
+DATA ?= ../shared/data
+ROBUSTNESS ?= robustness-bundles
+ROBUSTNESS_STUDIES ?= 200
+ROBUST_BUILD = $(VENV)/bin/medexport build --overwrite --keep-passing --robustness --robustness-studies $(ROBUSTNESS_STUDIES)
+robustness: install
+	$(ROBUST_BUILD) pneumonia-cxr -o $(ROBUSTNESS)/pneumonia-cxr --target openvino,onnxruntime --precision fp32,int8 \
+	    --calib models/weights/pneumonia-cxr.calib.csv --val models/weights/pneumonia-cxr.val.csv
+	$(ROBUST_BUILD) ecg-rhythm -o $(ROBUSTNESS)/ecg-rhythm --target onnxruntime,openvino --precision fp32 \
+	    --val $(DATA)/ecg/cinc2017-af
+	$(ROBUST_BUILD) fetal-head-us -o $(ROBUSTNESS)/fetal-head-us --target openvino,onnxruntime --precision fp32,int8 \
+	    --calib $(DATA)/segmentation/hc18:train:64 --val $(DATA)/segmentation/hc18:val
+	$(ROBUST_BUILD) blood-cell-det -o $(ROBUSTNESS)/blood-cell-det --target openvino,onnxruntime --precision fp32,int8 \
+	    --calib $(DATA)/detection/bccd:train --val $(DATA)/detection/bccd:val
+	for m in pneumonia-cxr ecg-rhythm fetal-head-us blood-cell-det; do $(VENV)/bin/medexport inspect $(ROBUSTNESS)/$$m; done
+
 # The clinic app: a separate environment with the runtime and desktop extras only (no torch),
 # frozen with PyInstaller, self-tested with no Python on PATH, packed as a tarball.
 installer: bundles
@@ -74,4 +92,4 @@ installer: bundles
 	    --study ../shared/data/images/cxr-nih/00000001_000.png
 
 clean:
-	rm -rf $(BUNDLES) build dist *.egg-info $(INSTALLER_VENV)
+	rm -rf $(BUNDLES) $(ROBUSTNESS) build dist *.egg-info $(INSTALLER_VENV)

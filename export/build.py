@@ -57,6 +57,8 @@ class BuildOptions:
     overwrite: bool = False
     keep_passing: bool = False  # an artifact that fails validation is left out (and recorded) instead of failing the build
     sign_key: str | None = None  # ECDSA private key (PEM): sign the finished bundle (bundle.sig)
+    robustness: bool = False  # with --val: the guard's metric under perturbations, per artifact (export/robustness.py)
+    robustness_studies: int = 200  # validation studies the robustness report uses (a seeded subset)
     # for ONNX sources
     task: str | None = None
     labels: list | None = None
@@ -111,6 +113,9 @@ def build(model: str, out, options: BuildOptions, emit=print) -> Path:
         check_options(options.targets, options.precisions, clinical=source.clinical, calib=options.calib,
                       calib_size=options.calib_size, val=options.val, max_drop=options.max_drop,
                       max_decision_drop=options.max_decision_drop)
+        if options.robustness and not options.val:
+            raise ConfigurationError("--robustness measures the metric on labelled validation studies, and no --val "
+                                     "was given", fix="add --val DATA (labelled), or drop --robustness")
         guard_cls = guard_class(task_class(source.task), source.postprocess, options.metric)
         if "int8" in options.precisions:
             options = replace(options, max_drop=_default(options.max_drop, guard_cls.default_budget),
@@ -176,7 +181,7 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
             val_ref = _scores(task, source.reference, val.inputs, source.input)
     golden_arrays = {"inputs": golden.inputs[stored], "scores_source": ref_scores[stored].astype(np.float32),
                      "names": np.array(golden.names)[stored]}
-    artifacts, reports, refused = [], {}, []
+    artifacts, reports, refused, runtimes = [], {}, [], {}
     with log.step("prepare calibration data"):
         context = _compile_context(options, source, task, guard, val, golden, log)
     ood = None
@@ -223,9 +228,15 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
             golden_arrays[f"scores_{key}"] = scores[stored].astype(np.float32)
             rel = {role: str(Path(p).relative_to(stage)) for role, p in files.items()}
             reports[key] = report
+            runtimes[key] = (backend_cls, files, precision)
             write_bundle.write_json(stage / "reports" / f"{key}.json", report)
             band = validate.borderline_band(tolerance, source.postprocess.thresholds, verdict)
             artifacts.append(Artifact(name, precision, rel, tolerance, f"reports/{key}.json", {}, borderline=band))
+    if options.robustness and runtimes:
+        with log.step(f"robustness: the {guard.name} metric under perturbations"):
+            for key, table in _robustness(options, source, task, guard, runtimes, log).items():
+                reports[key]["robustness"] = table
+                write_bundle.write_json(stage / "reports" / f"{key}.json", reports[key])
     np.savez_compressed(stage / "golden.npz", **golden_arrays)
     (stage / "MODEL_CARD.md").write_text(source.card_text.rstrip() + "\n\n" + trust_section(source.intended_for, ood, artifacts))
     if not artifacts:
@@ -256,6 +267,22 @@ def _draft_manifest(source, artifacts, steps=(), refused=(), ood=None) -> Manife
 def _scores(task, run, inputs: np.ndarray, input_spec) -> np.ndarray:
     """Scores for many preprocessed inputs, chunked by the model's batch dimension."""
     return task.scores(in_chunks(run, inputs, input_spec.shape[0]))
+
+
+def _robustness(options: BuildOptions, source, task, guard, runtimes: dict, log: Log) -> dict:
+    """Every kept artifact's metric on perturbed validation studies (export/robustness.py)."""
+    from contextlib import ExitStack
+
+    from . import robustness
+
+    with ExitStack() as stack:
+        runs = {}
+        for key, (backend_cls, files, precision) in runtimes.items():
+            runtime = stack.enter_context(backend_cls(files, precision=precision))
+            runs[key] = lambda x, r=runtime: r.infer({source.input.name: x})
+        return robustness.measure(options.val, source, guard, runs,
+                                  lambda run, data: _scores(task, run, data.inputs, source.input),
+                                  studies=options.robustness_studies, emit=log.emit)
 
 
 def _raise_if_failed(key: str, report: dict, verdict: GuardReport | None) -> None:

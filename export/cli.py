@@ -75,6 +75,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     b.add_argument("--keep-passing", action="store_true",
                    help="leave out an artifact that fails validation (recorded in the manifest) instead of failing")
+    b.add_argument("--robustness", action="store_true",
+                   help="with --val: report each artifact's metric under image / ECG perturbations (noise, JPEG, "
+                        "rotation, mains, inverted lead, ...; docs/robustness.md)")
+    b.add_argument("--robustness-studies", type=int, default=200, metavar="N",
+                   help="validation studies the robustness report uses (a seeded subset; default 200)")
     b.add_argument("--sign-key", help="ECDSA private key (PEM) to sign the bundle with (see 'medexport keygen')")
     g = b.add_argument_group("ONNX sources (a registered model brings its own)")
     g.add_argument("--task", choices=[name for name, cls in TASKS.items() if cls.from_onnx],
@@ -184,7 +189,8 @@ def cmd_build(args) -> int:
               file=sys.stderr)
     options = BuildOptions(targets=targets, precisions=args.precision, golden=args.golden, calib=args.calib,
                            calib_size=args.calib_size, val=args.val, metric=args.metric, max_drop=args.max_drop, max_decision_drop=args.max_decision_drop,
-                           overwrite=args.overwrite, keep_passing=args.keep_passing, sign_key=args.sign_key, task=args.task, labels=args.labels,
+                           overwrite=args.overwrite, keep_passing=args.keep_passing, sign_key=args.sign_key,
+                           robustness=args.robustness, robustness_studies=args.robustness_studies, task=args.task, labels=args.labels,
                            input_size=args.input_size, mean=args.mean, std=args.std, activation=args.activation,
                            threshold=args.threshold, model_id=args.model_id, version=args.version,
                            intended_use=args.intended_use, intended_for=_intended_for(args))

@@ -69,35 +69,38 @@ def subset(total: int, limit: int | None, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
 
 
-def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None = None) -> Dataset:
+def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None = None, perturb=None) -> Dataset:
     """Read ``spec`` (see module doc; a list of specs is concatenated), preprocess every item as
-    the engine will; ``limit`` keeps a seeded random subset."""
+    the engine will; ``limit`` keeps a seeded random subset. ``perturb`` (``robustness.Perturb``)
+    changes each study as read, before preprocessing, and its spatial truth with it."""
     if isinstance(spec, (list, tuple)):
-        parts = [load_dataset(s, preprocess, labels=labels) for s in spec]
+        if len(spec) == 1:  # the same seeded subset, without reading the items it leaves out
+            return load_dataset(spec[0], preprocess, labels=labels, limit=limit, perturb=perturb)
+        parts = [load_dataset(s, preprocess, labels=labels, perturb=perturb) for s in spec]
         return _limit(concat(parts), limit)
     if getattr(preprocess, "kind", "image") == "ecg":
-        return _ecg_dataset(Path(spec), preprocess, labels, limit)
+        return _ecg_dataset(Path(spec), preprocess, labels, limit, perturb)
     if getattr(preprocess, "kind", "image") == "tiles":
-        return _tile_dataset(Path(spec), preprocess, limit)
+        return _tile_dataset(Path(spec), preprocess, limit, perturb)
     if getattr(preprocess, "kind", "image") == "detect":
-        return _detection_dataset(str(spec), preprocess, labels, limit)
+        return _detection_dataset(str(spec), preprocess, labels, limit, perturb)
     hc18 = _hc18_spec(str(spec))
     if hc18 is not None:
-        return _hc18_dataset(*hc18, preprocess, limit)
+        return _hc18_dataset(*hc18, preprocess, limit, perturb)
     path_text, _, rest = str(spec).partition(".npz:")
     if rest or str(spec).endswith(".npz"):
         path = Path(path_text if rest else spec)
         path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
         split, _, count = rest.partition(":")
         n = int(count) if count else limit
-        return _from_npz(path, split or "val", preprocess, n if limit is None else min(n or limit, limit))
+        return _from_npz(path, split or "val", preprocess, n if limit is None else min(n or limit, limit), perturb)
     path = Path(spec)
     if path.suffix.lower() == ".csv" and path.is_file():
-        return _from_list(path, preprocess, labels, limit)
+        return _from_list(path, preprocess, labels, limit, perturb)
     if path.is_dir():
-        return _from_folder(path, preprocess, labels, limit)
+        return _from_folder(path, preprocess, labels, limit, perturb)
     if path.is_file():
-        return _from_files([path], preprocess, None)
+        return _from_files([path], preprocess, None, perturb)
     raise ConfigurationError(f"data {spec!r} does not exist",
                              expected="an .npz[:split[:count]], a folder of studies, or a study file")
 
@@ -129,7 +132,7 @@ def _limit(ds: Dataset, limit: int | None) -> Dataset:
                    None if ds.groups is None else np.array([remap[g] for g in ds.groups[rows]]), extras)
 
 
-def _ecg_dataset(path: Path, preprocess, label_names: tuple, limit: int | None) -> Dataset:
+def _ecg_dataset(path: Path, preprocess, label_names: tuple, limit: int | None, perturb=None) -> Dataset:
     from medexport.engine.io.ecg import read_ecg
     from medexport.engine.tasks.ecg_rhythm import record_windows
 
@@ -144,7 +147,8 @@ def _ecg_dataset(path: Path, preprocess, label_names: tuple, limit: int | None) 
     inputs, groups, names, labels = [], [], [], []
     for f in files:
         try:
-            rows, _ = record_windows(read_ecg(f), preprocess)
+            record = read_ecg(f)
+            rows, _ = record_windows(record if perturb is None else perturb.record(record, f.stem), preprocess)
         except InvalidInputError:
             continue  # records without enough beats cannot be scored by the model either
         inputs.append(rows)
@@ -160,7 +164,7 @@ def _ecg_dataset(path: Path, preprocess, label_names: tuple, limit: int | None) 
                    np.array(groups))
 
 
-def _tile_dataset(path: Path, spec, limit: int | None) -> Dataset:
+def _tile_dataset(path: Path, spec, limit: int | None, perturb=None) -> Dataset:
     """Images tiled as the engine tiles them; masks from a sibling ``label/`` folder (ISBI layout:
     ``image/N.png`` + ``label/N.png``, foreground = 0) or ``masks/`` (foreground > 0)."""
     from medexport.engine.preprocess import image_to_tiles
@@ -174,6 +178,7 @@ def _tile_dataset(path: Path, spec, limit: int | None) -> Dataset:
     rows, groups, origins, shapes, masks = [], [], [], [], []
     for k, f in enumerate(files):
         pixels = read_image(f, frame=0).pixels
+        pixels = pixels if perturb is None else perturb.pixels(pixels, f.name)
         tiles, org = image_to_tiles(pixels, spec)
         rows.append(tiles)
         groups += [k] * len(tiles)
@@ -181,13 +186,14 @@ def _tile_dataset(path: Path, spec, limit: int | None) -> Dataset:
         shapes.append(pixels.shape)
         if label_dir is not None:
             raw = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(label_dir / f.name))
-            masks.append(raw == 0 if label_dir.name == "label" else raw > 0)
+            mask = raw == 0 if label_dir.name == "label" else raw > 0
+            masks.append(mask if perturb is None else perturb.mask(mask, f.name))
     extras = {"origins": origins, "shapes": shapes, "masks": masks if label_dir is not None else None}
     return Dataset(np.concatenate(rows), np.zeros(len(files), np.int64) if label_dir is not None else None,
                    tuple(f.name for f in files), np.array(groups), extras)
 
 
-def _from_npz(path: Path, split: str, preprocess, limit: int | None) -> Dataset:
+def _from_npz(path: Path, split: str, preprocess, limit: int | None, perturb=None) -> Dataset:
     if not path.is_file():
         raise ConfigurationError(f"{path} does not exist", fix="check the path of the .npz file")
     data = np.load(path)
@@ -200,17 +206,21 @@ def _from_npz(path: Path, split: str, preprocess, limit: int | None) -> Dataset:
     label_key = key.replace("images", "labels")
     labels = data[label_key][idx].reshape(len(images), -1)[:, 0].astype(np.int64) if label_key in data else None
     scale = 255.0 if images.dtype == np.uint8 else 1.0
-    inputs = np.concatenate([image_to_tensor(img.astype(np.float32) / scale, preprocess)[0] for img in images])
-    return Dataset(inputs, labels, tuple(f"{path.name}:{split}[{i}]" for i in idx))
+    names = tuple(f"{path.name}:{split}[{i}]" for i in idx)
+    pixels = [img.astype(np.float32) / scale for img in images]
+    if perturb is not None:
+        pixels = [perturb.pixels(p, name) for p, name in zip(pixels, names)]
+    inputs = np.concatenate([image_to_tensor(p, preprocess)[0] for p in pixels])
+    return Dataset(inputs, labels, names)
 
 
-def _from_folder(folder: Path, preprocess, label_names: tuple, limit: int | None) -> Dataset:
+def _from_folder(folder: Path, preprocess, label_names: tuple, limit: int | None, perturb=None) -> Dataset:
     files = folder_studies(folder)
     files = [files[i] for i in subset(len(files), limit)]
-    return _from_files(files, preprocess, study_labels(folder, files, label_names))
+    return _from_files(files, preprocess, study_labels(folder, files, label_names), perturb)
 
 
-def _from_list(path: Path, preprocess, label_names: tuple, limit: int | None) -> Dataset:
+def _from_list(path: Path, preprocess, label_names: tuple, limit: int | None, perturb=None) -> Dataset:
     """Studies listed in a ``file,label`` CSV; relative files live under the shared data folder."""
     from medexport.models.data import shared_data
 
@@ -231,21 +241,23 @@ def _from_list(path: Path, preprocess, label_names: tuple, limit: int | None) ->
         files.append(file)
     keep = subset(len(files), limit)
     table = {files[i]: _label_index(rows[i][1], label_names, path) for i in keep}
-    return _from_files([files[i] for i in keep], preprocess, table)
+    return _from_files([files[i] for i in keep], preprocess, table, perturb)
 
 
-def _from_files(files: list, preprocess, table: dict | None) -> Dataset:
+def _from_files(files: list, preprocess, table: dict | None, perturb=None) -> Dataset:
     inputs = []
     for f in files:
         try:
-            inputs.append(image_to_tensor(read_image(f, frame=0).pixels, preprocess)[0])
+            pixels = read_image(f, frame=0).pixels
+            pixels = pixels if perturb is None else perturb.pixels(pixels, Path(f).name)
+            inputs.append(image_to_tensor(pixels, preprocess)[0])
         except InvalidInputError as exc:
             raise ConfigurationError(f"dataset item {f} cannot be used: {exc}", fix="remove it from the data folder") from None
     labels = None if table is None else np.array([table[f] for f in files], np.int64)
     return Dataset(np.concatenate(inputs), labels, tuple(Path(f).name for f in files))
 
 
-def _detection_dataset(spec: str, preprocess, label_names: tuple, limit: int | None) -> Dataset:
+def _detection_dataset(spec: str, preprocess, label_names: tuple, limit: int | None, perturb=None) -> Dataset:
     """Colour studies letterboxed as the engine does. ``folder:split[:count]`` reads a Pascal VOC
     folder (``JPEGImages/``, ``Annotations/``, ``{split}.txt``, e.g. ``detection/bccd:val``): the
     boxes of the model's labels become ``extras["truth"]`` in source pixels. A study file or a
@@ -272,6 +284,7 @@ def _detection_dataset(spec: str, preprocess, label_names: tuple, limit: int | N
     for f in files:
         try:
             pixels = read_image(f, frame=0, colour=True).pixels
+            pixels = pixels if perturb is None else perturb.pixels(pixels, f.name)
             check_colour_image(pixels, preprocess)  # what the engine would refuse cannot be golden either
             tensor, geo = letterbox(pixels, preprocess)
         except InvalidInputError as exc:
@@ -279,7 +292,10 @@ def _detection_dataset(spec: str, preprocess, label_names: tuple, limit: int | N
         inputs.append(tensor)
         geometry.append(geo)
         xml = folder / "Annotations" / f"{f.stem}.xml"
-        truth.append(_voc_boxes(xml, label_names) if split is not None and label_names else None)
+        boxes = _voc_boxes(xml, label_names) if split is not None and label_names else None
+        if boxes is not None and perturb is not None:
+            boxes = (perturb.boxes(boxes[0], pixels.shape, f.name), boxes[1])
+        truth.append(boxes)
     labelled = all(t is not None for t in truth)
     return Dataset(np.concatenate(inputs), np.zeros(len(files), np.int64) if labelled else None,
                    tuple(f.name for f in files), None, {"geometry": geometry, "truth": truth if labelled else None})
@@ -331,7 +347,7 @@ def _hc18_spec(spec: str) -> tuple | None:
     return Path(folder), split or "val", int(count) if count else None
 
 
-def _hc18_dataset(folder: Path, split: str, count: int | None, preprocess, limit: int | None) -> Dataset:
+def _hc18_dataset(folder: Path, split: str, count: int | None, preprocess, limit: int | None, perturb=None) -> Dataset:
     """HC18 frames through the bundle's preprocessing, with truth for the HC guard: filled outline
     masks, pixel sizes and HC (mm) per item (``extras``); train / val is the recipe's split by pregnancy."""
     from medexport.models.recipes.fetal_head_us import hc18_items, hc18_split, read_item
@@ -344,6 +360,8 @@ def _hc18_dataset(folder: Path, split: str, count: int | None, preprocess, limit
     inputs, extras = [], {"masks": [], "shapes": [], "geometries": [], "pixel_mm": [], "hc_mm": []}
     for it in chosen:
         pixels, mask = read_item(folder, it)
+        if perturb is not None:
+            pixels, mask = perturb.pixels(pixels, it.name), perturb.mask(mask, it.name)
         tensor, geometry = image_to_tensor(pixels, preprocess)
         inputs.append(tensor)
         for key, value in (("masks", mask), ("shapes", mask.shape), ("geometries", geometry),

@@ -50,6 +50,20 @@ def artifact_table(manifest, root, reports: dict) -> list[str]:
     return lines
 
 
+def robustness_lines(reports: dict) -> list[str]:
+    """Each artifact's robustness table (built with --robustness), else nothing."""
+    from .robustness import table_lines
+
+    lines = []
+    for key, rep in reports.items():
+        if rep.get("robustness"):
+            r = rep["robustness"]
+            lines += ["", f"robustness {key}: {r['metric']} on {r['studies']} validation studies, each perturbed "
+                          f"as read, before preprocessing (seed {r['seed']}; drop = clean - perturbed)",
+                      *table_lines(r)]
+    return lines
+
+
 def read_reports(manifest, root) -> dict:
     return {a.key: json.loads((root / a.report).read_text()) for a in manifest.artifacts if a.report}
 
@@ -120,6 +134,7 @@ def inspect_bundle(path) -> tuple[str, dict]:
         "tools      " + ", ".join(f"{k} {v}" for k, v in manifest.provenance.get("tools", {}).items()),
         "",
         *artifact_table(manifest, root, reports),
+        *robustness_lines(reports),
     ]
     training = manifest.provenance.get("training") or {}
     if training.get("held_out"):
