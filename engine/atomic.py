@@ -58,7 +58,7 @@ def write_new(path, content: Content) -> Path:
         if fd >= 0:
             os.close(fd)
         tmp.unlink(missing_ok=True)
-    _sync_folder(path.parent)
+    fsync_dir(path.parent)
     return written
 
 
@@ -82,7 +82,7 @@ def _publish(tmp: Path, path: Path) -> Path:
                           "choose another folder or clear the old outputs")
 
 
-def _sync_folder(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make the new directory entry durable too (POSIX; Windows has no directory handles to sync)."""
     if os.name != "posix":
         return

@@ -9,7 +9,8 @@ from medexport.desktop.state import AppState  # noqa: E402
 
 
 @pytest.fixture
-def window(qtbot, pneumonia_bundle):
+def window(qtbot, pneumonia_bundle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./bundles of an older build beside the fixture's
     w = MainWindow(AppState(bundle_folders=[str(pneumonia_bundle.parent)]))
     qtbot.addWidget(w)
     w.resize(1200, 800)
@@ -244,3 +245,41 @@ def test_ecg_printout_is_at_the_scale_it_states(qtbot, window, pydicom_file, ecg
     assert np.allclose(steps, 25.0, atol=0.2), steps  # 25 mm/s
     # the calibration labels sit 2.2 mm below the baseline and 0.6 mm above the 1 mV top: 10 mm/mV
     assert abs(abs(where["1mV"][1] - where["0mV"][1]) * mm - (10.0 + 2.2 + 0.6)) < 0.3
+
+
+def test_a_leg_radiograph_gets_a_banner_and_the_pdf_says_so(qtbot, window, dcm, tmp_path):
+    from pypdf import PdfReader
+
+    window.open_paths([dcm("RG3_UNCR.dcm")])
+    run_and_wait(qtbot, window)
+    banner = window.result_panel.banner
+    assert not banner.isHidden() and "EXTREMITY" in banner.text() and "outside_intended_use" in banner.toolTip()
+    window.grab().save(str(tmp_path / "banner.png"))
+    text = PdfReader(str(window.save_pdf(str(tmp_path / "r.pdf")))).pages[0].extract_text()
+    assert "EXTREMITY" in text and "outside_intended_use" in text
+
+
+def test_the_banner_hides_when_a_result_has_no_warning(qtbot, window):
+    window.result_panel.show_result(None)
+    assert window.result_panel.banner.isHidden()
+
+
+def test_clinic_strict_setting_refuses_the_leg(pneumonia_bundle, dcm):
+    from medexport.desktop.paths import data_dir
+    from medexport.desktop.trust import model_options
+    from medexport.engine import open_bundle
+    from medexport.engine.intended_use import OutsideIntendedUseError
+
+    data_dir().mkdir(parents=True, exist_ok=True)
+    ini = data_dir() / "viewer.ini"
+    before = ini.read_text() if ini.exists() else None
+    ini.write_text("[General]\nallow_unsigned_bundles=true\nrefuse_outside_intended_use=true\n")
+    try:
+        with open_bundle(pneumonia_bundle, **model_options()) as model:
+            with pytest.raises(OutsideIntendedUseError, match="EXTREMITY"):
+                model.predict(dcm("RG3_UNCR.dcm"))
+    finally:
+        if before is None:
+            ini.unlink()
+        else:
+            ini.write_text(before)

@@ -23,6 +23,7 @@ from medexport.engine import open_bundle  # noqa: E402
 from medexport.engine.errors import BackendUnavailableError, BundleError, ConfigurationError, InvalidInputError, MedError  # noqa: E402
 from medexport.engine.remote import parse_url  # noqa: E402
 from medexport.engine.serve import wire  # noqa: E402
+from medexport.engine.serve.loadtest import free_ports  # noqa: E402
 from medexport.engine.serve.stub_env import stub_env_path  # noqa: E402
 
 if not (stub_env_path() / "bin" / "python").is_file():
@@ -30,16 +31,6 @@ if not (stub_env_path() / "bin" / "python").is_file():
                 allow_module_level=True)
 
 pytestmark = pytest.mark.slow
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class Server:

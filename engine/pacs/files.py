@@ -5,16 +5,7 @@ import os
 import tempfile
 from pathlib import Path
 
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or a new name in ``folder`` survive a power cut (POSIX; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from ..atomic import fsync_dir
 
 
 def durable_replace(path, data: bytes) -> Path:

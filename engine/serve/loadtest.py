@@ -58,8 +58,9 @@ def drive(model, study, clients: int, seconds: float) -> dict:
             "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1)}
 
 
-def _ports() -> list[int]:
-    socks = [socket.socket() for _ in range(3)]
+def free_ports(n: int = 3) -> list[int]:
+    """``n`` loopback ports free right now (for servers started by tests and the load test)."""
+    socks = [socket.socket() for _ in range(n)]
     for s in socks:
         s.bind(("127.0.0.1", 0))
     ports = [s.getsockname()[1] for s in socks]
@@ -81,7 +82,7 @@ def _batches(metrics_port: int, name: str) -> tuple[float, float]:
 
 
 def served(bundle, study, clients, seconds, extra: list[str], log: Path) -> dict:
-    http, grpc, metrics = _ports()
+    http, grpc, metrics = free_ports()
     cmd = [sys.executable, "-m", "medexport.export.cli", "serve", str(bundle), "--port", str(http),
            "--grpc-port", str(grpc), "--metrics-port", str(metrics), *extra]
     with open(log, "wb") as out:
