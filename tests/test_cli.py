@@ -74,7 +74,7 @@ def test_bad_input_is_one_line_without_traceback(pneumonia_bundle, pydicom_file,
 
 @pytest.mark.parametrize("args,message", [
     (["--target", "openvno"], "unknown target 'openvno'. Did you mean 'openvino'?"),
-    (["--target", "openvino", "--calib", "x"], "--calib/--calib-size given but no int8"),
+    (["--target", "openvino", "--calib-size", "10"], "--calib-size given but no int8"),
     (["--target", "openvino", "--precision", "int8"], "int8 needs calibration data"),
     (["--target", "openvino", "--max-drop", "0.01"], "--max-drop given without --val"),
     (["--target", "openvino", "--input-size", "64"], "--input-size only apply to ONNX files"),
