@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -37,11 +38,12 @@ class Item:
 
 def run_batch(model, items: list[Item]) -> list[dict]:
     """One reply per item: ``{"result": ...}``, ``{"outputs": ...}``, ``{"info": ...}`` or ``{"error": ...}``."""
-    for item in items:
-        try:
-            _prepare(model, item)
-        except MedError as exc:
-            item.error = exc
+    if len(items) > 1:  # decoding and resizing release the GIL: the batch's studies prepare side by side
+        with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda item: _prepare_or_error(model, item), items))
+    else:
+        for item in items:
+            _prepare_or_error(model, item)
     ready = [i for i in items if i.error is None and i.reply is None]
     if ready:
         t0 = time.perf_counter()
@@ -62,6 +64,13 @@ def run_batch(model, items: list[Item]) -> list[dict]:
             except MedError as exc:
                 item.error = exc
     return [{"error": wire.error_dict(i.error)} if i.error is not None else i.reply for i in items]
+
+
+def _prepare_or_error(model, item: Item) -> None:
+    try:
+        _prepare(model, item)
+    except MedError as exc:
+        item.error = exc
 
 
 def _prepare(model, item: Item) -> None:
