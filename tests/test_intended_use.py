@@ -116,3 +116,14 @@ def test_sr_and_batch_csv_carry_the_warnings(pneumonia_bundle, tmp_path):
     table = write_batch_csv([batch_row(Study(leg, "image", "RG3"), r, None)], tmp_path / "batch.csv")
     row = next(csv.DictReader(open(table, newline="")))
     assert "outside_intended_use" in row["warning_codes"] and "EXTREMITY" in row["warnings"]
+
+
+def test_the_listener_routes_by_declared_modality(pneumonia_bundle):
+    from medexport.engine.bundle import read_manifest
+    from medexport.engine.pacs.listener import bundle_accepts
+
+    manifest = read_manifest(pneumonia_bundle)[0]
+    read = lambda name: pydicom.dcmread(pydicom_data() / name, stop_before_pixels=False)  # noqa: E731
+    assert bundle_accepts(manifest, read("RG3_UNCR.dcm"))  # a CR: runs, and its result warns about the leg
+    assert not bundle_accepts(manifest, read("MR2_UNCR.dcm"))
+    assert not bundle_accepts(manifest, read("693_UNCR.dcm"))

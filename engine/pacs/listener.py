@@ -38,7 +38,9 @@ def bundle_accepts(manifest, ds) -> bool:
     """Whether the bundle described by ``manifest`` should run on ``ds`` (a dataset's header).
 
     ECG tasks take waveforms; image tasks take objects with pixels, but not segmentations or
-    medexport's own results. (Intended-use declarations in manifests will narrow this.)
+    medexport's own results; a bundle that declares its modalities (``intended_for``) takes only
+    those. Body part, view and age are not routing keys: a contradiction there is a warning on
+    the result (or a refusal in strict mode), as for any study.
     """
     from medexport.engine.tasks import task_class
 
@@ -46,7 +48,9 @@ def bundle_accepts(manifest, ds) -> bool:
     if kind == "ecg":
         return "WaveformSequence" in ds
     ours = str(ds.get("Manufacturer", "")) == "medexport"
-    return "PixelData" in ds and str(ds.get("SOPClassUID", "")) != SEG_CLASS and not ours
+    modalities = manifest.intended_for.modalities
+    modality_ok = not modalities or str(ds.get("Modality", "")).upper() in modalities
+    return "PixelData" in ds and str(ds.get("SOPClassUID", "")) != SEG_CLASS and not ours and modality_ok
 
 
 def find_bundles(folder) -> list[Path]:
