@@ -16,33 +16,56 @@ class Geometry:
     crop: tuple  # (top, left, height, width) taken from the source
 
 
-def image_to_tensor(pixels: np.ndarray, spec: ImagePreprocess) -> tuple[np.ndarray, Geometry]:
-    """Crop, resize and normalise a [0, 1] greyscale image into a (1, C, H, W) float32 tensor."""
-    h, w = pixels.shape
+def decode_size(spec: ImagePreprocess) -> tuple[int, int]:
+    """The least (H, W) a source may be decoded at for this preprocessing to still only
+    downsample: its crop must cover the model's input (a centre square: its shorter side)."""
+    h, w = int(spec.size[0]), int(spec.size[1])
+    return (max(h, w),) * 2 if spec.crop == "center_square" else (h, w)
+
+
+def crop_box(shape: tuple, spec: ImagePreprocess) -> tuple:
+    """(top, left, height, width) the model sees, on an image of ``shape`` (H, W)."""
+    h, w = shape[:2]
     if spec.crop == "center_square":
         side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        crop = (top, left, side, side)
-    else:
-        crop = (0, 0, h, w)
+        return ((h - side) // 2, (w - side) // 2, side, side)
+    return (0, 0, h, w)
+
+
+def image_to_tensor(pixels: np.ndarray, spec: ImagePreprocess,
+                    source_shape: tuple | None = None) -> tuple[np.ndarray, Geometry]:
+    """Crop, resize and normalise a [0, 1] greyscale image into a (1, C, H, W) float32 tensor.
+
+    Crop and resize are one Pillow call (its ``box``), with no full-size copy. ``source_shape``:
+    the full-resolution (H, W) when ``pixels`` is a reduced decode; the crop is chosen on the full
+    image and mapped onto the reduced one, so the geometry (and any map drawn from it) stays on
+    the full image."""
+    shape = tuple(source_shape or pixels.shape)
+    crop = crop_box(shape, spec)
     top, left, ch, cw = crop
-    region = pixels[top:top + ch, left:left + cw]
-    resized = resize(region, spec.size, spec.resample)
-    mean = np.asarray(spec.mean, np.float32).reshape(-1, 1, 1)
-    std = np.asarray(spec.std, np.float32).reshape(-1, 1, 1)
-    tensor = (np.broadcast_to(resized, (spec.channels, *resized.shape)) - mean) / std
-    return tensor[None].astype(np.float32, copy=False), Geometry((h, w), crop)
+    sy, sx = pixels.shape[0] / shape[0], pixels.shape[1] / shape[1]
+    box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
+    resized = resize(pixels, spec.size, spec.resample, box)
+    tensor = np.empty((1, spec.channels, *resized.shape), np.float32)
+    for c in range(spec.channels):
+        mean, std = spec.mean[c % len(spec.mean)], spec.std[c % len(spec.std)]
+        np.subtract(resized, np.float32(mean), out=tensor[0, c])
+        tensor[0, c] /= np.float32(std)
+    return tensor, Geometry(shape, crop)
 
 
-def resize(image: np.ndarray, size: tuple, resample: str = "box") -> np.ndarray:
-    """Resize a float image to (height, width) with Pillow's antialiasing filters."""
+def resize(image: np.ndarray, size: tuple, resample: str = "box", box: tuple | None = None) -> np.ndarray:
+    """Resize a float image (or its ``box`` region: left, top, right, bottom) to (height, width)
+    with Pillow's antialiasing filters."""
     from PIL import Image
 
     height, width = int(size[0]), int(size[1])
-    if image.shape == (height, width):
+    full = box is None or tuple(box) == (0, 0, image.shape[1], image.shape[0])
+    if image.shape == (height, width) and full:
         return image.astype(np.float32, copy=False)
     method = {"box": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR}[resample]
-    out = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F").resize((width, height), method)
+    src = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
+    out = src.resize((width, height), method, box=None if full else box)
     return np.asarray(out, dtype=np.float32)
 
 
