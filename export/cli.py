@@ -175,6 +175,7 @@ def cmd_build(args) -> int:
 
 def cmd_predict(args) -> int:
     from medexport.engine import open_bundle
+    from medexport.engine.pipeline import BatchStats, ordered
     from medexport.engine.studies import batch_row, write_batch_csv
 
     from .render import render_result
@@ -189,15 +190,17 @@ def cmd_predict(args) -> int:
             print(f"skipped {skipped} file(s) in the folder(s) that are not {model.task.study_kind} studies",
                   file=sys.stderr)
         progress = _Progress(len(studies), enabled=args.csv is not None or len(studies) > 1)
-        for study in studies:
+        stats = BatchStats()
+        opts = dict(frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain, pixel_size_mm=args.pixel_size)
+        # the next studies decode on worker threads while one infers (engine/pipeline.py)
+        for study, result, error in ordered(lambda s: model.predict(s.path, **opts), studies, stats=stats):
             progress.step(study.path)
-            result, error = None, None
-            try:
-                result = model.predict(study.path, frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain,
-                                       pixel_size_mm=args.pixel_size)
-                extra = _write_outputs(result, study.path, args)
-            except MedError as exc:  # one bad study must not hide the others' results
-                result, error = None, str(exc)
+            extra = {}
+            if result is not None:
+                try:
+                    extra = _write_outputs(result, study.path, args)
+                except MedError as exc:
+                    result, error = None, str(exc)
             rows.append(batch_row(study, result, error))
             if error is not None:
                 failures += 1
@@ -212,6 +215,9 @@ def cmd_predict(args) -> int:
                 print(render_result(result))
                 for key, value in extra.items():
                     print(f"  {key}: {value}")
+        if len(studies) > 1:
+            progress.clear()
+            print(stats.line(), file=sys.stderr)
         progress.clear()
     if args.json:
         print(json.dumps(results, indent=2))
