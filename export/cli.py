@@ -116,6 +116,8 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--batch", type=int, default=8, help="batch size for the throughput column")
     be.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     be.add_argument("--study", help="file for the end-to-end column (default: a real CR radiograph DICOM)")
+    be.add_argument("--syntaxes", action="store_true",
+                    help="image bundles: end to end per transfer syntax and a 100-file mixed-syntax folder")
     be.add_argument("--out", help="folder for bench.csv and bench.json")
 
     m = sub.add_parser("demo", help="build the demo bundles, then open the viewer (headless: print results)")
@@ -368,7 +370,7 @@ def cmd_bench(args) -> int:
     from .bench import bench, render, write
 
     rows = bench(args.items, args.targets, args.precisions, data=args.data, batch=args.batch, threads=args.threads,
-                 study=args.study, emit=lambda m: print(m, file=sys.stderr, flush=True))
+                 study=args.study, syntaxes=args.syntaxes, emit=lambda m: print(m, file=sys.stderr, flush=True))
     print(render(rows, args.threads, args.study))
     if args.out:
         for path in write(rows, Path(args.out)):
