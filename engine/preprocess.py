@@ -36,7 +36,7 @@ def image_to_tensor(pixels: np.ndarray, spec: ImagePreprocess,
                     source_shape: tuple | None = None) -> tuple[np.ndarray, Geometry]:
     """Crop, resize and normalise a [0, 1] greyscale image into a (1, C, H, W) float32 tensor.
 
-    Crop and resize are one Pillow call (its ``box``), with no full-size copy. ``source_shape``:
+    Crop and resize run in Pillow (C), with no numpy pass over the full image. ``source_shape``:
     the full-resolution (H, W) when ``pixels`` is a reduced decode; the crop is chosen on the full
     image and mapped onto the reduced one, so the geometry (and any map drawn from it) stays on
     the full image."""
@@ -65,7 +65,15 @@ def resize(image: np.ndarray, size: tuple, resample: str = "box", box: tuple | N
         return image.astype(np.float32, copy=False)
     method = {"box": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR}[resample]
     src = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
-    out = src.resize((width, height), method, box=None if full else box)
+    if not full:
+        # Pillow 13 resizes a box at an offset of more than a pixel wrongly (from the middle row on):
+        # crop to whole pixels in C first, leaving it only the fractional offset
+        x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
+        x1, y1 = min(image.shape[1], int(np.ceil(box[2]))), min(image.shape[0], int(np.ceil(box[3])))
+        src = src.crop((x0, y0, x1, y1))
+        box = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+        box = None if box == (0, 0, x1 - x0, y1 - y0) else box
+    out = src.resize((width, height), method, box=box)
     return np.asarray(out, dtype=np.float32)
 
 

@@ -75,13 +75,10 @@ SYNTAXES = ("uncompressed", "jpeg_baseline", "jpeg2000_lossless", "jpeg_ls", "rl
 def syntax_studies(folder) -> dict:
     """RG1 (1955 x 1841 CR) in each transfer syntax: pydicom-data's own files where it has them,
     encoded here otherwise (JPEG-LS with pyjpegls, RLE with pydicom, 8-bit baseline JPEG with Pillow)."""
-    import io
     from pathlib import Path
 
     import pydicom
-    from PIL import Image
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEGBaseline8Bit, JPEGLSLossless, RLELossless
+    from pydicom.uid import JPEGLSLossless, RLELossless
 
     from medexport.models.data import pydicom_data
 
@@ -92,20 +89,33 @@ def syntax_studies(folder) -> dict:
         ds.compress(uid)
         ds.save_as(folder / f"RG1_{name}.dcm")
         out[name] = str(folder / f"RG1_{name}.dcm")
-    ds = pydicom.dcmread(root / "RG1_UNCR.dcm")
+    jpeg_baseline_copy(root / "RG1_UNCR.dcm", folder / "RG1_jpeg_baseline.dcm")
+    out["jpeg_baseline"] = str(folder / "RG1_jpeg_baseline.dcm")
+    return out
+
+
+def jpeg_baseline_copy(source, dest) -> None:
+    """A greyscale DICOM re-encoded as 8-bit baseline JPEG (pydicom has no encoder for it): its
+    stored values scaled min-max to 0..255, the window tags dropped, written to ``dest``."""
+    import io
+
+    import pydicom
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = pydicom.dcmread(source)
     arr = ds.pixel_array.astype(np.float32)
     grey = np.round((arr - arr.min()) / (arr.max() - arr.min()) * 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(grey, "L").save(buf, "JPEG", quality=90)
     ds.PixelData = encapsulate([buf.getvalue()])
     ds["PixelData"].VR = "OB"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
-    for tag in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for tag in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept", "VOILUTSequence"):
         ds.pop(tag, None)
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds.save_as(folder / "RG1_jpeg_baseline.dcm")
-    out["jpeg_baseline"] = str(folder / "RG1_jpeg_baseline.dcm")
-    return out
+    ds.save_as(dest)
 
 
 def bench_syntaxes(model, folder_size: int = 100) -> dict:
