@@ -16,10 +16,13 @@ class Geometry:
     crop: tuple  # (top, left, height, width) taken from the source
 
 
+DECODE_MARGIN = 2  # a reduced decode keeps at least twice the model's input (scores moved 0.05 at 1x)
+
+
 def decode_size(spec: ImagePreprocess) -> tuple[int, int]:
-    """The least (H, W) a source may be decoded at for this preprocessing to still only
-    downsample: its crop must cover the model's input (a centre square: its shorter side)."""
-    h, w = int(spec.size[0]), int(spec.size[1])
+    """The least (H, W) a source may be decoded at (io/fast_decode.py): its crop must cover
+    ``DECODE_MARGIN`` times the model's input (a centre square: on its shorter side)."""
+    h, w = DECODE_MARGIN * int(spec.size[0]), DECODE_MARGIN * int(spec.size[1])
     return (max(h, w),) * 2 if spec.crop == "center_square" else (h, w)
 
 
@@ -32,19 +35,18 @@ def crop_box(shape: tuple, spec: ImagePreprocess) -> tuple:
     return (0, 0, h, w)
 
 
-def image_to_tensor(pixels: np.ndarray, spec: ImagePreprocess,
-                    source_shape: tuple | None = None) -> tuple[np.ndarray, Geometry]:
+def image_to_tensor(pixels: np.ndarray, spec: ImagePreprocess, reduction=None) -> tuple[np.ndarray, Geometry]:
     """Crop, resize and normalise a [0, 1] greyscale image into a (1, C, H, W) float32 tensor.
 
-    Crop and resize run in Pillow (C), with no numpy pass over the full image. ``source_shape``:
-    the full-resolution (H, W) when ``pixels`` is a reduced decode; the crop is chosen on the full
-    image and mapped onto the reduced one, so the geometry (and any map drawn from it) stays on
+    Crop and resize run in Pillow (C), with no numpy pass over the full image. ``reduction``
+    (io/fast_decode.Reduction) when ``pixels`` is a reduced decode: the crop is chosen on the full
+    image and mapped onto the decoded one, so the geometry (and any map drawn from it) stays on
     the full image."""
-    shape = tuple(source_shape or pixels.shape)
+    shape = tuple(reduction.full_shape if reduction else pixels.shape)
     crop = crop_box(shape, spec)
     top, left, ch, cw = crop
-    sy, sx = pixels.shape[0] / shape[0], pixels.shape[1] / shape[1]
-    box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
+    box = (left, top, left + cw, top + ch)
+    box = reduction.box(box) if reduction else box
     resized = resize(pixels, spec.size, spec.resample, box)
     tensor = np.empty((1, spec.channels, *resized.shape), np.float32)
     for c in range(spec.channels):
@@ -68,10 +70,10 @@ def resize(image: np.ndarray, size: tuple, resample: str = "box", box: tuple | N
     if not full:
         # Pillow 13 resizes a box at an offset of more than a pixel wrongly (from the middle row on):
         # crop to whole pixels in C first, leaving it only the fractional offset
-        x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
+        x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
         x1, y1 = min(image.shape[1], int(np.ceil(box[2]))), min(image.shape[0], int(np.ceil(box[3])))
         src = src.crop((x0, y0, x1, y1))
-        box = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+        box = (max(0.0, box[0] - x0), max(0.0, box[1] - y0), min(x1 - x0, box[2] - x0), min(y1 - y0, box[3] - y0))
         box = None if box == (0, 0, x1 - x0, y1 - y0) else box
     out = src.resize((width, height), method, box=box)
     return np.asarray(out, dtype=np.float32)

@@ -12,6 +12,16 @@ from medexport.engine.preprocess import decode_size, image_to_tensor, resize
 SPEC = ImagePreprocess(size=(224, 224))
 
 
+def read_reduced(path, **kw):
+    with fast_decode.reduced_resolution():
+        return read_image(path, min_size=decode_size(SPEC), **kw)
+
+
+def test_reduced_decoding_is_off_unless_asked(dcm):
+    """It moves scores beyond an FP32 artifact's tolerance (see the last test): never by default."""
+    assert read_image(dcm("RG1_J2KR.dcm"), min_size=decode_size(SPEC)).reduction is None
+
+
 def test_levels_stop_before_the_model_input():
     assert fast_decode.levels_for((1955, 1841), (224, 224)) == 3  # 245 x 231; 1/16 would be 123 x 116
     assert fast_decode.levels_for((1760, 1760), (224, 224)) == 2  # 1/8 is 220 < 224
@@ -22,27 +32,26 @@ def test_levels_stop_before_the_model_input():
 def test_jpeg2000_reduced_where_pillow_would_refuse(dcm):
     # Pillow's own ``reduce`` rounds 1841 / 4 down to 460 while OpenJPEG gives 461: 1/4 and below
     # failed with "broken data stream" on this file; the reader sets the size OpenJPEG produces
-    study = read_image(dcm("RG1_J2KR.dcm"), min_size=decode_size(SPEC))
-    assert study.pixels.shape == (245, 231)
+    study = read_reduced(dcm("RG1_J2KR.dcm"))
+    assert study.pixels.shape == (489, 461)  # >= 2 x 224 (preprocess.DECODE_MARGIN)
     assert study.full_shape == (1955, 1841)
-    assert "reduce 3" in study.meta["decoded"]
+    assert "reduce 2" in study.meta["decoded"]
 
 
 def test_reduced_values_keep_their_meaning(dcm):
     """Stored values come back unscaled (Pillow widens 15 bits to 16): the display chain gives the
     same greyscale as the full decode averaged over the same 8 x 8 blocks."""
-    reduced = read_image(dcm("RG1_J2KR.dcm"), min_size=decode_size(SPEC))
-    with fast_decode.full_resolution():
-        full = read_image(dcm("RG1_J2KR.dcm"), min_size=decode_size(SPEC))
-    assert full.pixels.shape == (1955, 1841) and full.source_shape is None
-    blocks = full.pixels[:1952, :1840].reshape(244, 8, 230, 8).mean((1, 3))
-    assert np.abs(reduced.pixels[:244, :230] - blocks).mean() < 0.01
+    reduced = read_reduced(dcm("RG1_J2KR.dcm"))
+    full = read_image(dcm("RG1_J2KR.dcm"), min_size=decode_size(SPEC))
+    assert full.pixels.shape == (1955, 1841) and full.reduction is None
+    blocks = full.pixels[:1952, :1840].reshape(488, 4, 460, 4).mean((1, 3))
+    assert np.abs(reduced.pixels[:488, :460] - blocks).mean() < 0.01
 
 
 @pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "693_J2KR.dcm"])  # uncompressed; signed JPEG 2000
 def test_full_decode_where_no_exact_reduction(dcm, name):
-    study = read_image(dcm(name), min_size=decode_size(SPEC))
-    assert study.source_shape is None and "decoded" not in study.meta
+    study = read_reduced(dcm(name))
+    assert study.reduction is None and "decoded" not in study.meta
 
 
 def test_jpeg_baseline_dct_scaling(dcm, tmp_path):
@@ -50,11 +59,11 @@ def test_jpeg_baseline_dct_scaling(dcm, tmp_path):
 
     path = tmp_path / "baseline.dcm"
     jpeg_baseline_copy(dcm("RG1_UNCR.dcm"), path)
-    reduced = read_image(str(path), min_size=decode_size(SPEC))
+    reduced = read_reduced(str(path))
     full = read_image(str(path))
-    assert reduced.pixels.shape == (245, 231) and "DCT scaling 1/8" in reduced.meta["decoded"]
-    a, _ = image_to_tensor(reduced.pixels, SPEC, reduced.source_shape)
-    b, _ = image_to_tensor(full.pixels, SPEC, full.source_shape)
+    assert reduced.pixels.shape == (489, 461) and "DCT scaling 1/4" in reduced.meta["decoded"]
+    a, _ = image_to_tensor(reduced.pixels, SPEC, reduced.reduction)
+    b, _ = image_to_tensor(full.pixels, SPEC, full.reduction)
     assert np.abs(a - b).mean() < 0.02  # normalised units
 
 
@@ -71,23 +80,27 @@ def test_one_pass_crop_and_resize_matches_the_old_path():
 
 
 def test_geometry_stays_on_the_full_image(dcm):
-    study = read_image(dcm("RG1_J2KR.dcm"), min_size=decode_size(SPEC))
-    _, geometry = image_to_tensor(study.pixels, SPEC, study.source_shape)
+    study = read_reduced(dcm("RG1_J2KR.dcm"))
+    _, geometry = image_to_tensor(study.pixels, SPEC, study.reduction)
     assert geometry.source_shape == (1955, 1841) and geometry.crop == ((1955 - 1841) // 2, 0, 1841, 1841)
 
 
-def test_reduced_decode_keeps_scores_within_tolerance(pneumonia_bundle):
+def test_reduced_decode_check_in_the_validation_report(pneumonia_bundle):
     """The build's check (export/steps/validate.py) on the golden studies and pydicom-data's JPEG
-    2000 images: reduced vs full decode through the artifact, within its golden tolerance."""
+    2000 images: reduced vs full decode through the artifact. Measured: within an INT8 tolerance
+    (0.05), beyond the FP32 one (1e-3) on RG1, which is why reduced decoding is opt-in."""
+    import json
+
     from medexport.engine import open_bundle
     from medexport.export.steps import validate
 
+    report = json.loads((pneumonia_bundle / "reports" / "openvino-fp32.json").read_text())["reduced_decode"]
+    assert report["reduced"] >= 4 and report["passed"] == (report["max_disagreement"] <= 1e-3)
     with open_bundle(pneumonia_bundle, backend="openvino", precision="fp32") as model:
         inputs = validate.reduced_decode_inputs(model.task, validate.reduced_decode_paths("image"))
-        report = validate.reduced_decode_agreement(model.task, model.infer, inputs,
-                                                   model.task.golden_tolerance["fp32"])
-    assert report["reduced"] >= 4, report
-    assert report["passed"], report
+        again = validate.reduced_decode_agreement(model.task, model.infer, inputs, 0.05)
+    assert again["passed"], again
+    assert abs(again["max_disagreement"] - report["max_disagreement"]) < 1e-4
 
 
 def test_resize_box_at_an_offset_matches_crop_then_resize():

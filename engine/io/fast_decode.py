@@ -7,14 +7,20 @@ paths do not handle exactly (signed or multi-component data, a precision other t
 Stored, a Pillow that behaves differently), returns ``None``: the caller decodes in full.
 
 The stored values come back in pydicom's dtype, so the Modality LUT, VOI and MONOCHROME1 steps
-apply unchanged; the image is smaller, nothing else. ``full_resolution()`` turns it off (the
-build's check that reduced decoding does not change an answer).
+apply unchanged; the image is smaller. But a wavelet low-pass (or a scaled IDCT) of stored values
+then the VOI window is not the full image windowed then resized: on pydicom-data's RG1 chest film
+the pneumonia model's score moved by up to 0.02 (decoded at >= 2x its input) and 0.05 (at 1x), far
+beyond an FP32 artifact's golden tolerance (1e-3). So it is OFF unless asked for:
+``reduced_resolution()`` around a read, or ``MEDEXPORT_REDUCED_DECODE=1`` for the process; the
+build records the score change per artifact (validation report, ``reduced_decode``) so that a
+site can see whether its bundle tolerates it.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import io
+import os
 import struct
 from dataclasses import dataclass
 
@@ -27,23 +33,44 @@ MAX_REDUCE = 5
 PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
                  AttributeError)
 
-_ENABLED = contextvars.ContextVar("medexport_reduced_decode", default=True)
+_ENABLED = contextvars.ContextVar("medexport_reduced_decode",
+                                  default=os.environ.get("MEDEXPORT_REDUCED_DECODE", "") == "1")
 
 
 @contextlib.contextmanager
-def full_resolution():
-    """Within this block every read decodes at full resolution (used to prove reduction harmless)."""
-    token = _ENABLED.set(False)
+def reduced_resolution(enabled: bool = True):
+    """Within this block (this thread / context), reads with a ``min_size`` hint decode reduced
+    where they can (``enabled=False``: always in full)."""
+    token = _ENABLED.set(enabled)
     try:
         yield
     finally:
         _ENABLED.reset(token)
 
 
+def full_resolution():
+    """Within this block every read decodes at full resolution."""
+    return reduced_resolution(False)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """Where a reduced decode's pixels lie on the full image."""
+
+    full_shape: tuple  # (H, W) at full resolution
+    step: int  # full pixels per decoded pixel (2**r)
+    centre: float  # full-image coordinate (pixel edges at integers) of decoded pixel 0's centre
+
+    def box(self, box: tuple) -> tuple:
+        """A full-image (left, top, right, bottom) box in decoded-image coordinates."""
+        return tuple((v - self.centre) / self.step + 0.5 for v in box)
+
+
 @dataclass(frozen=True)
 class Reduced:
     stored: np.ndarray  # (h, w) stored values, the dtype pydicom's decoder gives
     how: str  # e.g. "JPEG 2000 reduce 3 (1/8)"
+    reduction: Reduction
 
 
 def levels_for(full: tuple, need: tuple, limit: int = MAX_REDUCE) -> int:
@@ -124,7 +151,10 @@ def _j2k(data: bytes, ds, rows: int, columns: int, need: tuple) -> Reduced | Non
     elif img.mode != "L":
         return None
     dtype = np.uint8 if bits == 8 else np.uint16
-    return Reduced(arr.astype(dtype, copy=False), f"JPEG 2000 reduce {r} (1/{1 << r})")
+    # a wavelet low-pass sample sits on the even full-resolution sample (ISO 15444-1 Annex F):
+    # decoded pixel i is centred on full pixel i * 2**r, not on the middle of its 2**r block
+    return Reduced(arr.astype(dtype, copy=False), f"JPEG 2000 reduce {r} (1/{1 << r})",
+                   Reduction((rows, columns), 1 << r, 0.5))
 
 
 def _jpeg(data: bytes, ds, rows: int, columns: int, need: tuple) -> Reduced | None:
@@ -140,4 +170,8 @@ def _jpeg(data: bytes, ds, rows: int, columns: int, need: tuple) -> Reduced | No
     arr = np.asarray(img)
     if arr.shape[0] < need[0] or arr.shape[1] < need[1] or arr.shape == (rows, columns):
         return None
-    return Reduced(arr, f"JPEG DCT scaling 1/{round(columns / arr.shape[1])}")
+    step = -(-columns // arr.shape[1])
+    if -(-rows // step) != arr.shape[0] or -(-columns // step) != arr.shape[1]:
+        return None
+    # a scaled IDCT averages each step x step block: decoded pixel i is centred on its block
+    return Reduced(arr, f"JPEG DCT scaling 1/{step}", Reduction((rows, columns), step, step / 2))

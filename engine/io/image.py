@@ -37,7 +37,7 @@ class ImageStudy:
     sha256: str  # of the file bytes (or of the array) for the audit log
     meta: dict = field(default_factory=dict)  # header facts and how greyscale was derived
     frames: int = 1
-    source_shape: tuple | None = None  # (H, W) at full resolution when ``pixels`` is a reduced decode
+    reduction: fast_decode.Reduction | None = None  # where ``pixels`` lie on the full image, if a reduced decode
 
     @property
     def shape(self) -> tuple:
@@ -46,7 +46,7 @@ class ImageStudy:
     @property
     def full_shape(self) -> tuple:
         """(H, W) of the image at full resolution (what results are mapped back onto)."""
-        return self.source_shape or self.pixels.shape[:2]
+        return self.reduction.full_shape if self.reduction else self.pixels.shape[:2]
 
 
 def read_image(source, *, frame: int | None = None, colour: bool = False,
@@ -58,8 +58,8 @@ def read_image(source, *, frame: int | None = None, colour: bool = False,
     in [0, 1] instead: colour pictures and 8-bit RGB/YBR DICOM as they are, greyscale studies
     read as above with the grey repeated in the three channels.
     ``min_size`` (H, W): a model needs no more pixels than this; a JPEG 2000 or baseline JPEG DICOM
-    is then decoded at the smallest resolution level still at least that large (``source_shape``
-    keeps the full size; see io/fast_decode.py). Without it, or for other inputs, the full image.
+    is then decoded at the smallest resolution level still at least that large (``reduction`` says
+    where its pixels lie on the full image; see io/fast_decode.py). Without it, or for other inputs, the full image.
     """
     if colour:
         return _read_colour(source, frame)
@@ -225,7 +225,7 @@ def _from_dicom(path: str, frame: int | None, min_size: tuple | None = None) -> 
         if reduced:
             meta["decoded"] = f"{reduced.how}: {arr.shape[1]} x {arr.shape[0]} of {shape.columns} x {shape.rows}"
     return ImageStudy(pixels, path, "dicom", digest.result(), meta, shape.frames,
-                      (shape.rows, shape.columns) if reduced else None)
+                      reduced.reduction if reduced else None)
 
 
 _POOL = None

@@ -28,7 +28,7 @@ class ClassificationTask(Task):
 
     def preprocess(self, study: ImageStudy, options: ImageOptions) -> tuple[dict, dict]:
         check_image(study.pixels, self.manifest.preprocess)
-        tensor, geometry = image_to_tensor(study.pixels, self.manifest.preprocess, study.source_shape)
+        tensor, geometry = image_to_tensor(study.pixels, self.manifest.preprocess, study.reduction)
         return {self.input_name: tensor}, {"geometry": geometry}
 
     def postprocess(self, outputs: dict, meta: dict, index: int = 0) -> dict:

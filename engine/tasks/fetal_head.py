@@ -51,7 +51,7 @@ class FetalHeadTask(SegmentationTask):
 
     def preprocess(self, study: ImageStudy, options: MeasureOptions) -> tuple[dict, dict]:
         check_image(study.pixels, self.spec)
-        tensor, geometry = image_to_tensor(study.pixels, self.spec, study.source_shape)
+        tensor, geometry = image_to_tensor(study.pixels, self.spec, study.reduction)
         return {self.input_name: tensor}, {"geometry": geometry, "spacing": study.meta["pixel_spacing_mm"],
                                            "spacing_source": study.meta["spacing_source"]}
 

@@ -51,13 +51,14 @@ def reduced_decode_inputs(task, paths: list[str]) -> list[tuple]:
     """(study name, how it was decoded, full-decode input, reduced-decode input) per study the
     task reads (read once per build; studies it refuses are left out)."""
     from medexport.engine.errors import MedError
-    from medexport.engine.io.fast_decode import full_resolution
+    from medexport.engine.io.fast_decode import full_resolution, reduced_resolution
 
     out = []
     for path in paths:
         try:
             opts = task.options()
-            study = task.read(path, opts)
+            with reduced_resolution():
+                study = task.read(path, opts)
             with full_resolution():
                 full = task.read(path, opts)
             inputs = [task.preprocess(s, opts)[0][task.input_name] for s in (full, study)]
