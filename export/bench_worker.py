@@ -125,6 +125,7 @@ def bench_syntaxes(model, folder_size: int = 100) -> dict:
     import shutil
     from pathlib import Path
 
+    from medexport.engine.io.fast_decode import reduced_resolution
     from medexport.engine.pipeline import BatchStats, ordered
 
     one = np.zeros((1, *model.manifest.input.shape[1:]), np.float32)
@@ -133,21 +134,31 @@ def bench_syntaxes(model, folder_size: int = 100) -> dict:
     with tempfile.TemporaryDirectory(prefix="medexport-bench-syntax-") as work:
         files = syntax_studies(work)
         for name in SYNTAXES:
-            e2e = float(np.median(timed(lambda: model.predict(files[name]), warmup=2, min_iters=10, min_seconds=1.0)))
-            out[f"e2e_{name}_ms"] = e2e
-            out[f"e2e_{name}_ratio"] = e2e / infer
+            for mode, enabled in (("", False), ("_reduced", True)):
+                with reduced_resolution(enabled):
+                    e2e = float(np.median(timed(lambda: model.predict(files[name]), warmup=2, min_iters=10,
+                                                min_seconds=1.0)))
+                out[f"e2e_{name}{mode}_ms"] = e2e
+                out[f"e2e_{name}{mode}_ratio"] = e2e / infer
         folder = Path(work) / "folder"
         folder.mkdir()
         for i in range(folder_size):
             name = SYNTAXES[i % len(SYNTAXES)]
             shutil.copyfile(files[name], folder / f"{i:03d}_{name}.dcm")
         paths = sorted(str(p) for p in folder.iterdir())
-        stats = BatchStats()
-        for _, _, error in ordered(model.predict, paths, stats=stats):
-            if error:
-                raise RuntimeError(error)
-        out.update(folder_studies_per_s=stats.studies_per_s, folder_wait_share=stats.wait_share,
-                   folder_decode_share=stats.decode_share(), folder_ratio=stats.studies_per_s * infer / 1e3)
+        for mode, enabled, workers in (("_serial", False, 1), ("", False, None), ("_reduced", True, None)):
+            stats = BatchStats()
+
+            def predict(path, enabled=enabled):
+                with reduced_resolution(enabled):  # worker threads start from the default context
+                    return model.predict(path)
+
+            for _, _, error in ordered(predict, paths, stats=stats, workers=workers):
+                if error:
+                    raise RuntimeError(error)
+            out.update({f"folder{mode}_studies_per_s": stats.studies_per_s, f"folder{mode}_wait_share": stats.wait_share,
+                        f"folder{mode}_decode_share": stats.decode_share(),
+                        f"folder{mode}_ratio": stats.studies_per_s * infer / 1e3})
     return out
 
 

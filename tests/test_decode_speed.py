@@ -48,10 +48,23 @@ def test_reduced_values_keep_their_meaning(dcm):
     assert np.abs(reduced.pixels[:488, :460] - blocks).mean() < 0.01
 
 
-@pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "693_J2KR.dcm"])  # uncompressed; signed JPEG 2000
+@pytest.mark.parametrize("name", ["693_J2KR.dcm", "693_UNCR.dcm", "JPEG-LL.dcm"])  # signed; lossless JPEG
 def test_full_decode_where_no_exact_reduction(dcm, name):
     study = read_reduced(dcm(name))
     assert study.reduction is None and "decoded" not in study.meta
+
+
+def test_uncompressed_block_mean_is_the_full_decode_averaged(dcm):
+    import pydicom
+
+    study = read_reduced(dcm("RG1_UNCR.dcm"))
+    assert study.pixels.shape == (488, 460) and study.reduction.step == 4
+    ds = pydicom.dcmread(dcm("RG1_UNCR.dcm"))
+    from medexport.engine.io.dicom import to_display
+
+    blocks = ds.pixel_array[:1952, :1840].reshape(488, 4, 460, 4).astype(np.float64).mean((1, 3))
+    expected, _ = to_display(ds, blocks.astype(np.float32), "RG1_UNCR.dcm")
+    np.testing.assert_allclose(study.pixels, expected, atol=1e-5)
 
 
 def test_jpeg_baseline_dct_scaling(dcm, tmp_path):

@@ -1,6 +1,7 @@
 """Decode a DICOM frame at the resolution a model needs, where the transfer syntax allows it.
 
-JPEG 2000 keeps the image at every wavelet level: OpenJPEG's ``reduce`` decodes only the
+Uncompressed data is averaged over 2**r x 2**r blocks straight from the file's bytes. JPEG 2000
+keeps the image at every wavelet level: OpenJPEG's ``reduce`` decodes only the
 levels down to 1/2**r of the size (through Pillow's Jpeg2K plugin). Baseline JPEG decodes at
 1/2, 1/4 or 1/8 with DCT scaling (Pillow's ``draft``). Every other syntax, and anything these
 paths do not handle exactly (signed or multi-component data, a precision other than Bits
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit / explicit VR little endian
 J2K = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
 JPEG_BASELINE = ("1.2.840.10008.1.2.4.50",)
 MAX_REDUCE = 5
@@ -87,10 +89,12 @@ def reduced_frame(ds, rows: int, columns: int, frames: int, index: int | None,
     if need is None or not _ENABLED.get():
         return None
     syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
-    if syntax not in J2K + JPEG_BASELINE or ds.get("PixelRepresentation", 0) != 0 or "PixelData" not in ds:
+    if syntax not in NATIVE + J2K + JPEG_BASELINE or ds.get("PixelRepresentation", 0) != 0 or "PixelData" not in ds:
         return None
     if levels_for((rows, columns), need) == 0:
         return None
+    if syntax in NATIVE:
+        return _native(ds, rows, columns, index or 0, need)
     from pydicom.encaps import get_frame
 
     try:
@@ -100,6 +104,30 @@ def reduced_frame(ds, rows: int, columns: int, frames: int, index: int | None,
         return _jpeg(data, ds, rows, columns, need)
     except PILLOW_ERRORS:
         return None  # this stream is not one the fast path handles: the full decoder will (or will say why)
+
+
+def _native(ds, rows: int, columns: int, index: int, need: tuple) -> Reduced | None:
+    """Uncompressed 8/16-bit data read in place and averaged over k x k blocks (k = 2**r): the
+    image a model needs without a display pass over every pixel."""
+    bits, stored = ds.get("BitsAllocated"), ds.get("BitsStored")
+    if bits not in (8, 16) or not isinstance(stored, int) or not 0 < stored <= bits:
+        return None
+    dtype = np.dtype("<u2" if bits == 16 else "u1")
+    count = rows * columns
+    data = ds.PixelData
+    if len(data) < (index + 1) * count * dtype.itemsize:
+        return None  # the full decoder names the short data
+    arr = np.frombuffer(data, dtype, count=count, offset=index * count * dtype.itemsize).reshape(rows, columns)
+    k = 1 << levels_for((rows, columns), need)
+    h, w = rows // k, columns // k
+    if h < need[0] or w < need[1]:
+        return None
+    block = arr[:h * k, :w * k]
+    if stored < bits:  # bits above Bits Stored are not part of the value (pydicom masks them too)
+        block = block & np.asarray((1 << stored) - 1, dtype)
+    out = block.reshape(h * k, w, k).sum(axis=2, dtype=np.float32).reshape(h, k, w).sum(axis=1)
+    out *= np.float32(1.0 / (k * k))
+    return Reduced(out, f"uncompressed, {k} x {k} block mean", Reduction((rows, columns), k, k / 2))
 
 
 def _siz_cod(data: bytes) -> tuple[int, int, int, int, int] | None:

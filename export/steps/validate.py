@@ -30,8 +30,9 @@ def heatmap_correlation(reference: np.ndarray, maps: np.ndarray, scores: np.ndar
     return {"mean": round(float(np.mean(values)), 4), "min": round(float(np.min(values)), 4)}
 
 
-# studies decoded at reduced resolution on target (engine/io/fast_decode.py): JPEG 2000 radiographs
-REDUCED_DECODE_STUDIES = ("RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm", "MR2_J2KR.dcm", "MR2_J2KI.dcm")
+# studies decoded at reduced resolution when asked (engine/io/fast_decode.py): uncompressed and JPEG 2000
+REDUCED_DECODE_STUDIES = ("RG1_UNCR.dcm", "RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG3_UNCR.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm",
+                          "MR2_UNCR.dcm", "MR2_J2KR.dcm", "MR2_J2KI.dcm")
 
 
 def reduced_decode_paths(kind: str) -> list[str]:
