@@ -79,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
                    help="measurements: mm per pixel of a picture (PNG/JPEG) that does not state its spacing")
     r.add_argument("--out", help="folder for outputs: masks (PNG, or DICOM SEG for DICOM input), heatmaps (PNG)")
     r.add_argument("--reference", help="segmentation: a truth mask (PNG, foreground > 0) to report Dice against")
+    r.add_argument("--reduced-decode", action="store_true",
+                   help="decode images at >= 2x the model's input where the syntax allows (faster; scores may move "
+                        "by more than an FP32 artifact's tolerance: see the bundle's reduced_decode report, docs/speed.md)")
     r.add_argument("--json", action="store_true", help="print results as JSON")
     r.add_argument("--csv", help="also write one row per study (file, decision, scores, error, backend, precision, "
                                  "times) to this new CSV file")
@@ -177,6 +180,7 @@ def cmd_build(args) -> int:
 
 def cmd_predict(args) -> int:
     from medexport.engine import open_bundle
+    from medexport.engine.io.fast_decode import reduced_resolution
     from medexport.engine.pipeline import BatchStats, ordered
     from medexport.engine.studies import batch_row, write_batch_csv
 
@@ -194,8 +198,13 @@ def cmd_predict(args) -> int:
         progress = _Progress(len(studies), enabled=args.csv is not None or len(studies) > 1)
         stats = BatchStats()
         opts = dict(frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain, pixel_size_mm=args.pixel_size)
+
+        def predict(study):
+            with reduced_resolution(args.reduced_decode or None):  # None: the process default
+                return model.predict(study.path, **opts)
+
         # the next studies decode on worker threads while one infers (engine/pipeline.py)
-        for study, result, error in ordered(lambda s: model.predict(s.path, **opts), studies, stats=stats):
+        for study, result, error in ordered(predict, studies, stats=stats):
             progress.step(study.path)
             extra = {}
             if result is not None:

@@ -81,3 +81,33 @@ def test_lean_waveform_read_refuses_nothing_it_cannot_scan():
 
     assert ecg.lean_waveform_file(b"not a dicom file") is None
     assert ecg.lean_waveform_file(b"\0" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00\xff\xff\xff\x7f") is None
+
+
+def test_predict_on_a_folder_runs_the_pipeline(pneumonia_bundle, dcm, cxr, tmp_path, capsys):
+    """``medexport predict`` on a folder: rows in the folder's order, a broken file is its own row,
+    the batch line reports studies/s; ``--reduced-decode`` reads the JPEG 2000 film reduced."""
+    import csv
+    import json
+    import shutil
+
+    from medexport.export.cli import main
+
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    shutil.copyfile(dcm("RG1_J2KR.dcm"), folder / "a.dcm")
+    shutil.copyfile(cxr[0], folder / "b.png")
+    (folder / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    scores = []
+    for flag in ([], ["--reduced-decode"]):
+        out = tmp_path / f"rows{len(flag)}.csv"
+        code = main(["predict", str(pneumonia_bundle), str(folder), "--json", "--csv", str(out), *flag])
+        captured = capsys.readouterr()
+        assert code == 1  # one study failed
+        assert "3 studies in" in captured.err and "studies/s" in captured.err
+        rows = list(csv.DictReader(open(out)))
+        assert [r["file"] for r in rows] == ["b.png", "c.png", "a.dcm"]  # open_paths' order: by series UID
+        assert rows[1]["error"] and not rows[0]["error"] and not rows[2]["error"]
+        film = json.loads(captured.out)[2]
+        assert film["heatmap"]["shape"] == [1955, 1841]  # maps stay on the full image either way
+        scores.append(np.array(list(film["scores"].values())))
+    assert 0 < np.abs(scores[0] - scores[1]).max() < 0.05  # read reduced: close, not identical

@@ -35,15 +35,15 @@ MAX_REDUCE = 5
 PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
                  AttributeError)
 
-_ENABLED = contextvars.ContextVar("medexport_reduced_decode",
-                                  default=os.environ.get("MEDEXPORT_REDUCED_DECODE", "") == "1")
+_DEFAULT = os.environ.get("MEDEXPORT_REDUCED_DECODE", "") == "1"
+_ENABLED = contextvars.ContextVar("medexport_reduced_decode", default=_DEFAULT)
 
 
 @contextlib.contextmanager
-def reduced_resolution(enabled: bool = True):
+def reduced_resolution(enabled: bool | None = True):
     """Within this block (this thread / context), reads with a ``min_size`` hint decode reduced
-    where they can (``enabled=False``: always in full)."""
-    token = _ENABLED.set(enabled)
+    where they can (``enabled=False``: always in full; ``None``: the process default)."""
+    token = _ENABLED.set(_DEFAULT if enabled is None else enabled)
     try:
         yield
     finally:
