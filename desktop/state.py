@@ -132,21 +132,31 @@ class AppState:
         return result
 
     def run_all(self, cancel: threading.Event | None = None, progress: Callable[[int, int], None] | None = None):
-        """Run every open study that a chosen model fits; errors become rows, not crashes."""
+        """Run every open study that a chosen model fits; errors become rows, not crashes.
+        The next studies decode on worker threads while one infers (engine/pipeline.py); results
+        are recorded here, in order."""
+        from medexport.engine.pipeline import ordered
+
         rows = []
         targets = [s for s in self.studies if s.kind in self.chosen]
-        for i, study in enumerate(targets):
+
+        def predict(study: Study):
             if cancel is not None and cancel.is_set():
-                break
-            try:
-                result = self.run(study, cancel)
-                rows.append(batch_row(study, result, None))
-            except Cancelled:
-                break
-            except MedError as exc:
-                rows.append(batch_row(study, None, str(exc)))
-            if progress:
-                progress(i + 1, len(targets))
+                raise Cancelled()
+            return self.engine(self.model_for(study)).predict(study.path, **study.predict_options)
+
+        try:
+            for i, (study, result, error) in enumerate(ordered(predict, targets, cancel=cancel)):
+                if cancel is not None and cancel.is_set():
+                    break
+                if result is not None:
+                    audit.record(result)
+                    self.results[study.path] = result
+                rows.append(batch_row(study, result, error))
+                if progress:
+                    progress(i + 1, len(targets))
+        except Cancelled:
+            pass
         return rows
 
     def close(self) -> None:

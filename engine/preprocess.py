@@ -16,33 +16,66 @@ class Geometry:
     crop: tuple  # (top, left, height, width) taken from the source
 
 
-def image_to_tensor(pixels: np.ndarray, spec: ImagePreprocess) -> tuple[np.ndarray, Geometry]:
-    """Crop, resize and normalise a [0, 1] greyscale image into a (1, C, H, W) float32 tensor."""
-    h, w = pixels.shape
+DECODE_MARGIN = 2  # a reduced decode keeps at least twice the model's input (scores moved 0.05 at 1x)
+
+
+def decode_size(spec: ImagePreprocess) -> tuple[int, int]:
+    """The least (H, W) a source may be decoded at (io/fast_decode.py): its crop must cover
+    ``DECODE_MARGIN`` times the model's input (a centre square: on its shorter side)."""
+    h, w = DECODE_MARGIN * int(spec.size[0]), DECODE_MARGIN * int(spec.size[1])
+    return (max(h, w),) * 2 if spec.crop == "center_square" else (h, w)
+
+
+def crop_box(shape: tuple, spec: ImagePreprocess) -> tuple:
+    """(top, left, height, width) the model sees, on an image of ``shape`` (H, W)."""
+    h, w = shape[:2]
     if spec.crop == "center_square":
         side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        crop = (top, left, side, side)
-    else:
-        crop = (0, 0, h, w)
+        return ((h - side) // 2, (w - side) // 2, side, side)
+    return (0, 0, h, w)
+
+
+def image_to_tensor(pixels: np.ndarray, spec: ImagePreprocess, reduction=None) -> tuple[np.ndarray, Geometry]:
+    """Crop, resize and normalise a [0, 1] greyscale image into a (1, C, H, W) float32 tensor.
+
+    Crop and resize run in Pillow (C), with no numpy pass over the full image. ``reduction``
+    (io/fast_decode.Reduction) when ``pixels`` is a reduced decode: the crop is chosen on the full
+    image and mapped onto the decoded one, so the geometry (and any map drawn from it) stays on
+    the full image."""
+    shape = tuple(reduction.full_shape if reduction else pixels.shape)
+    crop = crop_box(shape, spec)
     top, left, ch, cw = crop
-    region = pixels[top:top + ch, left:left + cw]
-    resized = resize(region, spec.size, spec.resample)
-    mean = np.asarray(spec.mean, np.float32).reshape(-1, 1, 1)
-    std = np.asarray(spec.std, np.float32).reshape(-1, 1, 1)
-    tensor = (np.broadcast_to(resized, (spec.channels, *resized.shape)) - mean) / std
-    return tensor[None].astype(np.float32, copy=False), Geometry((h, w), crop)
+    box = (left, top, left + cw, top + ch)
+    box = reduction.box(box) if reduction else box
+    resized = resize(pixels, spec.size, spec.resample, box)
+    tensor = np.empty((1, spec.channels, *resized.shape), np.float32)
+    for c in range(spec.channels):
+        mean, std = spec.mean[c % len(spec.mean)], spec.std[c % len(spec.std)]
+        np.subtract(resized, np.float32(mean), out=tensor[0, c])
+        tensor[0, c] /= np.float32(std)
+    return tensor, Geometry(shape, crop)
 
 
-def resize(image: np.ndarray, size: tuple, resample: str = "box") -> np.ndarray:
-    """Resize a float image to (height, width) with Pillow's antialiasing filters."""
+def resize(image: np.ndarray, size: tuple, resample: str = "box", box: tuple | None = None) -> np.ndarray:
+    """Resize a float image (or its ``box`` region: left, top, right, bottom) to (height, width)
+    with Pillow's antialiasing filters."""
     from PIL import Image
 
     height, width = int(size[0]), int(size[1])
-    if image.shape == (height, width):
+    full = box is None or tuple(box) == (0, 0, image.shape[1], image.shape[0])
+    if image.shape == (height, width) and full:
         return image.astype(np.float32, copy=False)
     method = {"box": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR}[resample]
-    out = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F").resize((width, height), method)
+    src = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
+    if not full:
+        # Pillow 13 resizes a box at an offset of more than a pixel wrongly (from the middle row on):
+        # crop to whole pixels in C first, leaving it only the fractional offset
+        x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+        x1, y1 = min(image.shape[1], int(np.ceil(box[2]))), min(image.shape[0], int(np.ceil(box[3])))
+        src = src.crop((x0, y0, x1, y1))
+        box = (max(0.0, box[0] - x0), max(0.0, box[1] - y0), min(x1 - x0, box[2] - x0), min(y1 - y0, box[3] - y0))
+        box = None if box == (0, 0, x1 - x0, y1 - y0) else box
+    out = src.resize((width, height), method, box=box)
     return np.asarray(out, dtype=np.float32)
 
 

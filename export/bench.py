@@ -38,6 +38,9 @@ class Row:
                 "size_mb": self.size_mb, **{k: self.values.get(k) for k in COLUMNS[5:]}}
 
 
+SYNTAX_NAMES = ("uncompressed", "jpeg_baseline", "jpeg2000_lossless", "jpeg_ls", "rle")
+
+
 def run_worker(cfg: dict) -> dict:
     proc = subprocess.run([sys.executable, "-m", "medexport.export.bench_worker", json.dumps(cfg)],
                           capture_output=True, text=True, timeout=900)
@@ -69,14 +72,18 @@ def default_study(model_id: str, task: str) -> str | None:
 
 
 def bench(items: list[str], targets: list[str], precisions: list[str], *, data: str | None = None,
-          batch: int = 8, threads: int | None = None, study: str | None = None, emit=print) -> list[Row]:
+          batch: int = 8, threads: int | None = None, study: str | None = None, syntaxes: bool = False,
+          emit=print) -> list[Row]:
+    """``syntaxes``: also time image bundles end to end per transfer syntax and on a folder of 100
+    mixed-syntax radiographs (export/bench_worker.bench_syntaxes)."""
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="medexport-bench-") as work:
         for item in items:
             if Path(item).is_dir() or item.endswith(".zip"):
-                rows += _bench_bundle(item, targets, precisions, data, batch, threads, study, emit)
+                rows += _bench_bundle(item, targets, precisions, data, batch, threads, study, emit, syntaxes)
             else:
-                rows += _bench_model(item, Path(work), targets, precisions, data, batch, threads, study, emit)
+                rows += _bench_model(item, Path(work), targets, precisions, data, batch, threads, study, emit,
+                                     syntaxes)
     return rows
 
 
@@ -89,7 +96,7 @@ def _measure(row: Row, cfg: dict, emit) -> Row:
     return row
 
 
-def _bench_bundle(path, targets, precisions, data, batch, threads, study, emit) -> list[Row]:
+def _bench_bundle(path, targets, precisions, data, batch, threads, study, emit, syntaxes=False) -> list[Row]:
     manifest, _, root = read_manifest(path)
     study = study or default_study(manifest.model_id, manifest.task)
     rows = []
@@ -98,12 +105,13 @@ def _bench_bundle(path, targets, precisions, data, batch, threads, study, emit) 
             continue
         size = sum((root / p).stat().st_size for p in a.files.values()) / 1e6
         cfg = {"bundle": str(root), "backend": a.target, "precision": a.precision, "batch": batch,
-               "threads": threads, "study": study, "data": data}
+               "threads": threads, "study": study, "data": data, "syntaxes": syntaxes}
         rows.append(_measure(Row(manifest.model_id, a.target, a.precision, "ok", size), cfg, emit))
     return rows
 
 
-def _bench_model(name, work: Path, targets, precisions, data, batch, threads, study, emit) -> list[Row]:
+def _bench_model(name, work: Path, targets, precisions, data, batch, threads, study, emit,
+                 syntaxes=False) -> list[Row]:
     from medexport.models.data import default_data
     from medexport.models.registry import get_config
 
@@ -132,7 +140,7 @@ def _bench_model(name, work: Path, targets, precisions, data, batch, threads, st
                 rows.append(row)
                 continue
             rows += _bench_bundle(out, [target], [precision], val_list[0] if val_list else None, batch, threads,
-                                  study, emit)
+                                  study, emit, syntaxes)
     return rows
 
 
@@ -150,7 +158,30 @@ def render(rows: list[Row], threads: int | None, study: str | None) -> str:
                      f"{fmt(v.get('latency_p95_ms'), '8.2f'):>8} "
                      f"{fmt(v.get('throughput'), '8.1f'):>8} {fmt(v.get('e2e_p50_ms'), '8.2f'):>8} "
                      f"{fmt(v.get('load_cold_s'), '7.2f'):>7} {fmt(v.get('load_warm_s'), '7.2f'):>7}")
-    return "\n".join(lines + [""] + ratios(rows))
+    return "\n".join(lines + [""] + ratios(rows) + syntax_table(rows))
+
+
+def syntax_table(rows: list[Row]) -> list[str]:
+    """End to end per transfer syntax (RG1 CR, 1955 x 1841) and a folder of 100 mixed syntaxes,
+    each as ms and as a ratio to raw batch-1 inference, where the rows measured it."""
+    measured = [r for r in rows if r.values.get("infer_p50_ms")]
+    if not measured:
+        return []
+    head = f"{'model':<16} {'target':<10} {'prec':<5} {'infer':>7} " + " ".join(f"{n:>22}" for n in SYNTAX_NAMES)
+    out = ["", "end to end per transfer syntax (RG1 CR 1955 x 1841): ms full decode / reduced decode (x raw inference, "
+           "reduced); folder: 100 mixed-syntax files through engine/pipeline.py", head, "-" * len(head)]
+    for r in measured:
+        v = r.values
+        cells = " ".join(f"{v[f'e2e_{n}_ms']:>7.0f}/{v[f'e2e_{n}_reduced_ms']:<5.0f}(x{v[f'e2e_{n}_reduced_ratio']:.1f})"
+                         for n in SYNTAX_NAMES)
+        out.append(f"{r.model:<16} {r.target:<10} {r.precision:<5} {v['infer_p50_ms']:>7.1f} {cells}")
+        for mode, what in (("_serial", "one at a time, full decode"), ("", "2 workers, full decode"),
+                           ("_reduced", "2 workers, reduced decode")):
+            out.append(f"{'':<16} folder, {what}: {v[f'folder{mode}_studies_per_s']:.1f} studies/s "
+                       f"(x{v[f'folder{mode}_ratio']:.2f} of raw inference throughput; waiting "
+                       f"{100 * v[f'folder{mode}_wait_share']:.0f} % of the time, read + preprocess "
+                       f"{100 * v[f'folder{mode}_decode_share']:.0f} % of study time)")
+    return out
 
 
 def ratios(rows: list[Row]) -> list[str]:

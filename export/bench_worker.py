@@ -61,9 +61,104 @@ def bench_bundle(cfg: dict) -> dict:
         options = model.task.options()
         feeds, _ = model.task.preprocess(model.task.read(cfg["study"], options), options)
         out["items_per_study"] = int(len(next(iter(feeds.values()))))  # tiles or beat windows per study
+    if cfg.get("syntaxes") and model.task.study_kind == "image" and model.manifest.preprocess.kind == "image":
+        out.update(bench_syntaxes(model, cfg.get("folder_size", 100)))
     if cfg.get("data"):
         out["metric"] = _metric(model.scores, model.manifest, cfg["data"])
     model.close()
+    return out
+
+
+SYNTAXES = ("uncompressed", "jpeg_baseline", "jpeg2000_lossless", "jpeg_ls", "rle")
+
+
+def syntax_studies(folder) -> dict:
+    """RG1 (1955 x 1841 CR) in each transfer syntax: pydicom-data's own files where it has them,
+    encoded here otherwise (JPEG-LS with pyjpegls, RLE with pydicom, 8-bit baseline JPEG with Pillow)."""
+    from pathlib import Path
+
+    import pydicom
+    from pydicom.uid import JPEGLSLossless, RLELossless
+
+    from medexport.models.data import pydicom_data
+
+    root, folder = pydicom_data(), Path(folder)
+    out = {"uncompressed": str(root / "RG1_UNCR.dcm"), "jpeg2000_lossless": str(root / "RG1_J2KR.dcm")}
+    for name, uid in (("jpeg_ls", JPEGLSLossless), ("rle", RLELossless)):
+        ds = pydicom.dcmread(root / "RG1_UNCR.dcm")
+        ds.compress(uid)
+        ds.save_as(folder / f"RG1_{name}.dcm")
+        out[name] = str(folder / f"RG1_{name}.dcm")
+    jpeg_baseline_copy(root / "RG1_UNCR.dcm", folder / "RG1_jpeg_baseline.dcm")
+    out["jpeg_baseline"] = str(folder / "RG1_jpeg_baseline.dcm")
+    return out
+
+
+def jpeg_baseline_copy(source, dest) -> None:
+    """A greyscale DICOM re-encoded as 8-bit baseline JPEG (pydicom has no encoder for it): its
+    stored values scaled min-max to 0..255, the window tags dropped, written to ``dest``."""
+    import io
+
+    import pydicom
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = pydicom.dcmread(source)
+    arr = ds.pixel_array.astype(np.float32)
+    grey = np.round((arr - arr.min()) / (arr.max() - arr.min()) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(grey, "L").save(buf, "JPEG", quality=90)
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for tag in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept", "VOILUTSequence"):
+        ds.pop(tag, None)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.save_as(dest)
+
+
+def bench_syntaxes(model, folder_size: int = 100) -> dict:
+    """End-to-end ms per transfer syntax (file on disk -> result) and the throughput of a folder
+    of ``folder_size`` mixed-syntax radiographs through engine/pipeline.py, each with its ratio to
+    raw inference (batch-1 latency, raw throughput = 1000 / latency)."""
+    import shutil
+    from pathlib import Path
+
+    from medexport.engine.io.fast_decode import reduced_resolution
+    from medexport.engine.pipeline import BatchStats, ordered
+
+    one = np.zeros((1, *model.manifest.input.shape[1:]), np.float32)
+    infer = float(np.median(timed(lambda: model.infer(one))))
+    out = {"infer_p50_ms": infer}
+    with tempfile.TemporaryDirectory(prefix="medexport-bench-syntax-") as work:
+        files = syntax_studies(work)
+        for name in SYNTAXES:
+            for mode, enabled in (("", False), ("_reduced", True)):
+                with reduced_resolution(enabled):
+                    e2e = float(np.median(timed(lambda: model.predict(files[name]), warmup=2, min_iters=10,
+                                                min_seconds=1.0)))
+                out[f"e2e_{name}{mode}_ms"] = e2e
+                out[f"e2e_{name}{mode}_ratio"] = e2e / infer
+        folder = Path(work) / "folder"
+        folder.mkdir()
+        for i in range(folder_size):
+            name = SYNTAXES[i % len(SYNTAXES)]
+            shutil.copyfile(files[name], folder / f"{i:03d}_{name}.dcm")
+        paths = sorted(str(p) for p in folder.iterdir())
+        for mode, enabled, workers in (("_serial", False, 1), ("", False, None), ("_reduced", True, None)):
+            stats = BatchStats()
+
+            def predict(path, enabled=enabled):
+                with reduced_resolution(enabled):  # worker threads start from the default context
+                    return model.predict(path)
+
+            for _, _, error in ordered(predict, paths, stats=stats, workers=workers):
+                if error:
+                    raise RuntimeError(error)
+            out.update({f"folder{mode}_studies_per_s": stats.studies_per_s, f"folder{mode}_wait_share": stats.wait_share,
+                        f"folder{mode}_decode_share": stats.decode_share(),
+                        f"folder{mode}_ratio": stats.studies_per_s * infer / 1e3})
     return out
 
 

@@ -182,6 +182,7 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
     golden_arrays = {"inputs": golden.inputs[stored], "scores_source": ref_scores[stored].astype(np.float32),
                      "names": np.array(golden.names)[stored]}
     artifacts, reports, refused, runtimes = [], {}, [], {}
+    decode_check = validate.reduced_decode_inputs(task, validate.reduced_decode_paths(task.study_kind))
     with log.step("prepare calibration data"):
         context = _compile_context(options, source, task, guard, val, golden, log)
     ood = None
@@ -211,6 +212,8 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
                 if heatmap:
                     report["golden"]["heatmap_correlation"] = validate.heatmap_correlation(
                         ref_outputs[heatmap], outputs[heatmap], ref_scores)
+                if decode_check:
+                    report["reduced_decode"] = validate.reduced_decode_agreement(task, run, decode_check, tolerance)
                 verdict = None
                 if val is not None:
                     verdict = guard.report(val, val_ref, _scores(task, run, val.inputs, source.input))

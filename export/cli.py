@@ -115,6 +115,9 @@ def parser() -> argparse.ArgumentParser:
                    help="refuse studies outside the bundle's intended use instead of answering with a warning "
                         "(also $MEDEXPORT_STRICT=1)")
     r.add_argument("--reference", help="segmentation: a truth mask (PNG, foreground > 0) to report Dice against")
+    r.add_argument("--reduced-decode", action="store_true",
+                   help="decode images at >= 2x the model's input where the syntax allows (faster; scores may move "
+                        "by more than an FP32 artifact's tolerance: see the bundle's reduced_decode report, docs/speed.md)")
     r.add_argument("--json", action="store_true", help="print results as JSON")
     r.add_argument("--csv", help="also write one row per study (file, decision, scores, error, backend, precision, "
                                  "times) to this new CSV file")
@@ -152,6 +155,8 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--batch", type=int, default=8, help="batch size for the throughput column")
     be.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     be.add_argument("--study", help="file for the end-to-end column (default: a real CR radiograph DICOM)")
+    be.add_argument("--syntaxes", action="store_true",
+                    help="image bundles: end to end per transfer syntax and a 100-file mixed-syntax folder")
     be.add_argument("--out", help="folder for bench.csv and bench.json")
 
     add_calibrate(sub)
@@ -216,6 +221,8 @@ def cmd_build(args) -> int:
 
 def cmd_predict(args) -> int:
     from medexport.engine import open_bundle
+    from medexport.engine.io.fast_decode import reduced_resolution
+    from medexport.engine.pipeline import BatchStats, ordered
     from medexport.engine.studies import batch_row, write_batch_csv
 
     from .render import render_result
@@ -230,15 +237,22 @@ def cmd_predict(args) -> int:
             print(f"skipped {skipped} file(s) in the folder(s) that are not {model.task.study_kind} studies",
                   file=sys.stderr)
         progress = _Progress(len(studies), enabled=args.csv is not None or len(studies) > 1)
-        for study in studies:
+        stats = BatchStats()
+        opts = dict(frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain, pixel_size_mm=args.pixel_size)
+
+        def predict(study):
+            with reduced_resolution(args.reduced_decode or None):  # None: the process default
+                return model.predict(study.path, **opts)
+
+        # the next studies decode on worker threads while one infers (engine/pipeline.py)
+        for study, result, error in ordered(predict, studies, stats=stats):
             progress.step(study.path)
-            result, error = None, None
-            try:
-                result = model.predict(study.path, frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain,
-                                       pixel_size_mm=args.pixel_size)
-                extra = _write_outputs(result, study.path, args)
-            except MedError as exc:  # one bad study must not hide the others' results
-                result, error = None, str(exc)
+            extra = {}
+            if result is not None:
+                try:
+                    extra = _write_outputs(result, study.path, args)
+                except MedError as exc:
+                    result, error = None, str(exc)
             rows.append(batch_row(study, result, error))
             if error is not None:
                 failures += 1
@@ -253,6 +267,9 @@ def cmd_predict(args) -> int:
                 print(render_result(result))
                 for key, value in extra.items():
                     print(f"  {key}: {value}")
+        if len(studies) > 1:
+            progress.clear()
+            print(stats.line(), file=sys.stderr)
         progress.clear()
     if args.json:
         print(json.dumps(results, indent=2))
@@ -403,7 +420,7 @@ def cmd_bench(args) -> int:
     from .bench import bench, render, write
 
     rows = bench(args.items, args.targets, args.precisions, data=args.data, batch=args.batch, threads=args.threads,
-                 study=args.study, emit=lambda m: print(m, file=sys.stderr, flush=True))
+                 study=args.study, syntaxes=args.syntaxes, emit=lambda m: print(m, file=sys.stderr, flush=True))
     print(render(rows, args.threads, args.study))
     if args.out:
         for path in write(rows, Path(args.out)):

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import re
+import struct
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,8 +137,82 @@ def _from_dicom(path: Path) -> EcgRecord:
 
     data = path.read_bytes()
     with parse_errors(str(path)):  # the one boundary for pydicom's own errors on malformed tags
-        ds = read_dataset(str(path), data)
+        ds = read_dataset(str(path), lean_waveform_file(data) or data)
         return _waveform(ds, path, data)
+
+
+# -- a lean read: pydicom parses the file without the top-level sequences the reader does not use --
+LONG_VRS = (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UT", b"UN", b"UC", b"UR", b"SV", b"UV")
+WAVEFORM_SEQUENCE = (0x5400, 0x0100)
+UNDEFINED = 0xFFFFFFFF
+
+
+def lean_waveform_file(data: bytes) -> bytes | None:
+    """The file's bytes without its top-level sequences other than (5400,0100) Waveform Sequence
+    (a 10-s ECG's annotation sequence alone is hundreds of items pydicom would parse for nothing).
+    None where the layout is not little-endian Part 10 as this scanner reads it: pydicom then reads
+    the whole file (and names any problem)."""
+    try:
+        if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00" or data[136:138] != b"UL":
+            return None
+        start = 144 + struct.unpack_from("<I", data, 140)[0]
+        syntax = _meta_syntax(data[144:start])
+        if syntax not in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"):
+            return None
+        explicit = syntax.endswith(".1")
+        kept, pos = [data[:start]], start
+        while pos < len(data):
+            first = pos
+            tag, vr, length, pos = _element_header(data, pos, explicit)
+            pos = _skip_undefined(data, pos, explicit) if length == UNDEFINED else pos + length
+            if pos > len(data):
+                return None
+            if not (vr == b"SQ" or length == UNDEFINED) or tag == WAVEFORM_SEQUENCE:
+                kept.append(data[first:pos])
+        return b"".join(kept)
+    except struct.error:
+        return None
+
+
+def _meta_syntax(meta: bytes) -> str:
+    pos = 0
+    while pos + 8 <= len(meta):
+        tag, _, length, pos = _element_header(meta, pos, True)
+        if tag == (0x0002, 0x0010):
+            return meta[pos:pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos += length
+    return ""
+
+
+def _element_header(data: bytes, pos: int, explicit: bool) -> tuple:
+    group, elem = struct.unpack_from("<HH", data, pos)
+    if group == 0xFFFE:  # item and delimiters: no VR in either syntax
+        return (group, elem), None, struct.unpack_from("<I", data, pos + 4)[0], pos + 8
+    if not explicit:
+        return (group, elem), None, struct.unpack_from("<I", data, pos + 4)[0], pos + 8
+    vr = data[pos + 4:pos + 6]
+    if vr in LONG_VRS:
+        return (group, elem), vr, struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+    return (group, elem), vr, struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+
+
+def _skip_undefined(data: bytes, pos: int, explicit: bool) -> int:
+    """The position after the delimiter closing an undefined-length sequence (or item) at ``pos``."""
+    depth = 1
+    while depth:
+        tag, _, length, pos = _element_header(data, pos, explicit)
+        if tag in ((0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)):
+            depth -= 1
+        elif length == UNDEFINED:
+            depth += 1  # an undefined-length item or nested sequence
+        else:
+            pos += length
+        if pos > len(data):
+            raise struct.error("past the end of the file")
+    return pos
+
+
+WAVEFORM_DTYPES = {(8, "SB"): np.int8, (8, "UB"): np.uint8, (16, "SS"): np.int16, (16, "US"): np.uint16}
 
 
 def _waveform(ds, path: Path, data: bytes) -> EcgRecord:
@@ -149,7 +224,7 @@ def _waveform(ds, path: Path, data: bytes) -> EcgRecord:
     index = next((i for i, lab in enumerate(labels) if "RHYTHM" in lab.upper()), 0)
     group = groups[index]
     _check_waveform_group(group, path)
-    raw = ds.waveform_array(index)  # applies sensitivity, correction factor and baseline
+    raw = _waveform_values(ds, group, index)
     scale, names = [], []
     for i, ch in enumerate(group.ChannelDefinitionSequence):
         unit = "uV"
@@ -172,6 +247,23 @@ def _waveform(ds, path: Path, data: bytes) -> EcgRecord:
 
 
 FIX_DICOM = "re-export the ECG from the cart or the PACS"
+
+
+def _waveform_values(ds, group, index: int) -> np.ndarray:
+    """(samples, channels) float64: stored values x sensitivity x correction + baseline, as
+    pydicom's ``waveform_array`` gives them, read straight from (5400,1010) Waveform Data (sizes
+    checked by _check_waveform_group); pydicom's reader for mu-law / A-law data."""
+    key = (group.WaveformBitsAllocated, str(group.get("WaveformSampleInterpretation", "")))
+    if key not in WAVEFORM_DTYPES or not ds.is_little_endian:
+        return ds.waveform_array(index)
+    channels, samples = int(group.NumberOfWaveformChannels), int(group.NumberOfWaveformSamples)
+    dtype = np.dtype(WAVEFORM_DTYPES[key]).newbyteorder("<")
+    raw = np.frombuffer(group.WaveformData, dtype, count=channels * samples).reshape(samples, channels)
+    definitions = group.ChannelDefinitionSequence
+    gain = np.array([float(ch.get("ChannelSensitivity", 1.0)) * float(ch.get("ChannelSensitivityCorrectionFactor", 1.0))
+                     for ch in definitions])
+    baseline = np.array([float(ch.get("ChannelBaseline", 0.0)) for ch in definitions])
+    return raw * gain + baseline
 
 
 def _check_waveform_group(group, path: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from .. import limits
 from ..checksums import sha256_file
 from ..errors import InvalidInputError
-from . import dicom
+from . import dicom, fast_decode
 
 ECG_SUFFIXES = (".hea", ".dat", ".mat", ".xml", ".csv", ".atr")  # WFDB, HL7 aECG, CSV
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -37,19 +37,29 @@ class ImageStudy:
     sha256: str  # of the file bytes (or of the array) for the audit log
     meta: dict = field(default_factory=dict)  # header facts and how greyscale was derived
     frames: int = 1
+    reduction: fast_decode.Reduction | None = None  # where ``pixels`` lie on the full image, if a reduced decode
 
     @property
     def shape(self) -> tuple:
         return self.pixels.shape
 
+    @property
+    def full_shape(self) -> tuple:
+        """(H, W) of the image at full resolution (what results are mapped back onto)."""
+        return self.reduction.full_shape if self.reduction else self.pixels.shape[:2]
 
-def read_image(source, *, frame: int | None = None, colour: bool = False) -> ImageStudy:
+
+def read_image(source, *, frame: int | None = None, colour: bool = False,
+               min_size: tuple | None = None) -> ImageStudy:
     """Read ``source`` (a path or a 2-D array) into an :class:`ImageStudy`.
 
     Files are only read, never modified. A multi-frame DICOM (or multi-page TIFF) needs ``frame``.
     ``colour=True`` (tasks whose preprocessing takes RGB, e.g. detection) returns (H, W, 3) RGB
     in [0, 1] instead: colour pictures and 8-bit RGB/YBR DICOM as they are, greyscale studies
     read as above with the grey repeated in the three channels.
+    ``min_size`` (H, W): a model needs no more pixels than this; a JPEG 2000 or baseline JPEG DICOM
+    is then decoded at the smallest resolution level still at least that large (``reduction`` says
+    where its pixels lie on the full image; see io/fast_decode.py). Without it, or for other inputs, the full image.
     """
     if colour:
         return _read_colour(source, frame)
@@ -65,7 +75,7 @@ def read_image(source, *, frame: int | None = None, colour: bool = False) -> Ima
     with open(path, "rb") as fh:
         head = fh.read(132)
     if head[128:132] == b"DICM" or path.lower().endswith((".dcm", ".dicom")):
-        return _from_dicom(path, frame)
+        return _from_dicom(path, frame, min_size)
     if path.lower().endswith(IMAGE_SUFFIXES) or head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff":
         return _from_picture(path, frame)
     if path.lower().endswith(ECG_SUFFIXES):
@@ -193,7 +203,7 @@ def _check_grey(rgb: np.ndarray, where: str) -> None:
                                 fix="open the original greyscale image")
 
 
-def _from_dicom(path: str, frame: int | None) -> ImageStudy:
+def _from_dicom(path: str, frame: int | None, min_size: tuple | None = None) -> ImageStudy:
     with open(path, "rb") as fh:
         data = fh.read()  # read once: hashed for the audit trail and parsed from memory
     digest = _hasher().submit(lambda: hashlib.sha256(data).hexdigest())  # hashlib releases the GIL
@@ -207,10 +217,15 @@ def _from_dicom(path: str, frame: int | None) -> ImageStudy:
         if frame is not None and not 0 <= frame < shape.frames:
             raise InvalidInputError(f"frame {frame} was asked for but {path} has {shape.frames}",
                                     expected=f"a frame in 0..{shape.frames - 1}")
-        arr = dicom.decode_pixels(ds, path, frame if shape.frames > 1 else None, shape)
+        index = frame if shape.frames > 1 else None
+        reduced = fast_decode.reduced_frame(ds, shape.rows, shape.columns, shape.frames, index, min_size)
+        arr = reduced.stored if reduced else dicom.decode_pixels(ds, path, index, shape)
         pixels, how = dicom.to_display(ds, arr, path)
         meta = dicom.describe(ds) | {"greyscale": how}
-    return ImageStudy(pixels, path, "dicom", digest.result(), meta, shape.frames)
+        if reduced:
+            meta["decoded"] = f"{reduced.how}: {arr.shape[1]} x {arr.shape[0]} of {shape.columns} x {shape.rows}"
+    return ImageStudy(pixels, path, "dicom", digest.result(), meta, shape.frames,
+                      reduced.reduction if reduced else None)
 
 
 _POOL = None

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..compare import activate
 from ..io.image import ImageStudy, read_image
-from ..preprocess import check_image, image_to_tensor
+from ..preprocess import check_image, decode_size, image_to_tensor
 from ..results import ClassificationResult
 from .base import ImageOptions, Task
 
@@ -24,11 +24,11 @@ class ClassificationTask(Task):
     from_onnx = True
 
     def read(self, source, options: ImageOptions) -> ImageStudy:
-        return read_image(source, frame=options.frame)
+        return read_image(source, frame=options.frame, min_size=decode_size(self.spec))
 
     def preprocess(self, study: ImageStudy, options: ImageOptions) -> tuple[dict, dict]:
         check_image(study.pixels, self.manifest.preprocess)
-        tensor, geometry = image_to_tensor(study.pixels, self.manifest.preprocess)
+        tensor, geometry = image_to_tensor(study.pixels, self.manifest.preprocess, study.reduction)
         return {self.input_name: tensor}, {"geometry": geometry}
 
     def postprocess(self, outputs: dict, meta: dict, index: int = 0) -> dict:

@@ -15,7 +15,7 @@ from ..ellipse import HADLOCK_HC_CM, boundary_points, fit_ellipse, head_measurem
 from ..errors import ConfigurationError, InvalidInputError
 from ..io import dicom
 from ..io.image import ImageStudy, read_image
-from ..preprocess import check_image, image_to_tensor, map_to_source
+from ..preprocess import check_image, decode_size, image_to_tensor, map_to_source
 from ..results import FetalHeadResult
 from .base import MeasureOptions
 from .segmentation import SegmentationTask
@@ -34,7 +34,7 @@ class FetalHeadTask(SegmentationTask):
         return super(SegmentationTask, self).options(**given)
 
     def read(self, source, options: MeasureOptions) -> ImageStudy:
-        study = read_image(source, frame=options.frame)
+        study = read_image(source, frame=options.frame, min_size=decode_size(self.spec))
         stated = dicom.pixel_spacing_mm(study.source) if study.kind == "dicom" else None
         given = options.pixel_size_mm
         if stated and given and any(abs(s - given) > AGREE * s for s in stated[0]):
@@ -51,7 +51,7 @@ class FetalHeadTask(SegmentationTask):
 
     def preprocess(self, study: ImageStudy, options: MeasureOptions) -> tuple[dict, dict]:
         check_image(study.pixels, self.spec)
-        tensor, geometry = image_to_tensor(study.pixels, self.spec)
+        tensor, geometry = image_to_tensor(study.pixels, self.spec, study.reduction)
         return {self.input_name: tensor}, {"geometry": geometry, "spacing": study.meta["pixel_spacing_mm"],
                                            "spacing_source": study.meta["spacing_source"]}
 

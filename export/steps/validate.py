@@ -38,3 +38,57 @@ def borderline_band(tolerance: float, thresholds: dict, verdict) -> float:
         if flip.get("label") in thresholds and "source_score" in flip:
             band = max(band, abs(flip["source_score"] - thresholds[flip["label"]]))
     return round(min(band, 1.0), 4)
+
+
+# studies decoded at reduced resolution when asked (engine/io/fast_decode.py): uncompressed and JPEG 2000
+REDUCED_DECODE_STUDIES = ("RG1_UNCR.dcm", "RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG3_UNCR.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm",
+                          "MR2_UNCR.dcm", "MR2_J2KR.dcm", "MR2_J2KI.dcm")
+
+
+def reduced_decode_paths(kind: str) -> list[str]:
+    """The golden studies that are files, plus pydicom-data's JPEG 2000 images."""
+    from medexport.models.data import pydicom_data
+
+    from ..golden import _unlike_paths
+
+    if kind != "image":
+        return []
+    root = pydicom_data()
+    extra = [str(root / n) for n in REDUCED_DECODE_STUDIES if root and (root / n).is_file()]
+    return list(dict.fromkeys(_unlike_paths(kind) + extra))
+
+
+def reduced_decode_inputs(task, paths: list[str]) -> list[tuple]:
+    """(study name, how it was decoded, full-decode input, reduced-decode input) per study the
+    task reads (read once per build; studies it refuses are left out)."""
+    from medexport.engine.errors import MedError
+    from medexport.engine.io.fast_decode import full_resolution, reduced_resolution
+
+    out = []
+    for path in paths:
+        try:
+            opts = task.options()
+            with reduced_resolution():
+                study = task.read(path, opts)
+            with full_resolution():
+                full = task.read(path, opts)
+            inputs = [task.preprocess(s, opts)[0][task.input_name] for s in (full, study)]
+        except MedError:
+            continue
+        out.append((path.rsplit("/", 1)[-1], study.meta.get("decoded", "full"), *inputs))
+    return out
+
+
+def reduced_decode_agreement(task, run, inputs: list[tuple], tolerance: float) -> dict:
+    """Scores of each study read at reduced resolution (as on target) vs read in full, through
+    the artifact ``run``; a study read in full both ways differs by 0."""
+    items, worst = [], 0.0
+    for name, decoded, full, reduced in inputs:
+        if decoded == "full":
+            continue
+        scores = [task.scores(run(x)) for x in (full, reduced)]
+        diff = float(np.max(task.disagreement(scores[0], scores[1])))
+        worst = max(worst, diff)
+        items.append({"study": name, "decoded": decoded, "disagreement": round(diff, 6)})
+    return {"n": len(inputs), "reduced": len(items), "max_disagreement": round(worst, 6), "tolerance": tolerance,
+            "passed": worst <= tolerance, "studies": items}

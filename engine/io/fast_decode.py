@@ -1,0 +1,206 @@
+"""Decode a DICOM frame at the resolution a model needs, where the transfer syntax allows it.
+
+Uncompressed data is averaged over 2**r x 2**r blocks straight from the file's bytes. JPEG 2000
+keeps the image at every wavelet level: OpenJPEG's ``reduce`` decodes only the
+levels down to 1/2**r of the size (through Pillow's Jpeg2K plugin). Baseline JPEG decodes at
+1/2, 1/4 or 1/8 with DCT scaling (Pillow's ``draft``). Every other syntax, and anything these
+paths do not handle exactly (signed or multi-component data, a precision other than Bits
+Stored, a Pillow that behaves differently), returns ``None``: the caller decodes in full.
+
+The stored values come back in pydicom's dtype, so the Modality LUT, VOI and MONOCHROME1 steps
+apply unchanged; the image is smaller. But a wavelet low-pass (or a scaled IDCT) of stored values
+then the VOI window is not the full image windowed then resized: on pydicom-data's RG1 chest film
+the pneumonia model's score moved by up to 0.02 (decoded at >= 2x its input) and 0.05 (at 1x), far
+beyond an FP32 artifact's golden tolerance (1e-3). So it is OFF unless asked for:
+``reduced_resolution()`` around a read, or ``MEDEXPORT_REDUCED_DECODE=1`` for the process; the
+build records the score change per artifact (validation report, ``reduced_decode``) so that a
+site can see whether its bundle tolerates it.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import io
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit / explicit VR little endian
+J2K = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
+JPEG_BASELINE = ("1.2.840.10008.1.2.4.50",)
+MAX_REDUCE = 5
+# what Pillow raises when a codestream does not decode the way this module asks
+PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                 AttributeError)
+
+_DEFAULT = os.environ.get("MEDEXPORT_REDUCED_DECODE", "") == "1"
+_ENABLED = contextvars.ContextVar("medexport_reduced_decode", default=_DEFAULT)
+
+
+@contextlib.contextmanager
+def reduced_resolution(enabled: bool | None = True):
+    """Within this block (this thread / context), reads with a ``min_size`` hint decode reduced
+    where they can (``enabled=False``: always in full; ``None``: the process default)."""
+    token = _ENABLED.set(_DEFAULT if enabled is None else enabled)
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
+
+
+def full_resolution():
+    """Within this block every read decodes at full resolution."""
+    return reduced_resolution(False)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """Where a reduced decode's pixels lie on the full image."""
+
+    full_shape: tuple  # (H, W) at full resolution
+    step: int  # full pixels per decoded pixel (2**r)
+    centre: float  # full-image coordinate (pixel edges at integers) of decoded pixel 0's centre
+
+    def box(self, box: tuple) -> tuple:
+        """A full-image (left, top, right, bottom) box in decoded-image coordinates."""
+        return tuple((v - self.centre) / self.step + 0.5 for v in box)
+
+
+@dataclass(frozen=True)
+class Reduced:
+    stored: np.ndarray  # (h, w) stored values, the dtype pydicom's decoder gives
+    how: str  # e.g. "JPEG 2000 reduce 3 (1/8)"
+    reduction: Reduction
+
+
+def levels_for(full: tuple, need: tuple, limit: int = MAX_REDUCE) -> int:
+    """The largest r <= ``limit`` with ceil(side / 2**r) >= need on both sides (0: none)."""
+    r = 0
+    while r < limit and all(-(-s // (2 << r)) >= n for s, n in zip(full, need)):
+        r += 1
+    return r
+
+
+def reduced_frame(ds, rows: int, columns: int, frames: int, index: int | None,
+                  need: tuple | None) -> Reduced | None:
+    """The frame decoded at reduced resolution, or None where a full decode is needed."""
+    if need is None or not _ENABLED.get():
+        return None
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    if syntax not in NATIVE + J2K + JPEG_BASELINE or ds.get("PixelRepresentation", 0) != 0 or "PixelData" not in ds:
+        return None
+    if levels_for((rows, columns), need) == 0:
+        return None
+    if syntax in NATIVE:
+        return _native(ds, rows, columns, index or 0, need)
+    from pydicom.encaps import get_frame
+
+    try:
+        data = get_frame(ds.PixelData, index or 0, number_of_frames=frames)
+        if syntax in J2K:
+            return _j2k(data, ds, rows, columns, need)
+        return _jpeg(data, ds, rows, columns, need)
+    except PILLOW_ERRORS:
+        return None  # this stream is not one the fast path handles: the full decoder will (or will say why)
+
+
+def _native(ds, rows: int, columns: int, index: int, need: tuple) -> Reduced | None:
+    """Uncompressed 8/16-bit data read in place and averaged over k x k blocks (k = 2**r): the
+    image a model needs without a display pass over every pixel."""
+    bits, stored = ds.get("BitsAllocated"), ds.get("BitsStored")
+    if bits not in (8, 16) or not isinstance(stored, int) or not 0 < stored <= bits:
+        return None
+    dtype = np.dtype("<u2" if bits == 16 else "u1")
+    count = rows * columns
+    data = ds.PixelData
+    if len(data) < (index + 1) * count * dtype.itemsize:
+        return None  # the full decoder names the short data
+    arr = np.frombuffer(data, dtype, count=count, offset=index * count * dtype.itemsize).reshape(rows, columns)
+    k = 1 << levels_for((rows, columns), need)
+    h, w = rows // k, columns // k
+    if h < need[0] or w < need[1]:
+        return None
+    block = arr[:h * k, :w * k]
+    if stored < bits:  # bits above Bits Stored are not part of the value (pydicom masks them too)
+        block = block & np.asarray((1 << stored) - 1, dtype)
+    from PIL import Image
+
+    out = np.asarray(Image.fromarray(block.astype(np.float32), "F").reduce(k))  # exact k x k means, in C
+    return Reduced(out, f"uncompressed, {k} x {k} block mean", Reduction((rows, columns), k, k / 2))
+
+
+def _siz_cod(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """(components, precision, signed, width, height) from SIZ and the level count from COD of a
+    raw J2K codestream; None if the markers are not where a main header keeps them."""
+    if data[:4] != b"\xff\x4f\xff\x51":
+        return None
+    width, height, x0, y0 = struct.unpack(">IIII", data[8:24])
+    components = struct.unpack(">H", data[40:42])[0]
+    ssiz = data[42]
+    cod = data.find(b"\xff\x52", 42)
+    if cod < 0 or x0 or y0:
+        return None
+    levels = data[cod + 9]
+    return components, (ssiz & 0x7F) + 1, ssiz >> 7, (width, height), levels
+
+
+def _j2k(data: bytes, ds, rows: int, columns: int, need: tuple) -> Reduced | None:
+    from PIL import Image, ImageFile
+
+    header = _siz_cod(data)
+    if header is None:
+        return None
+    components, precision, signed, size, levels = header
+    bits = ds.get("BitsAllocated")
+    if components != 1 or signed or size != (columns, rows) or precision != ds.get("BitsStored") \
+            or bits not in (8, 16) or precision > bits:
+        return None
+    r = levels_for((rows, columns), need, min(MAX_REDUCE, levels))
+    if r == 0:
+        return None
+    img = Image.open(io.BytesIO(data))
+    # Pillow's own ``reduce`` rounds the reduced size where OpenJPEG takes the ceiling, and then
+    # refuses e.g. 1841 rows at r = 2; set the size OpenJPEG will produce and load the tile directly
+    out = (-(-columns // (1 << r)), -(-rows // (1 << r)))
+    codec, _, _, fd, length = img.tile[0].args
+    img._reduce, img._size = r, out
+    img.tile = [ImageFile._Tile(img.tile[0].codec_name, (0, 0, *out), img.tile[0].offset,
+                                (codec, r, img.layers, fd, length))]
+    ImageFile.ImageFile.load(img)
+    arr = np.asarray(img)
+    if arr.shape != out[::-1]:
+        return None
+    if arr.dtype == np.uint16:  # Pillow scales a p-bit component to 16 bits: undo it exactly
+        shift = 16 - precision
+        if shift and (arr & ((1 << shift) - 1)).any():
+            return None
+        arr = arr >> shift
+    elif img.mode != "L":
+        return None
+    dtype = np.uint8 if bits == 8 else np.uint16
+    # a wavelet low-pass sample sits on the even full-resolution sample (ISO 15444-1 Annex F):
+    # decoded pixel i is centred on full pixel i * 2**r, not on the middle of its 2**r block
+    return Reduced(arr.astype(dtype, copy=False), f"JPEG 2000 reduce {r} (1/{1 << r})",
+                   Reduction((rows, columns), 1 << r, 0.5))
+
+
+def _jpeg(data: bytes, ds, rows: int, columns: int, need: tuple) -> Reduced | None:
+    from PIL import Image
+
+    if ds.get("BitsAllocated") != 8 or ds.get("SamplesPerPixel", 1) != 1:
+        return None
+    img = Image.open(io.BytesIO(data))
+    if img.mode != "L" or img.size != (columns, rows):
+        return None
+    img.draft("L", (need[1], need[0]))
+    img.load()
+    arr = np.asarray(img)
+    if arr.shape[0] < need[0] or arr.shape[1] < need[1] or arr.shape == (rows, columns):
+        return None
+    step = -(-columns // arr.shape[1])
+    if -(-rows // step) != arr.shape[0] or -(-columns // step) != arr.shape[1]:
+        return None
+    # a scaled IDCT averages each step x step block: decoded pixel i is centred on its block
+    return Reduced(arr, f"JPEG DCT scaling 1/{step}", Reduction((rows, columns), step, step / 2))
