@@ -247,10 +247,11 @@ def test_ecg_printout_is_at_the_scale_it_states(qtbot, window, pydicom_file, ecg
     assert abs(abs(where["1mV"][1] - where["0mV"][1]) * mm - (10.0 + 2.2 + 0.6)) < 0.3
 
 
-def test_a_leg_radiograph_gets_a_banner_and_the_pdf_says_so(qtbot, window, dcm, tmp_path):
+def test_a_leg_radiograph_gets_a_banner_and_the_pdf_says_so(qtbot, window, dcm, pneumonia_bundle, tmp_path):
     from pypdf import PdfReader
 
     window.open_paths([dcm("RG3_UNCR.dcm")])
+    window.state.choose(next(b for b in window.state.bundles if b.path == pneumonia_bundle))
     run_and_wait(qtbot, window)
     banner = window.result_panel.banner
     assert not banner.isHidden() and "EXTREMITY" in banner.text() and "outside_intended_use" in banner.toolTip()

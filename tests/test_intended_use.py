@@ -110,9 +110,18 @@ def test_sr_and_batch_csv_carry_the_warnings(pneumonia_bundle, tmp_path):
     with open_bundle(pneumonia_bundle) as model:
         r = model.predict(leg)
     sr = pydicom.dcmread(save_sr(r, leg, tmp_path))
-    values = [item.ConceptCodeSequence[0] for item in sr.iterall()
-              if getattr(item, "ValueType", "") == "CODE" and item.ConceptNameCodeSequence[0].CodeValue == "warning"]
-    assert "outside_intended_use" in [v.CodeValue for v in values]
+
+    def items(ds):
+        for item in ds.get("ContentSequence", []):
+            yield item
+            yield from items(item)
+
+    def code(seq):  # codes over 16 characters are Long Code Values
+        return seq[0].get("CodeValue") or seq[0].get("LongCodeValue")
+
+    warned = [code(i.ConceptCodeSequence) for i in items(sr)
+              if i.ValueType == "CODE" and code(i.ConceptNameCodeSequence) == "warning"]
+    assert "outside_intended_use" in warned
     table = write_batch_csv([batch_row(Study(leg, "image", "RG3"), r, None)], tmp_path / "batch.csv")
     row = next(csv.DictReader(open(table, newline="")))
     assert "outside_intended_use" in row["warning_codes"] and "EXTREMITY" in row["warnings"]
