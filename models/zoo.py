@@ -134,11 +134,11 @@ def blood_cell_det(**kwargs):
 
 FETAL_HEAD_US = ModelConfig(
     intended_for={"modalities": ("US",), "note": "2-D fetal ultrasound, standard transthalamic plane"},
-    name="fetal-head-us", version="1.0.0", task="fetal_head", labels=("head",),
-    input_shape=(1, 128, 192),
-    # the whole 800 x 540 frame squashed to 192 x 128 (scale ~4.2 on both axes); the probability
+    name="fetal-head-us", version="1.1.0", task="fetal_head", labels=("head",),
+    input_shape=(1, 176, 256),
+    # the whole 800 x 540 frame squashed to 256 x 176 (scale ~3.1 on both axes); the probability
     # is resized back onto the source grid before the mask, the ellipse and the measurements
-    preprocess={"size": (128, 192), "channels": 1, "crop": "none", "resample": "box",
+    preprocess={"size": (176, 256), "channels": 1, "crop": "none", "resample": "box",
                 "mean": (0.25,), "std": (0.2,)},
     activation="sigmoid", positive_labels=("head",),
     intended_use=("Demonstration of the medexport measurement pipeline: outlines the fetal skull in a standard "

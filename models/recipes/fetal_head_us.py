@@ -5,8 +5,9 @@
 Split by pregnancy (images of one pregnancy share a number: 010_HC, 010_2HC), seeded: 20 % of
 the pregnancies are held out and never trained on. The card's Dice and HC error come from them,
 predicted through the engine's own preprocessing, resizing back, ellipse fit and measurement.
-Masks: the sonographer's 1-px ellipse outline, filled. Whole frames squashed to 192 x 128
-(soft, area-averaged masks as targets), flips and contrast/brightness jitter; BCE + soft Dice.
+Masks: the sonographer's 1-px ellipse outline, filled. Whole frames squashed to 256 x 176
+(soft, area-averaged masks as targets), flips, random scale / rotation / shift (one affine warp of
+image and mask together) and contrast/brightness jitter; BCE + soft Dice.
 """
 from __future__ import annotations
 
@@ -89,7 +90,25 @@ def _load(items, folder, spec):
     return np.stack(xs), np.stack(ys)
 
 
-def train(epochs: int = 8, seed: int = 0, batch: int = 8, limit: int | None = None) -> dict:
+def random_affine(x, y, rng, scale=(0.85, 1.15), degrees=15.0, shift=0.08):
+    """The same random scale / rotation / shift of each image and its soft mask (bilinear, border
+    padding for the image, zeros for the mask)."""
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    s = rng.uniform(*scale, n)
+    a = np.radians(rng.uniform(-degrees, degrees, n))
+    t = rng.uniform(-shift, shift, (n, 2))
+    theta = np.zeros((n, 2, 3), np.float32)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = np.cos(a) / s, -np.sin(a) / s, t[:, 0]
+    theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = np.sin(a) / s, np.cos(a) / s, t[:, 1]
+    grid = F.affine_grid(torch.from_numpy(theta), list(x.shape), align_corners=False)
+    return (F.grid_sample(x, grid, padding_mode="border", align_corners=False),
+            F.grid_sample(y, grid, padding_mode="zeros", align_corners=False))
+
+
+def train(epochs: int = 12, seed: int = 0, batch: int = 8, limit: int | None = None) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -121,6 +140,7 @@ def train(epochs: int = 8, seed: int = 0, batch: int = 8, limit: int | None = No
                     x[i], y[i] = x[i, ::-1], y[i, ::-1]
                 x[i] = x[i] * rng.uniform(0.8, 1.2) + rng.uniform(-0.4, 0.4)  # contrast, brightness (normalised units)
             xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+            xt, yt = random_affine(xt, yt, rng)
             logits = model(xt)
             p = torch.sigmoid(logits)
             soft_dice = 1 - (2 * (p * yt).sum() + 1) / (p.sum() + yt.sum() + 1)
@@ -135,35 +155,58 @@ def train(epochs: int = 8, seed: int = 0, batch: int = 8, limit: int | None = No
     model.eval()
     weights_sha = save_weights(model, config)
     train_seconds = time.time() - start
-    held_out = evaluate(model, held, folder, spec)
-    record = {"model": NAME, "version": config.version, "thresholds": {"head": 0.5},
-              "threshold_rule": "0.5 on the sigmoid probability (not tuned)",
-              "held_out": held_out,
+    threshold, rule = choose_threshold(model, train_items, folder, spec)
+    held_out = evaluate(model, held, folder, spec, threshold)
+    record = {"model": NAME, "version": config.version, "thresholds": {"head": threshold},
+              "threshold_rule": rule, "held_out": held_out,
               "data": {"folder": "segmentation/hc18", "split": f"by pregnancy, seed {SPLIT_SEED}, "
                        f"{HELD_OUT_FRACTION:.0%} of pregnancies held out",
                        "train_images": len(train_items), "held_out_images": len(held),
                        "held_out_pregnancies": len({it.pregnancy for it in held}),
                        "target": "filled sonographer outline (HC18 annotation ellipse)"},
               "recipe": {"epochs": epochs, "batch": batch, "seed": seed, "loss": "BCE + soft Dice",
-                         "input": "whole frame squashed to 192 x 128 (box filter)",
-                         "augmentation": "h/v flips, contrast x0.8-1.2, brightness +-0.4 (normalised)"},
+                         "input": "whole frame squashed to 256 x 176 (box filter)",
+                         "augmentation": "h/v flips, scale 0.85-1.15, rotation +-15 deg, shift +-8 %, "
+                                         "contrast x0.8-1.2, brightness +-0.4 (normalised)"},
               "weights_sha256": weights_sha, "training_seconds": round(train_seconds, 1),
               "environment": training_environment()}
     return publish(config, record, model_card(config, record))
 
 
-def evaluate(model, items, folder, spec, n_boot: int = 2000) -> dict:
+THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+
+
+def choose_threshold(model, train_items, folder, spec) -> tuple[float, str]:
+    """The probability threshold whose HC error has the smallest mean absolute value on every
+    fourth training image (the held-out pregnancies are never looked at)."""
+    probe = train_items[::4]
+    errors = {t: [] for t in THRESHOLDS}
+    for it in probe:
+        pixels, _ = read_item(folder, it)
+        prob = predict_probability(model, pixels, spec)
+        for t in THRESHOLDS:
+            try:
+                errors[t].append(abs(measure(prob, it.pixel_mm, t)["head_circumference_mm"] - it.hc_mm))
+            except InvalidInputError:
+                errors[t].append(it.hc_mm)
+    mae = {t: float(np.mean(e)) for t, e in errors.items()}
+    best = min(mae, key=mae.get)
+    return best, (f"{best} on the sigmoid probability: the smallest HC mean absolute error on {len(probe)} training "
+                  "images (" + ", ".join(f"{t}: {v:.2f} mm" for t, v in mae.items()) + "); held-out images not used")
+
+
+def evaluate(model, items, folder, spec, threshold: float = 0.5, n_boot: int = 2000) -> dict:
     """Dice, HC / BPD / OFD errors (mm) on ``items`` through the engine's path."""
     rows = []
     for it in items:
         pixels, truth = read_item(folder, it)
         prob = predict_probability(model, pixels, spec)
         try:
-            pred = measure(prob, it.pixel_mm)
+            pred = measure(prob, it.pixel_mm, threshold)
         except InvalidInputError:  # no outline found: counted as a miss of the whole head
             pred = dict.fromkeys(("head_circumference_mm", "biparietal_diameter_mm", "occipitofrontal_diameter_mm"), 0.0)
         ref = head_measurements(boundary_points(truth.astype(np.float32)), (it.pixel_mm, it.pixel_mm))
-        rows.append({"name": it.name, "dice": dice(prob >= 0.5, truth), "iou": iou(prob >= 0.5, truth),
+        rows.append({"name": it.name, "dice": dice(prob >= threshold, truth), "iou": iou(prob >= threshold, truth),
                      "hc_err": pred["head_circumference_mm"] - it.hc_mm,
                      "bpd_err": pred["biparietal_diameter_mm"] - ref["biparietal_diameter_mm"],
                      "ofd_err": pred["occipitofrontal_diameter_mm"] - ref["occipitofrontal_diameter_mm"],
@@ -195,14 +238,26 @@ def reevaluate() -> dict:
     config = get_config(NAME)
     record = config.training_record()
     model = create_model(NAME, pretrained=True).eval()
-    _, held = hc18_split(hc18_items())
-    record["held_out"] = evaluate(model, held, shared_data() / "segmentation" / "hc18", ImagePreprocess(**config.preprocess))
+    train_items, held = hc18_split(hc18_items())
+    folder, spec = shared_data() / "segmentation" / "hc18", ImagePreprocess(**config.preprocess)
+    threshold, record["threshold_rule"] = choose_threshold(model, train_items, folder, spec)
+    record["thresholds"] = {"head": threshold}
+    record["held_out"] = evaluate(model, held, folder, spec, threshold)
     return publish(config, record, model_card(config, record))
 
 
 def measure(probability: np.ndarray, pixel_mm: float, threshold: float = 0.5) -> dict:
     """The engine's measurement of a source-grid probability map (isotropic pixels of ``pixel_mm``)."""
     return head_measurements(boundary_points(probability, threshold), (pixel_mm, pixel_mm))
+
+
+def target_sentence(h: dict, r: dict) -> str:
+    """Whether the project's targets (Dice >= 0.96, HC MAE <= 2.0 mm) are met, said plainly."""
+    dice, mae = h["dice"]["value"], h["hc_mae_mm"]["value"]
+    met = [f"Dice {dice:.3f} {'>=' if dice >= 0.96 else '<'} 0.96", f"HC MAE {mae:.2f} mm {'<=' if mae <= 2.0 else '>'} 2.0 mm"]
+    verdict = "met" if dice >= 0.96 and mae <= 2.0 else "**not met**"
+    return (f"The project's targets are {verdict} on the held-out pregnancies ({'; '.join(met)}; "
+            f"{r['recipe']['epochs']} epochs, {r['recipe']['input']}).")
 
 
 def model_card(config, r: dict) -> str:
@@ -230,8 +285,8 @@ Intended use: {config.intended_use}
 
 ## Architecture
 U-Net, 5 levels (8/16/32/64/128 channels), batch norm, 1 logit map, 0.49 M parameters. The whole
-frame is squashed to 192 x 128 ({r['recipe']['input']}); the probability is resized back
-(bilinear) to the source grid and thresholded at 0.5.
+frame is squashed to the model's input ({r['recipe']['input']}); the probability is resized back
+(bilinear) to the source grid and thresholded at {r['thresholds']['head']} ({r['threshold_rule']}).
 
 ## Training data
 HC18 challenge training set (van den Heuvel, de Bruijn, de Korte, van Ginneken, PLoS ONE 2018,
@@ -256,9 +311,7 @@ Trained in {r['training_seconds']:.0f} s on {r['environment']['threads']} CPU th
 HC absolute difference percentiles (mm): {h['hc_abs_error_mm_percentiles']}. Worst frames:
 {', '.join(f"{w['name']} ({w['hc_err_mm']:+.1f} mm, Dice {w['dice']:.2f})" for w in h['worst'])}: there the model
 outlines only part of the head (small, early heads and faint skull edges), and the mean is dominated by them.
-**The project's targets (Dice >= 0.96, HC MAE <= 2.0 mm) are not met by this version**: it was trained for
-{r['recipe']['epochs']} epochs at 192 x 128 only (loss still falling); more epochs, a larger input and
-scale/rotation augmentation are the next steps. HC18 publishes only HC,
+{target_sentence(h, r)} HC18 publishes only HC,
 so the BPD/OFD references are our fit to the sonographer's outline. For scale: HC18 leaderboard
 leaders reach about 1.7-2 mm on the official test set (a different set; not comparable one to one).
 
@@ -266,7 +319,7 @@ leaders reach about 1.7-2 mm on the official test set (a different set; not comp
 - Standard transthalamic plane only; other planes, twins, or frames without a head give a
   meaningless ellipse (the model always outlines something).
 - One centre (Radboud UMC, Nijmegen), two devices, one population; not validated elsewhere.
-- Frames are squashed to 192 x 128: fine outline detail is lost; HC is reproducible to a few mm.
+- Frames are squashed to {r['recipe']['input'].split(' to ')[-1].split(' (')[0]}: fine outline detail is lost.
 - The CIs resample images; frames of one pregnancy are correlated, so they are somewhat narrow.
 - Not a medical device.
 
@@ -282,7 +335,7 @@ Weights SHA-256: `{r['weights_sha256']}`
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="smoke run: only this many training images")
     parser.add_argument("--evaluate-only", action="store_true", help="re-evaluate the shipped weights")
