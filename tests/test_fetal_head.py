@@ -127,39 +127,40 @@ def test_pixel_spacing_from_dicom_tags(tmp_path):
 
 # held-out frames of typical difficulty (the model's median HC error is 1.7 mm; the card lists its
 # failures, e.g. 024_HC and 071_HC, where it outlines only part of the head)
-TYPICAL = ("023_2HC.png", "029_HC.png", "033_HC.png")
-
-
 def _held_out(shared, n=3):
+    """The first ``n`` held-out frames by name (the recipe's split by pregnancy; not picked by result)."""
     from medexport.models.recipes.fetal_head_us import hc18_items, hc18_split
 
-    held = {it.name: it for it in hc18_split(hc18_items())[1]}
-    return [held[name] for name in TYPICAL[:n]]
+    return sorted(hc18_split(hc18_items())[1], key=lambda it: it.name)[:n]
 
 
 def test_bundle_measures_held_out_frames_close_to_the_sonographer(fetal_bundle, shared):
     from medexport.engine import open_bundle
 
+    errors = []
     with open_bundle(fetal_bundle) as model:
-        for item in _held_out(shared):
+        for item in _held_out(shared, 9):
             r = model.predict(str(shared / "segmentation" / "hc18" / "images" / item.name), pixel_size_mm=item.pixel_mm)
             hc = r.measurements["head_circumference_mm"]
-            assert abs(hc - item.hc_mm) < 4.0, (item.name, hc, item.hc_mm)
+            errors.append(abs(hc - item.hc_mm))
             assert r.measurements["biparietal_diameter_mm"] < r.measurements["occipitofrontal_diameter_mm"]
             assert r.headline().startswith(f"HC {hc:.1f} mm, BPD ")
             assert r.spacing_source.startswith("given") and r.to_dict()["units"] == "mm"
             assert r.overlay().kind == "ellipse" and r.mask.shape == (540, 800)
+    assert sorted(errors)[len(errors) // 2] < 4.0, errors  # the median frame within 4 mm of the sonographer
 
 
 def test_without_spacing_lengths_stay_in_pixels_and_the_result_says_so(fetal_bundle, shared, tmp_path):
     from medexport.engine import open_bundle
 
     item = _held_out(shared, 1)[0]
+    study = str(shared / "segmentation" / "hc18" / "images" / item.name)
     with open_bundle(fetal_bundle) as model:
-        r = model.predict(str(shared / "segmentation" / "hc18" / "images" / item.name))
+        r = model.predict(study)
+        in_mm = model.predict(study, pixel_size_mm=item.pixel_mm)
     assert "gestational_age_weeks" not in r.measurements and "head_circumference_mm" not in r.measurements
     hc_px = r.measurements["head_circumference_px"]
-    assert abs(hc_px * item.pixel_mm - item.hc_mm) < 4.0
+    assert abs(hc_px * item.pixel_mm - in_mm.measurements["head_circumference_mm"]) < 0.5  # same outline, other unit
     assert "no pixel spacing" in r.headline() and r.spacing_source == "none"
     assert any(w.code == "no_pixel_spacing" and "no pixel spacing" in w.message for w in r.warnings) and r.to_dict()["units"] == "pixels"
     saved = r.save_outputs(tmp_path)["mask_file"]
