@@ -85,3 +85,37 @@ def test_ecg_results_carry_no_ood_warning(ecg_bundle):
     with open_bundle(ecg_bundle) as model:
         r = model.predict(get_testdata_file("waveform_ecg.dcm"))
     assert r.ood is None and not {"no_ood_reference", "out_of_distribution"} & {w.code for w in r.warnings}
+
+
+def test_a_users_onnx_classifier_gets_a_reference_from_calib_and_its_file_is_untouched(tmp_path, shared):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from medexport.engine.checksums import sha256_file
+    from medexport.export.build import BuildOptions, build
+
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (2, 4)).astype(np.float32), "fc"),
+             numpy_helper.from_array(np.zeros(2, np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "b"], ["out"], transB=1)]
+    graph = helper.make_graph(nodes, "u", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 32, 32])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "mine.onnx")
+    before = sha256_file(tmp_path / "mine.onnx")
+    calib = str(shared / "images" / "pneumoniamnist_trainval.npz") + ":train:80"
+    out = build(str(tmp_path / "mine.onnx"), tmp_path / "mine",
+                BuildOptions(targets=["onnxruntime"], task="classification", labels=["normal", "abnormal"],
+                             input_size=32, calib=calib, intended_for={"modalities": ["CR", "DX"]}), emit=lambda m: None)
+    assert sha256_file(tmp_path / "mine.onnx") == before  # the user's file is never modified
+    with open_bundle(out) as bundle:
+        features = next(o for o in bundle.manifest.outputs if o.name == "features")
+        assert features.shape == (-1, 4)  # the Gemm's input: the penultimate vector
+        assert bundle.manifest.ood.report["in_distribution"]["checked_on"] > 0
+        r = bundle.predict(pydicom_data() / "MR2_UNCR.dcm")
+    assert r.ood is not None and np.isfinite(r.ood.score)
+    assert "outside_intended_use" in [w.code for w in r.warnings]  # declared --modalities CR,DX; an MR
