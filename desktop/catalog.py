@@ -98,6 +98,29 @@ def default_folders(extra: list | None = None) -> list[Path]:
     return folders
 
 
+def served_entries(urls: list[str]) -> tuple[list[BundleEntry], list[str]]:
+    """Models served by ``medexport serve`` (``triton://host:port/model``), asked for what they are;
+    a server that is down is a problem line, not a crash. Their ``path`` is the URL."""
+    from medexport.engine import open_bundle
+
+    found, problems = [], []
+    for url in urls:
+        try:
+            with open_bundle(url) as remote:
+                p = remote.provenance
+                found.append(BundleEntry(url, p.model_id, p.model_version, remote.task_name, p.bundle_sha256,
+                                         (f"served: {p.backend}-{p.precision}",), f"served by {url}", p.medical_device,
+                                         None, Signature(False), remote.study_kind, task_class(remote.task_name).viewer_rank,
+                                         validated=True))
+        except MedError as exc:
+            problems.append(f"{url}: {exc}")
+    return found, problems
+
+
+def is_served(entry: BundleEntry) -> bool:
+    return str(entry.path).startswith("triton://")
+
+
 def find_bundles(folders: list[Path], trust: dict | None = None) -> tuple[list[BundleEntry], list[str]]:
     """Every valid, trusted bundle directly inside ``folders``; problems are returned, not raised.
 

@@ -14,9 +14,9 @@ from medexport.engine import MedError, open_bundle, read_manifest
 from medexport.engine.studies import Study, batch_row, open_paths
 
 from . import audit
-from .catalog import BundleEntry, default_folders, find_bundles
+from .catalog import BundleEntry, default_folders, find_bundles, is_served, served_entries
 from .paths import installed_bundles_dir
-from .trust import model_options
+from .trust import model_options, served_models
 
 
 class Cancelled(Exception):
@@ -46,7 +46,11 @@ class AppState:
 
     # -- models --------------------------------------------------------------------------------
     def discover(self) -> None:
-        self.bundles, self.bundle_problems = find_bundles(default_folders(self.bundle_folders))
+        served = served_models()
+        if served:  # the clinic's settings name a model server: its models instead of local bundles
+            self.bundles, self.bundle_problems = served_entries(served)
+        else:
+            self.bundles, self.bundle_problems = find_bundles(default_folders(self.bundle_folders))
         for kind in ("image", "ecg"):
             if kind not in self.chosen:
                 fitting = sorted(self.models_for(kind), key=lambda b: b.preference)
@@ -79,7 +83,8 @@ class AppState:
         """The open engine model for a bundle (opened once: checksums, backend choice)."""
         with self._lock:
             if entry.path not in self._models:
-                self._models[entry.path] = open_bundle(entry.path, **model_options())
+                options = {} if is_served(entry) else model_options()  # a server checks its own bundles
+                self._models[entry.path] = open_bundle(entry.path, **options)
             return self._models[entry.path]
 
     def runtime_of(self, entry: BundleEntry) -> str:
@@ -87,6 +92,8 @@ class AppState:
         anything (a first TensorRT engine build happens in the run, in the background)."""
         from medexport.engine.backends import choose_artifact
 
+        if is_served(entry):
+            return f"{entry.artifacts[0]} on the model server {entry.path}"
         if entry.path in self._models:
             model = self._models[entry.path]
             return f"{model.backend} {model.precision}"

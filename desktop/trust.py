@@ -21,14 +21,19 @@ SHIPPED = Path(__file__).parent / "trust"
 SETTINGS = "viewer.ini"
 
 
-def setting(name: str, default: bool) -> bool:
-    """A yes/no setting from ``[General]`` of viewer.ini (QSettings writes 'true'/'false')."""
+def _general(name: str) -> str | None:
+    """A raw value from ``[General]`` of viewer.ini (None when absent or the file is unreadable)."""
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:
         parser.read(data_dir() / SETTINGS, encoding="utf-8")
     except (configparser.Error, UnicodeDecodeError):
-        return default
-    value = parser.get("General", name, fallback=None)
+        return None
+    return parser.get("General", name, fallback=None)
+
+
+def setting(name: str, default: bool) -> bool:
+    """A yes/no setting from ``[General]`` of viewer.ini (QSettings writes 'true'/'false')."""
+    value = _general(name)
     return default if value is None else value.strip().lower() in ("true", "1", "yes")
 
 
@@ -57,6 +62,12 @@ def open_options() -> dict:
                                  fix=f"put your publishers' public keys (*.pub.pem) in {data_dir() / 'trust'}, "
                                      f"or set allow_unsigned_bundles=true in [General] of {data_dir() / SETTINGS}")
     return {"trust": sources, "allow_unsigned": allow}
+
+
+def served_models() -> list[str]:
+    """``served_models`` in viewer.ini: ``triton://host:port/model`` addresses, separated by spaces
+    or commas. When given, the viewer runs these models on the server instead of local bundles."""
+    return (_general("served_models") or "").replace(",", " ").split()
 
 
 def model_options() -> dict:

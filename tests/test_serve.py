@@ -210,3 +210,30 @@ def test_wire_refuses_foreign_records():
     value = {"a": (1, np.arange(3, dtype=np.int16)), 2: [None, 1.5]}
     back = wire.decode(wire.json_loads(wire.dumps(wire.encode(value))))
     assert back["a"][0] == 1 and back["a"][1].dtype == np.int16 and back[2] == [None, 1.5]
+
+
+def test_the_viewer_uses_the_server_named_in_its_settings(server, cxr):
+    from medexport.desktop.paths import data_dir
+    from medexport.desktop.state import AppState
+
+    data_dir().mkdir(parents=True, exist_ok=True)
+    ini = data_dir() / "viewer.ini"
+    before = ini.read_text() if ini.exists() else None
+    ini.write_text(f"[General]\nserved_models = {server.url('pneumonia-cxr')}, {server.url('ecg-rhythm')}\n")
+    try:
+        state = AppState()
+        state.discover()
+        assert sorted(b.model_id for b in state.bundles) == ["ecg-rhythm", "pneumonia-cxr"]
+        entry = state.chosen["image"]
+        assert entry.path == server.url("pneumonia-cxr") and "model server" in state.runtime_of(entry)
+        r = state.engine(entry).predict(cxr[0])
+        assert r.provenance.server == server.url("pneumonia-cxr")
+        ini.write_text("[General]\nserved_models = triton://127.0.0.1:9/pneumonia-cxr\n")  # nothing listens on 9
+        state = AppState()
+        state.discover()
+        assert state.bundles == [] and "127.0.0.1:9" in state.bundle_problems[0]
+    finally:
+        if before is None:
+            ini.unlink()
+        else:
+            ini.write_text(before)
