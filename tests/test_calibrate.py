@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -209,5 +210,9 @@ def test_viewer_calibrates_and_installs(qtbot, pneumonia_bundle, site, tmp_path,
     assert dialog.written is not None, dialog.output.toPlainText()
     assert "temperature 1 ->" in dialog.output.toPlainText() and "UNSIGNED" in dialog.output.toPlainText()
     installed = dialog.install()
-    assert installed is not None and "+site." in installed.name
-    assert read_manifest(installed)[0].provenance["calibration"]["goal"]["kind"] == "youden"
+    try:
+        assert installed is not None and "+site." in installed.name
+        assert read_manifest(installed)[0].provenance["calibration"]["goal"]["kind"] == "youden"
+    finally:  # installed into the tests' shared data folder: it must not shadow other tests' pneumonia-cxr
+        if installed is not None:
+            shutil.rmtree(installed)
