@@ -110,7 +110,7 @@ def em_membrane_seg(**kwargs):
 
 BLOOD_CELL_DET = ModelConfig(
     intended_for={"modalities": ("SM", "OT", "XC", "GM"), "note": "stained peripheral blood smears, light microscopy"},
-    name="blood-cell-det", version="1.0.0", task="detection", labels=("RBC", "WBC", "Platelets"),
+    name="blood-cell-det", version="1.1.0", task="detection", labels=("RBC", "WBC", "Platelets"),
     input_shape=(3, 256, 320),
     # 640 x 480 smears letterboxed at exactly 1/2 (8 rows of padding above and below)
     preprocess={"kind": "detect", "size": (256, 320), "letterbox": True,

@@ -32,7 +32,7 @@ from .common import publish, save_weights, seed_everything, training_environment
 NAME = "blood-cell-det"
 DATA = "detection/bccd"
 ALPHA = 0.54  # Gaussian size relative to the box (TTFNet)
-STRIDE = 8
+STRIDE = 4  # the detector's output grid (models/archs/centernet.py)
 CROP = (160, 224)  # training crops (fully convolutional: inference sees the whole 256 x 320 input)
 
 
@@ -287,7 +287,7 @@ Intended use: {config.intended_use}
 Compact anchor-free single-stage detector (CenterNet / TTFNet style), trained from scratch
 (no pretrained weights): a 4 x 4 stride-4 patch stem and a plain 3 x 3 CNN to stride 32
 (24-128 channels, {r.get('parameters', 601095) / 1e6:.2f} M parameters), a small feature pyramid back
-to stride 8, one head giving per-class centre heatmaps and four log box distances per cell. Input: RGB letterboxed to 256 x 320 (640 x 480 smears at exactly 1/2).
+to stride 4, one head giving per-class centre heatmaps and four log box distances per cell. Input: RGB letterboxed to 256 x 320 (640 x 480 smears at exactly 1/2).
 The engine decodes it: 3 x 3 local maxima, boxes, non-maximum suppression per class (IoU 0.5),
 boxes mapped back to source pixels.
 
