@@ -46,7 +46,7 @@ def screen_answer(model, outputs: dict, fields: dict) -> dict:
     return fields | {"ood": ood, "warnings": tuple(warnings)}
 
 
-def screen_borderline(model, feeds: dict | None, meta: dict, fields: dict) -> dict:
+def screen_borderline(model, feeds: dict, meta: dict, fields: dict) -> dict:
     """A decision within the artifact's borderline band of its threshold gets ``borderline``;
     a quantized artifact's answer is then re-run on the bundle's fp32 artifact and both are kept."""
     band = model.artifact.borderline
@@ -58,7 +58,7 @@ def screen_borderline(model, feeds: dict | None, meta: dict, fields: dict) -> di
     text = (f"{label} score {fields['scores'][label]:.3f} is within {band:.3f} of its threshold {threshold:.3f} "
             f"(the band where {model.precision} and the float model may decide differently)")
     second = None
-    float_model = model.float_model() if feeds is not None else None
+    float_model = model.float_model()
     if float_model is not None:
         again = model.task.postprocess(float_model._run(feeds), meta)
         hit = {k: again["scores"][k] >= t for k, t in again["thresholds"].items()}

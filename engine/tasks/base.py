@@ -105,8 +105,6 @@ class Task:
         """The result's task fields (provenance and timings are added by the model)."""
         raise NotImplementedError
 
-    has_margins: ClassVar[bool] = False  # decisions at thresholds: margins() says how close they were
-
     def margins(self, fields: dict) -> dict:
         """label -> score minus its operating threshold (empty: no thresholded decision)."""
         return {}

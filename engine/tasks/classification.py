@@ -42,8 +42,6 @@ class ClassificationTask(Task):
             fields.update(heatmap_grid=cam, heatmap_label=label, heatmap_method=CAM_METHOD)
         return fields
 
-    has_margins = True
-
     def margins(self, fields: dict) -> dict:
         return {k: float(fields["scores"][k]) - float(t) for k, t in fields["thresholds"].items()}
 
