@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -273,9 +274,10 @@ class Model:
         cls, self.artifact = choose_artifact(self.manifest, backend, precision)
         files = {role: self.path / rel for role, rel in self.artifact.files.items()}
         self.runtime = cls(files, precision=self.artifact.precision, threads=threads, **backend_options)
-        self.task = task_for(self.manifest)
+        self.task = task_for(self.manifest, self.artifact)
         self.ood = load_ood_reference(self.manifest, self.path)
-        self._float = None  # the fp32 artifact, opened on the first borderline answer
+        self._float = None  # the fp32 artifact, opened on the first borderline answer (False: the bundle has none)
+        self._float_lock = threading.Lock()
         self.runtime.load()
         self.provenance = Provenance(self.manifest.model_id, self.manifest.model_version, self.sha256,
                                      cls.name, self.artifact.precision, self.runtime.device,
@@ -355,19 +357,21 @@ class Model:
         borderline study; None when this is fp32 already or the bundle has none that runs here."""
         if self.precision == "fp32":
             return None
-        if self._float is None:
-            for backend in dict.fromkeys((self.backend, "auto")):
-                try:
-                    self._float = Model(self.path, backend, "fp32", verify=False, allow_unsigned=True,
-                                        strict=self.strict)
-                    break
-                except MedError:  # no fp32 artifact for this backend: try any
-                    continue
-        return self._float
+        with self._float_lock:  # studies on worker threads: one opening, and every thread waits for it
+            if self._float is None:
+                self._float = False  # looked for once: a bundle without one is not searched again per study
+                for backend in dict.fromkeys((self.backend, "auto")):
+                    try:
+                        self._float = Model(self.path, backend, "fp32", verify=False, allow_unsigned=True,
+                                            strict=self.strict)
+                        break
+                    except MedError:  # no fp32 artifact for this backend: try any
+                        continue
+            return self._float or None
 
     def close(self) -> None:
         self.runtime.close()
-        if self._float is not None:
+        if self._float:
             self._float.close()
 
     def __enter__(self) -> "Model":

@@ -332,6 +332,9 @@ class Artifact:
     # half-width of the score band around each threshold where this artifact's decision may differ
     # from the float model's: its tolerance, widened to where validation saw decisions flip
     borderline: float = 0.0
+    # a reduced decode this artifact was checked for (engine/io/fast_decode.py): sources are decoded
+    # at no less than ``decode_margin`` x the model's input where the syntax allows; 0: in full
+    decode_margin: int = 0
 
     def __post_init__(self):
         _text("artifacts[].target", self.target)
@@ -344,6 +347,7 @@ class Artifact:
         _real(f"artifacts[{self.key}].tolerance", self.tolerance, 0.0, 1.0)
         _optional_path(f"artifacts[{self.key}].report", self.report)
         _real(f"artifacts[{self.key}].borderline", self.borderline, 0.0, 1.0)
+        _int(f"artifacts[{self.key}].decode_margin", self.decode_margin, 0, 8)
         if not isinstance(self.options, dict):
             _bad(f"artifacts[{self.key}].options", self.options, "an object")
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .io import fast_decode
 from .manifest import ImagePreprocess
 
 
@@ -16,13 +17,14 @@ class Geometry:
     crop: tuple  # (top, left, height, width) taken from the source
 
 
-DECODE_MARGIN = 2  # a reduced decode keeps at least twice the model's input (scores moved 0.05 at 1x)
-
-
-def decode_size(spec: ImagePreprocess) -> tuple[int, int]:
-    """The least (H, W) a source may be decoded at (io/fast_decode.py): its crop must cover
-    ``DECODE_MARGIN`` times the model's input (a centre square: on its shorter side)."""
-    h, w = DECODE_MARGIN * int(spec.size[0]), DECODE_MARGIN * int(spec.size[1])
+def decode_size(spec: ImagePreprocess, checked_margin: int = 0) -> tuple[int, int] | None:
+    """The least (H, W) a source may be decoded at (io/fast_decode.py), or None for a full decode:
+    its crop must cover ``fast_decode.margin(checked_margin)`` times the model's input (a centre
+    square: on its shorter side). ``checked_margin``: the artifact's ``decode_margin``."""
+    margin = fast_decode.margin(checked_margin)
+    if margin <= 0:
+        return None
+    h, w = margin * int(spec.size[0]), margin * int(spec.size[1])
     return (max(h, w),) * 2 if spec.crop == "center_square" else (h, w)
 
 

@@ -115,9 +115,13 @@ def parser() -> argparse.ArgumentParser:
                    help="refuse studies outside the bundle's intended use instead of answering with a warning "
                         "(also $MEDEXPORT_STRICT=1)")
     r.add_argument("--reference", help="segmentation: a truth mask (PNG, foreground > 0) to report Dice against")
-    r.add_argument("--reduced-decode", action="store_true",
-                   help="decode images at >= 2x the model's input where the syntax allows (faster; scores may move "
-                        "by more than an FP32 artifact's tolerance: see the bundle's reduced_decode report, docs/speed.md)")
+    decode = r.add_mutually_exclusive_group()
+    decode.add_argument("--reduced-decode", action="store_true",
+                        help="decode images reduced where the syntax allows even if the artifact's build check did "
+                             "not pass (faster; scores may move beyond its tolerance: docs/speed.md). Default: "
+                             "reduced only where the build showed the scores stay within tolerance")
+    decode.add_argument("--full-decode", action="store_true",
+                        help="always decode images at full resolution (also $MEDEXPORT_REDUCED_DECODE=0)")
     r.add_argument("--json", action="store_true", help="print results as JSON")
     r.add_argument("--csv", help="also write one row per study (file, decision, scores, error, backend, precision, "
                                  "times) to this new CSV file")
@@ -241,7 +245,7 @@ def cmd_predict(args) -> int:
         opts = dict(frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain, pixel_size_mm=args.pixel_size)
 
         def predict(study):
-            with reduced_resolution(args.reduced_decode or None):  # None: the process default
+            with reduced_resolution(True if args.reduced_decode else False if args.full_decode else None):
                 return model.predict(study.path, **opts)
 
         # the next studies decode on worker threads while one infers (engine/pipeline.py)

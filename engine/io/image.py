@@ -218,8 +218,12 @@ def _from_dicom(path: str, frame: int | None, min_size: tuple | None = None) -> 
             raise InvalidInputError(f"frame {frame} was asked for but {path} has {shape.frames}",
                                     expected=f"a frame in 0..{shape.frames - 1}")
         index = frame if shape.frames > 1 else None
-        reduced = fast_decode.reduced_frame(ds, shape.rows, shape.columns, shape.frames, index, min_size)
-        arr = reduced.stored if reduced else dicom.decode_pixels(ds, path, index, shape)
+        reduced = fast_decode.reduced_frame(ds, shape.rows, shape.columns, shape.frames, index, min_size, data)
+        if reduced is None:
+            arr = dicom.decode_pixels(ds, path, index, shape)
+            syntax = getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "pixel data")
+            reduced = fast_decode.reduce_decoded(arr, min_size, syntax)
+        arr = reduced.stored if reduced else arr
         pixels, how = dicom.to_display(ds, arr, path)
         meta = dicom.describe(ds) | {"greyscale": how}
         if reduced:

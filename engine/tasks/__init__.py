@@ -23,5 +23,6 @@ def task_class(name: str) -> type[Task]:
                           expected=f"one of {sorted(TASKS)}", fix="upgrade medexport") from None
 
 
-def task_for(manifest) -> Task:
-    return task_class(manifest.task)(manifest)
+def task_for(manifest, artifact=None) -> Task:
+    """The task of a bundle; ``artifact``: the one that runs (its checked reduced decode applies)."""
+    return task_class(manifest.task)(manifest, artifact.decode_margin if artifact else 0)

@@ -76,10 +76,11 @@ class Task:
     viewer_rank: ClassVar[int] = 0  # lower first when the viewer picks a default model for a study kind
     ood_applies: ClassVar[bool] = True  # False: signal quality plays the out-of-distribution role (ECG)
 
-    def __init__(self, manifest):
+    def __init__(self, manifest, decode_margin: int = 0):
         self.manifest = manifest
         self.spec = manifest.preprocess
         self.input_name = manifest.input.name
+        self.decode_margin = decode_margin  # the artifact's checked reduced decode (Artifact.decode_margin)
 
     # -- options ---------------------------------------------------------------------
     def options(self, **given):

@@ -24,7 +24,7 @@ class ClassificationTask(Task):
     from_onnx = True
 
     def read(self, source, options: ImageOptions) -> ImageStudy:
-        return read_image(source, frame=options.frame, min_size=decode_size(self.spec))
+        return read_image(source, frame=options.frame, min_size=decode_size(self.spec, self.decode_margin))
 
     def preprocess(self, study: ImageStudy, options: ImageOptions) -> tuple[dict, dict]:
         check_image(study.pixels, self.manifest.preprocess)

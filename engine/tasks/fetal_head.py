@@ -34,7 +34,7 @@ class FetalHeadTask(SegmentationTask):
         return super(SegmentationTask, self).options(**given)
 
     def read(self, source, options: MeasureOptions) -> ImageStudy:
-        study = read_image(source, frame=options.frame, min_size=decode_size(self.spec))
+        study = read_image(source, frame=options.frame, min_size=decode_size(self.spec, self.decode_margin))
         stated = dicom.pixel_spacing_mm(study.source) if study.kind == "dicom" else None
         given = options.pixel_size_mm
         if stated and given and any(abs(s - given) > AGREE * s for s in stated[0]):

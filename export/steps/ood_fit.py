@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medexport.engine.compare import auroc
-from medexport.engine.errors import MedError
+from medexport.engine.errors import ConfigurationError, MedError
 from medexport.engine.manifest import OodSpec, TensorSpec
 from medexport.engine.ood import fit_reference
 
@@ -25,6 +25,7 @@ from .features import FEATURES, add_feature_output
 OOD_FILE = "ood.npz"
 OOD_FIT_STUDIES = 600  # calibration studies the reference is fitted on, at most
 PERCENTILE = 97.5  # of in-distribution distances: the threshold
+MIN_STUDIES = 20  # calibration studies the reference needs (a quarter is held out for its threshold)
 PER_KIND = 40  # studies read per other kind, at most
 NOT_IN_SHARED_DATA = ("endoscopy", "photographs")
 
@@ -56,6 +57,11 @@ def study_features(source, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
 def fit_ood(source, calib: Dataset, val: Dataset | None, log) -> tuple[OodSpec, bytes]:
     """The reference fitted on ``calib``, its threshold and its report."""
     feats, scores = study_features(source, calib)
+    if len(feats) < MIN_STUDIES:
+        raise ConfigurationError(f"--calib gave {len(feats)} studies, too few to fit the out-of-distribution "
+                                 "reference (it holds a quarter out to set its threshold)",
+                                 expected=f"at least {MIN_STUDIES} real studies of the kind the model reads",
+                                 fix="pass a larger --calib folder or .npz split (a few hundred studies is typical)")
     if val is None:
         held = np.zeros(len(feats), bool)
         held[subset(len(feats), len(feats) // 4, seed=1)] = True

@@ -45,37 +45,52 @@ REDUCED_DECODE_STUDIES = ("RG1_UNCR.dcm", "RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG3_U
                           "MR2_UNCR.dcm", "MR2_J2KR.dcm", "MR2_J2KI.dcm")
 
 
-def reduced_decode_paths(kind: str) -> list[str]:
-    """The golden studies that are files, plus pydicom-data's JPEG 2000 images."""
+DECODE_MARGINS = (1, 2)  # tried smallest first: the largest reduction whose scores stay within tolerance wins
+
+
+def reduced_decode_paths(kind: str, work) -> list[str]:
+    """The golden studies that are files, pydicom-data's uncompressed and JPEG 2000 images, and
+    RG1 re-encoded as 8-bit baseline JPEG into ``work`` (the DCT-scaling path)."""
+    from pathlib import Path
+
     from medexport.models.data import pydicom_data
 
+    from ..bench_worker import jpeg_baseline_copy
     from ..golden import _unlike_paths
 
     if kind != "image":
         return []
     root = pydicom_data()
     extra = [str(root / n) for n in REDUCED_DECODE_STUDIES if root and (root / n).is_file()]
+    if root and (root / "RG1_UNCR.dcm").is_file():
+        extra.append(str(Path(work) / "RG1_jpeg_baseline.dcm"))
+        jpeg_baseline_copy(root / "RG1_UNCR.dcm", extra[-1])
     return list(dict.fromkeys(_unlike_paths(kind) + extra))
 
 
-def reduced_decode_inputs(task, paths: list[str]) -> list[tuple]:
+def reduced_decode_inputs(task, paths: list[str], margin: int) -> list[tuple]:
     """(study name, how it was decoded, full-decode input, reduced-decode input) per study the
-    task reads (read once per build; studies it refuses are left out)."""
+    task reads, the reduced one keeping ``margin`` x the model's input (read once per build;
+    studies it refuses are left out)."""
     from medexport.engine.errors import MedError
     from medexport.engine.io.fast_decode import full_resolution, reduced_resolution
 
-    out = []
-    for path in paths:
-        try:
-            opts = task.options()
-            with reduced_resolution():
-                study = task.read(path, opts)
-            with full_resolution():
-                full = task.read(path, opts)
-            inputs = [task.preprocess(s, opts)[0][task.input_name] for s in (full, study)]
-        except MedError:
-            continue
-        out.append((path.rsplit("/", 1)[-1], study.meta.get("decoded", "full"), *inputs))
+    out, kept = [], task.decode_margin
+    task.decode_margin = margin
+    try:
+        for path in paths:
+            try:
+                opts = task.options()
+                with reduced_resolution():
+                    study = task.read(path, opts)
+                with full_resolution():
+                    full = task.read(path, opts)
+                inputs = [task.preprocess(s, opts)[0][task.input_name] for s in (full, study)]
+            except MedError:
+                continue
+            out.append((path.rsplit("/", 1)[-1], study.meta.get("decoded", "full"), *inputs))
+    finally:
+        task.decode_margin = kept
     return out
 
 
@@ -92,3 +107,12 @@ def reduced_decode_agreement(task, run, inputs: list[tuple], tolerance: float) -
         items.append({"study": name, "decoded": decoded, "disagreement": round(diff, 6)})
     return {"n": len(inputs), "reduced": len(items), "max_disagreement": round(worst, 6), "tolerance": tolerance,
             "passed": worst <= tolerance, "studies": items}
+
+
+def reduced_decode_choice(task, run, checks: dict, tolerance: float) -> dict:
+    """The reduced decode an artifact may use: each margin's agreement (``checks``: margin ->
+    reduced_decode_inputs), and ``decode_margin``, the smallest margin that stays within the
+    artifact's tolerance on every study (0: none does; this artifact always decodes in full)."""
+    tried = {str(m): reduced_decode_agreement(task, run, inputs, tolerance) for m, inputs in sorted(checks.items())}
+    chosen = next((int(m) for m, a in tried.items() if a["passed"] and a["reduced"]), 0)
+    return {"decode_margin": chosen, "tolerance": tolerance, "margins": tried}
