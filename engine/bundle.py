@@ -20,6 +20,7 @@ from .backends import choose_artifact
 from .backends.base import default_cache_dir
 from .checksums import sha256_file
 from .errors import BundleError, ConfigurationError, InvalidInputError, MedError
+from .io.image import sha256_of
 from .manifest import MAX_MANIFEST_BYTES, RESERVED, Manifest, relative_path
 from .results import Provenance
 from .screening import load_ood_reference, screen_answer, screen_borderline, screen_study, strict_default
@@ -256,7 +257,7 @@ class Prepared:
     meta: dict  # what postprocess needs to map outputs back
     options: object
     source: str
-    sha256: str
+    digest: object  # the study's sha256, or the future of its background hash (io/image.sha256_of)
     input_meta: dict
     warnings: tuple  # found before inference (intended use)
     timings: dict  # read, preprocess (ms)
@@ -308,7 +309,8 @@ class Model:
         before = screen_study(self, study.meta)  # strict mode refuses here, before any inference
         t1 = time.perf_counter()
         feeds, meta = self.task.preprocess(study, opts)
-        return Prepared(feeds, meta, opts, study.source, study.sha256, study.meta, before,
+        digest = getattr(study, "digest", None) or study.sha256  # an image's hash may still run: overlaps inference
+        return Prepared(feeds, meta, opts, study.source, digest, study.meta, before,
                         {"read": (t1 - t0) * 1e3, "preprocess": (time.perf_counter() - t1) * 1e3})
 
     def finish(self, prepared: "Prepared", outputs: dict, infer_ms: float):
@@ -322,7 +324,7 @@ class Model:
         fields = screen_borderline(self, p.feeds, p.meta, fields)
         timings = dict(p.timings, infer=infer_ms, postprocess=(time.perf_counter() - t0) * 1e3)
         timings["total"] = sum(timings.values())
-        return self.task.result_type(provenance=self.provenance, source=p.source, input_sha256=p.sha256,
+        return self.task.result_type(provenance=self.provenance, source=p.source, input_sha256=sha256_of(p.digest),
                                      timings_ms=timings, input_meta=p.input_meta, **fields)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:

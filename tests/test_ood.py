@@ -87,12 +87,10 @@ def test_ecg_results_carry_no_ood_warning(ecg_bundle):
     assert r.ood is None and not {"no_ood_reference", "out_of_distribution"} & {w.code for w in r.warnings}
 
 
-def test_a_users_onnx_classifier_gets_a_reference_from_calib_and_its_file_is_untouched(tmp_path, shared):
+def tiny_onnx_classifier(path) -> None:
+    """A 32 x 32 greyscale two-class ONNX classifier (conv, GAP, Gemm) with seeded weights."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    from medexport.engine.checksums import sha256_file
-    from medexport.export.build import BuildOptions, build
 
     rng = np.random.default_rng(2)
     inits = [numpy_helper.from_array(rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32), "w"),
@@ -105,7 +103,14 @@ def test_a_users_onnx_classifier_gets_a_reference_from_calib_and_its_file_is_unt
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 2])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.save(model, tmp_path / "mine.onnx")
+    onnx.save(model, path)
+
+
+def test_a_users_onnx_classifier_gets_a_reference_from_calib_and_its_file_is_untouched(tmp_path, shared):
+    from medexport.engine.checksums import sha256_file
+    from medexport.export.build import BuildOptions, build
+
+    tiny_onnx_classifier(tmp_path / "mine.onnx")
     before = sha256_file(tmp_path / "mine.onnx")
     calib = str(shared / "images" / "pneumoniamnist_trainval.npz") + ":train:80"
     out = build(str(tmp_path / "mine.onnx"), tmp_path / "mine",
@@ -119,3 +124,18 @@ def test_a_users_onnx_classifier_gets_a_reference_from_calib_and_its_file_is_unt
         r = bundle.predict(pydicom_data() / "MR2_UNCR.dcm")
     assert r.ood is not None and np.isfinite(r.ood.score)
     assert "outside_intended_use" in [w.code for w in r.warnings]  # declared --modalities CR,DX; an MR
+
+
+def test_too_few_calibration_studies_for_a_reference_is_a_clear_refusal(tmp_path, shared):
+    """Two studies cannot hold a quarter out for a threshold: a ConfigurationError naming --calib
+    (was a numpy ValueError and a traceback), and no bundle."""
+    from medexport.engine.errors import ConfigurationError
+    from medexport.export.build import BuildOptions, build
+
+    tiny_onnx_classifier(tmp_path / "mine.onnx")
+    with pytest.raises(ConfigurationError, match="--calib gave 2 studies") as err:
+        build(str(tmp_path / "mine.onnx"), tmp_path / "mine",
+              BuildOptions(targets=["onnxruntime"], task="classification", labels=["normal", "abnormal"],
+                           input_size=32, calib=str(shared / "images" / "pneumoniamnist_trainval.npz") + ":train:2"),
+              emit=lambda m: None)
+    assert "at least 20" in str(err.value) and not (tmp_path / "mine").exists()

@@ -129,10 +129,10 @@ def _items(data, start: int, delimited: bool = True) -> tuple[list, int] | None:
 
 
 def single_frame(pixels) -> bytes | None:
-    """The codestream of a one-frame image from its encapsulated pixel data (every fragment after
+    """The codestream of a one-frame image from its encapsulated Pixel Data value (every fragment after
     the Basic Offset Table, joined once); None if the items are malformed (pydicom then decides)."""
     view = memoryview(pixels)
-    items = _items(view, 0, delimited=False) if isinstance(pixels, bytes) else _items(view, 0)
+    items = _items(view, 0, delimited=False)
     if items is None or len(items[0]) < 2:
         return None
     return b"".join(view[at:at + n] for at, n in items[0][1:])
@@ -145,8 +145,8 @@ def pixel_bytes(ds, data: bytes | None):
     tell, length = getattr(elem, "value_tell", None), getattr(elem, "length", None)
     if getattr(elem, "value", 0) is None and data is not None and tell is not None and length is not None:
         end = _value_end(data, tell, length)
-        if end is not None:
-            return memoryview(data)[tell:end]
+        if end is not None:  # pydicom's value of encapsulated data stops before the delimiter item
+            return memoryview(data)[tell:end - 8 if length == UNDEFINED else end]
     return ds.PixelData
 
 

@@ -5,6 +5,7 @@ import hashlib
 import os
 import struct
 import threading
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -34,10 +35,15 @@ class ImageStudy:
     pixels: np.ndarray  # float32 (H, W); (H, W, 3) RGB when read with colour=True
     source: str  # a path, or "<array>"
     kind: str  # dicom | png | jpeg | ... | array
-    sha256: str  # of the file bytes (or of the array) for the audit log
+    digest: str | Future  # sha256 of the file bytes (or of the array) for the audit log; a DICOM's is computed
+    # on a background thread and may still be running (``sha256`` waits for it; a model's ``finish`` does)
     meta: dict = field(default_factory=dict)  # header facts and how greyscale was derived
     frames: int = 1
     reduction: fast_decode.Reduction | None = None  # where ``pixels`` lie on the full image, if a reduced decode
+
+    @property
+    def sha256(self) -> str:
+        return sha256_of(self.digest)
 
     @property
     def shape(self) -> tuple:
@@ -228,8 +234,13 @@ def _from_dicom(path: str, frame: int | None, min_size: tuple | None = None) -> 
         meta = dicom.describe(ds) | {"greyscale": how}
         if reduced:
             meta["decoded"] = f"{reduced.how}: {arr.shape[1]} x {arr.shape[0]} of {shape.columns} x {shape.rows}"
-    return ImageStudy(pixels, path, "dicom", digest.result(), meta, shape.frames,
+    return ImageStudy(pixels, path, "dicom", digest, meta, shape.frames,
                       reduced.reduction if reduced else None)
+
+
+def sha256_of(digest: str | Future) -> str:
+    """A study's sha256, waiting for it if its background hash is still running."""
+    return digest if isinstance(digest, str) else digest.result()
 
 
 _POOL = None
