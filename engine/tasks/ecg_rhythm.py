@@ -22,7 +22,6 @@ from .base import EcgOptions, Task, item_scores
 
 MIN_BEATS = signal_quality.MIN_BEATS
 COMBINE = 3  # at most this many leads decide together
-LEAD_BLOCK = 12
 BEAT_AGREEMENT = 0.15  # a lead joins only if its beat count is within 15 % of the best lead's
 
 
@@ -59,13 +58,8 @@ def choose_leads(record: EcgRecord, spec, lead: str | None = None) -> tuple[list
     are cut into beat tokens."""
     names = [record.lead(lead)[1]] if lead else list(record.leads)
     signals = record.signals if lead is None else record.signals[[record.leads.index(name) for name in names]]
-    conditioned, peaks, quality = [], [], []
-    for start in range(0, len(names), LEAD_BLOCK):
-        block = signals[start:start + LEAD_BLOCK]
-        x, found = ecg_beats.detect(block, record.fs, spec)
-        quality += signal_quality.assess_leads(block, record.fs, names[start:start + LEAD_BLOCK], x, found, spec.fs)
-        conditioned += list(x)
-        peaks += found
+    conditioned, peaks = ecg_beats.detect(signals, record.fs, spec)
+    quality = signal_quality.assess_leads(signals, record.fs, names, conditioned, peaks, spec.fs)
     checked = sorted(range(len(names)), key=lambda i: signal_quality.rank_key(quality[i]))
     usable = [i for i in checked if quality[i].beats >= MIN_BEATS]
     if not usable:
