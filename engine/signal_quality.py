@@ -55,13 +55,31 @@ class LeadQuality:
 
 def assess(signal: np.ndarray, fs: float, lead: str, beats: ecg_beats.Beats) -> LeadQuality:
     """Check one lead (raw, in mV, at ``fs``) given its detected ``beats`` (ecg_beats.beats_of)."""
-    x = np.asarray(signal, np.float64)
-    duration = len(x) / fs
+    conditioned = None if beats.conditioned is None else beats.conditioned[None]
+    return assess_leads(np.asarray(signal)[None], fs, (lead,), conditioned, [beats.peaks], beats.fs)[0]
+
+
+def assess_leads(signals: np.ndarray, fs: float, names, conditioned: np.ndarray | None,
+                 peaks: list[np.ndarray], model_fs: float) -> list[LeadQuality]:
+    """Check every lead of ``signals`` (leads, samples; raw, in mV, at ``fs``) given each one's
+    conditioned signal and R peaks at ``model_fs`` (ecg_beats.detect); the checks run on all leads at once."""
+    flat, clipped, hf = (np.concatenate(c) for c in zip(*(_signal_checks(np.asarray(signals[rows], np.float64), fs)
+                                                             for rows in ecg_beats.row_blocks(np.shape(signals)))))
+    snr = qrs_snr(conditioned, peaks, model_fs)
+    duration = np.shape(signals)[-1] / fs
+    return [_verdict(name, float(snr[i]), len(peaks[i]), float(flat[i]), float(clipped[i]),
+                     None if np.isnan(hf[i]) else float(hf[i]), duration) for i, name in enumerate(names)]
+
+
+def _signal_checks(x: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat share, clipped share and HF ratio (NaN where it does not apply) of each row of ``x``."""
     flat = flat_share(x, fs)
-    clipped = clipped_share(x, fs) if flat < 1.0 else 0.0
     hf = hf_ratio(x, fs)
-    snr = qrs_snr(beats)
-    n = len(beats.peaks)
+    return flat, np.where(flat < 1.0, clipped_share(x, fs), 0.0), np.full(len(x), np.nan) if hf is None else hf
+
+
+def _verdict(lead: str, snr: float, n: int, flat: float, clipped: float, hf: float | None,
+             duration: float) -> LeadQuality:
     reasons = []
     if flat > FLAT_SHARE:
         reasons.append(f"flat line in {flat:.0%} of the record (peak-to-peak < {FLAT_MV * 1000:.0f} µV per second)")
@@ -77,56 +95,75 @@ def assess(signal: np.ndarray, fs: float, lead: str, beats: ecg_beats.Beats) -> 
     return LeadQuality(lead, snr, n, flat, clipped, hf, tuple(reasons))
 
 
-def flat_share(x: np.ndarray, fs: float) -> float:
-    """Share of whole 1-s segments (at least one) whose peak-to-peak is below FLAT_MV."""
+def flat_share(x: np.ndarray, fs: float) -> np.ndarray:
+    """Per lead (last axis): share of whole 1-s segments (at least one) whose peak-to-peak is below FLAT_MV."""
     size = max(int(round(fs)), 1)
-    k = max(len(x) // size, 1)
-    segments = x[:k * size].reshape(k, -1) if len(x) >= size else x[None, :]
-    return float(np.mean(np.ptp(segments, axis=1) < FLAT_MV))
+    n = x.shape[-1]
+    k = max(n // size, 1)
+    segments = x[..., :k * size].reshape(x.shape[:-1] + (k, -1)) if n >= size else x[..., None, :]
+    return np.mean(np.ptp(segments, axis=-1) < FLAT_MV, axis=-1)
 
 
-def clipped_share(x: np.ndarray, fs: float) -> float:
-    """Share of samples in runs of >= CLIP_RUN_S pinned at the lead's maximum or minimum."""
-    lo, hi = float(x.min()), float(x.max())
+def clipped_share(x: np.ndarray, fs: float) -> np.ndarray:
+    """Per row of (leads, samples): share of samples in runs of >= CLIP_RUN_S pinned at the lead's maximum or minimum."""
+    lo, hi = x.min(-1, keepdims=True), x.max(-1, keepdims=True)
     tol = CLIP_TOLERANCE * (hi - lo)
     min_run = max(3, int(round(CLIP_RUN_S * fs)))
-    total = 0
+    total = np.zeros(len(x))
+    framed = np.zeros((len(x), x.shape[-1] + 2), bool)  # each row between two unpinned samples
     for pinned in (x >= hi - tol, x <= lo + tol):
-        edges = np.diff(np.concatenate([[0], pinned.astype(np.int8), [0]]))
-        runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
-        total += int(runs[runs >= min_run].sum())
-    return total / len(x)
+        framed[:, 1:-1] = pinned
+        edges = np.flatnonzero(framed[:, 1:] != framed[:, :-1])  # row by row: a run's start, then its end
+        starts, runs = edges[0::2], edges[1::2] - edges[0::2]
+        total += np.bincount(starts // (x.shape[-1] + 1), weights=np.where(runs >= min_run, runs, 0), minlength=len(x))
+    return total / x.shape[-1]
 
 
-def hf_ratio(x: np.ndarray, fs: float) -> float | None:
-    """Power in HF_BAND (mains bands left out) over power in 0.5-40 Hz; None below 90 Hz sampling."""
+def hf_ratio(x: np.ndarray, fs: float) -> np.ndarray | None:
+    """Per lead (last axis): power in HF_BAND (mains bands left out) over power in 0.5-40 Hz; None below 90 Hz sampling."""
     top = min(HF_BAND[1], fs / 2)
     if top <= HF_BAND[0] + 5:
         return None
-    f = np.fft.rfftfreq(len(x), 1.0 / fs)
-    power = np.abs(np.fft.rfft(x - x.mean())) ** 2
+    f = np.fft.rfftfreq(x.shape[-1], 1.0 / fs)
+    power = np.abs(np.fft.rfft(x - x.mean(-1, keepdims=True))) ** 2
     band = (f >= 0.5) & (f <= HF_BAND[0])
     high = (f > HF_BAND[0]) & (f <= top)
     for m in MAINS:
         high &= np.abs(f - m) > 2.0
-    return float(power[high].sum() / max(power[band].sum(), 1e-12))
+    return power[..., high].sum(-1) / np.maximum(power[..., band].sum(-1), 1e-12)
 
 
-def qrs_snr(beats: ecg_beats.Beats) -> float:
-    """Median |R| of the conditioned lead over the robust SD of its 15-40 Hz band outside +-100 ms of each R."""
-    x = beats.conditioned
-    if x is None or len(beats.peaks) == 0:
-        return 0.0
-    amplitude = float(np.median(np.abs(x[beats.peaks])))
-    outside = np.ones(len(x), bool)
-    half = int(round(0.1 * beats.fs))
-    for p in beats.peaks:
-        outside[max(0, p - half):p + half] = False
-    if outside.sum() < beats.fs * 0.5:  # beats everywhere: no quiet stretch to measure noise on
-        return 0.0
-    high = ecg_beats.band_pass(x, beats.fs, 15.0, min(40.0, beats.fs / 2 * 0.95))[outside]
-    noise = 1.4826 * float(np.median(np.abs(high - np.median(high))))
-    return amplitude / max(noise, 1e-6)
+def qrs_snr(conditioned: np.ndarray | None, peaks: list[np.ndarray], fs: float) -> np.ndarray:
+    """Per lead: median |R| of the conditioned lead (rows of ``conditioned``, at ``fs``) over the robust SD
+    of its 15-40 Hz band outside +-100 ms of each R; 0 without peaks or without a quiet stretch."""
+    snr = np.zeros(len(peaks))
+    counts = np.array([len(p) for p in peaks])
+    if conditioned is None or not counts.any():
+        return snr
+    n, half = conditioned.shape[-1], int(round(0.1 * fs))
+    row, at = np.repeat(np.arange(len(peaks)), counts), np.concatenate(peaks)
+    edges = np.bincount(row * (n + 1) + np.maximum(at - half, 0), minlength=len(peaks) * (n + 1))
+    edges -= np.bincount(row * (n + 1) + np.minimum(at + half, n), minlength=len(peaks) * (n + 1))
+    outside = np.cumsum(edges.reshape(len(peaks), n + 1), axis=1)[:, :n] == 0
+    quiet = (counts > 0) & (outside.sum(1) >= fs * 0.5)  # else beats everywhere: no stretch to measure noise on
+    if not quiet.any():
+        return snr
+    r_values = np.zeros((quiet.sum(), counts.max()), conditioned.dtype)
+    r_mask = np.arange(counts.max()) < counts[quiet][:, None]
+    r_values[r_mask] = np.abs(conditioned[row, at])[quiet[row]]
+    high = ecg_beats.band_pass(conditioned[quiet], fs, 15.0, min(40.0, fs / 2 * 0.95))
+    centre = _masked_median(high, outside[quiet])
+    noise = 1.4826 * _masked_median(np.abs(high - centre[:, None]), outside[quiet])
+    snr[quiet] = _masked_median(r_values, r_mask) / np.maximum(noise, 1e-6)
+    return snr
+
+
+def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """np.median of each row's masked values (at least one per row), in the values' precision."""
+    count = mask.sum(1)
+    ordered = np.sort(np.where(mask, values, np.inf), axis=1)
+    lines = np.arange(len(values))
+    return (ordered[lines, (count - 1) // 2] + ordered[lines, count // 2]) / values.dtype.type(2)
 
 
 def rank_key(quality: LeadQuality) -> tuple:

@@ -58,31 +58,6 @@ def test_other_errors_propagate():
         list(ordered(work, range(3)))
 
 
-def test_lean_waveform_read_matches_pydicom(pydicom_file):
-    """The reader skips the annotation sequences and reads Waveform Data with numpy: the same mV
-    as pydicom's full parse and waveform_array."""
-    import pydicom
-
-    from medexport.engine.io import ecg
-
-    path = pydicom_file("waveform_ecg.dcm")
-    data = open(path, "rb").read()
-    lean = ecg.lean_waveform_file(data)
-    assert lean is not None and len(lean) < len(data)
-    assert "WaveformAnnotationSequence" not in pydicom.dcmread(__import__("io").BytesIO(lean))
-    record = ecg.read_ecg(path)
-    ds = pydicom.dcmread(path)
-    expected = ds.waveform_array(0).T.astype(np.float32) * np.float32(1e-3)  # uV -> mV
-    np.testing.assert_allclose(record.signals, expected, rtol=1e-6, atol=1e-6)
-
-
-def test_lean_waveform_read_refuses_nothing_it_cannot_scan():
-    from medexport.engine.io import ecg
-
-    assert ecg.lean_waveform_file(b"not a dicom file") is None
-    assert ecg.lean_waveform_file(b"\0" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00\xff\xff\xff\x7f") is None
-
-
 def test_predict_on_a_folder_runs_the_pipeline(pneumonia_bundle, dcm, cxr, tmp_path, capsys):
     """``medexport predict`` on a folder: rows in the folder's order, a broken file is its own row,
     the batch line reports studies/s; ``--reduced-decode`` reads the JPEG 2000 film reduced."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import os
@@ -93,7 +94,7 @@ def _checked(signals: np.ndarray, fs: float, where: str) -> np.ndarray:
     """Float32 (leads, samples) within engine/limits.py; NaN gaps bridged, infinities refused."""
     fs = limits.check_sampling_rate(fs, where)
     _check_shape(np.shape(signals), fs, where)
-    signals = np.asarray(signals, np.float32)
+    signals = np.ascontiguousarray(signals, np.float32)  # leads as rows: per-lead passes read memory in order
     if np.isinf(signals).any():
         raise InvalidInputError(f"{where}: {int(np.isinf(signals).sum())} samples are infinite (overflow)",
                                 expected="finite samples in mV (NaN marks a gap)", fix="check the file's units and gain")
@@ -133,83 +134,204 @@ def _from_array(arr: np.ndarray, fs, leads) -> EcgRecord:
 
 # -- DICOM waveform -----------------------------------------------------------------------
 def _from_dicom(path: Path) -> EcgRecord:
-    from .dicom import parse_errors, read_dataset
+    from .dicom import PARSE_ERRORS, parse_errors, read_dataset
 
     data = path.read_bytes()
+    lean = lean_waveform(data)
+    if lean is not None:
+        try:
+            return _waveform(lean, path, data)
+        except (InvalidInputError, NotLean, *PARSE_ERRORS):
+            pass  # refused, or beyond the lean read: pydicom reads the whole file and names the problem
     with parse_errors(str(path)):  # the one boundary for pydicom's own errors on malformed tags
-        ds = read_dataset(str(path), lean_waveform_file(data) or data)
-        return _waveform(ds, path, data)
+        return _waveform(read_dataset(str(path), data), path, data)
 
 
-# -- a lean read: pydicom parses the file without the top-level sequences the reader does not use --
-LONG_VRS = (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UT", b"UN", b"UC", b"UR", b"SV", b"UV")
-WAVEFORM_SEQUENCE = (0x5400, 0x0100)
+# -- a lean read: the elements the reader uses, straight from the bytes of a plain file ---------------
+SHORT_VRS = frozenset((b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH",
+             b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"))
+LONG_VRS = frozenset((b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UT", b"UN", b"UC", b"UR", b"SV", b"UV"))
 UNDEFINED = 0xFFFFFFFF
+ITEM, ITEM_END, SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
+LEAN_KEYWORDS = ("Modality", "WaveformSequence", "MultiplexGroupLabel", "NumberOfWaveformChannels",
+                 "NumberOfWaveformSamples", "SamplingFrequency", "WaveformBitsAllocated",
+                 "WaveformSampleInterpretation", "WaveformData", "ChannelDefinitionSequence", "ChannelSensitivity",
+                 "ChannelSensitivityCorrectionFactor", "ChannelBaseline", "ChannelSensitivityUnitsSequence",
+                 "ChannelSourceSequence", "CodeValue", "CodeMeaning")  # all that _waveform reads
+DS_NUMBER = re.compile(rb" *[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)? *")
+PLAIN_TEXT = re.compile(rb"[ -\[\]-~]*")  # printable ASCII without the value delimiter (backslash)
+_HEADER = struct.Struct("<HH2sH")
+_U32 = struct.Struct("<I")
+_ITEM = struct.Struct("<HHI")
 
 
-def lean_waveform_file(data: bytes) -> bytes | None:
-    """The file's bytes without its top-level sequences other than (5400,0100) Waveform Sequence
-    (a 10-s ECG's annotation sequence alone is hundreds of items pydicom would parse for nothing).
-    None where the layout is not little-endian Part 10 as this scanner reads it: pydicom then reads
-    the whole file (and names any problem)."""
+class NotLean(Exception):
+    """The file holds something the lean read does not decode as pydicom would: pydicom reads it."""
+
+
+class LeanDataset(dict):
+    """The elements the reader uses, by keyword, valued as pydicom gives them; read like a pydicom Dataset."""
+
+    is_little_endian = True
+
+    def __getattr__(self, keyword: str):
+        try:
+            return self[keyword]
+        except KeyError:
+            raise AttributeError(keyword) from None
+
+    def waveform_array(self, index: int):
+        raise NotLean("mu-law, A-law or other waveform samples: pydicom's decoder")
+
+
+def lean_waveform(data: bytes) -> LeanDataset | None:
+    """The waveform elements of a little-endian Part 10 file, parsed without pydicom (a 10-s ECG's
+    annotation sequence alone is hundreds of items pydicom would parse for nothing).
+
+    The file's structure is walked in full (every sequence and item, as pydicom would), but only the
+    elements of LEAN_KEYWORDS are decoded. None where the file holds anything outside the plain
+    layout this reads exactly as pydicom does (another transfer syntax, an unexpected VR, several or
+    non-ASCII values, a DS that is not a plain number, a length past its end): pydicom then reads it."""
     try:
         if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00" or data[136:138] != b"UL":
             return None
-        start = 144 + struct.unpack_from("<I", data, 140)[0]
+        start = 144 + _U32.unpack_from(data, 140)[0]
         syntax = _meta_syntax(data[144:start])
         if syntax not in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"):
             return None
-        explicit = syntax.endswith(".1")
-        kept, pos = [data[:start]], start
-        while pos < len(data):
-            first = pos
-            tag, vr, length, pos = _element_header(data, pos, explicit)
-            pos = _skip_undefined(data, pos, explicit) if length == UNDEFINED else pos + length
-            if pos > len(data):
-                return None
-            if not (vr == b"SQ" or length == UNDEFINED) or tag == WAVEFORM_SEQUENCE:
-                kept.append(data[first:pos])
-        return b"".join(kept)
-    except struct.error:
+        return _lean_dataset(data, start, len(data), syntax.endswith(".1"))[0]
+    except (struct.error, NotLean):
         return None
 
 
-def _meta_syntax(meta: bytes) -> str:
-    pos = 0
-    while pos + 8 <= len(meta):
-        tag, _, length, pos = _element_header(meta, pos, True)
-        if tag == (0x0002, 0x0010):
-            return meta[pos:pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
-        pos += length
-    return ""
+def _lean_dataset(data: bytes, pos: int, end: int | None, explicit: bool) -> tuple[LeanDataset, int]:
+    """The wanted elements from ``pos`` to ``end`` (None: to the item delimiter), and the position after;
+    other sequences are walked over to their end (_skip_undefined), other values jumped over."""
+    out, table = LeanDataset(), _lean_table()
+    limit = len(data) if end is None else end
+    while pos < limit:
+        group, elem, vr, length = _HEADER.unpack_from(data, pos)
+        if group == 0xFFFE:
+            if elem == 0xE00D and end is None:
+                return out, pos + 8
+            raise NotLean("an item tag among the elements")
+        if not explicit:
+            vr, length, pos = None, _U32.unpack_from(data, pos + 4)[0], pos + 8
+        elif vr in LONG_VRS:
+            length, pos = _U32.unpack_from(data, pos + 8)[0], pos + 12
+        elif vr in SHORT_VRS:
+            pos += 8
+        else:
+            raise NotLean(f"VR {vr!r}")
+        keyword, vrs = table.get(group << 16 | elem, (None, ()))
+        if vrs == ("SQ",):
+            if vr not in (None, b"SQ"):
+                raise NotLean(f"{keyword} with VR {vr!r}")
+            out[keyword], pos = _lean_sequence(data, pos, length, explicit)
+        elif length == UNDEFINED:
+            if keyword is not None or vr not in (None, b"SQ"):
+                raise NotLean(f"({group:04X},{elem:04X}) of undefined length")
+            pos = _skip_undefined(data, pos, explicit)
+        else:
+            if keyword is not None:
+                if vr is not None and vr.decode() not in vrs or pos + length > limit:
+                    raise NotLean(f"{keyword} with VR {vr!r}, {length} bytes")
+                out[keyword] = _lean_value(data[pos:pos + length], vrs[0])
+            pos += length
+    if end is None or pos != end:
+        raise NotLean("a dataset runs past its end")
+    return out, pos
 
 
-def _element_header(data: bytes, pos: int, explicit: bool) -> tuple:
-    group, elem = struct.unpack_from("<HH", data, pos)
-    if group == 0xFFFE:  # item and delimiters: no VR in either syntax
-        return (group, elem), None, struct.unpack_from("<I", data, pos + 4)[0], pos + 8
-    if not explicit:
-        return (group, elem), None, struct.unpack_from("<I", data, pos + 4)[0], pos + 8
-    vr = data[pos + 4:pos + 6]
-    if vr in LONG_VRS:
-        return (group, elem), vr, struct.unpack_from("<I", data, pos + 8)[0], pos + 12
-    return (group, elem), vr, struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+def _lean_sequence(data: bytes, pos: int, length: int, explicit: bool) -> tuple[list, int]:
+    end = None if length == UNDEFINED else pos + length
+    items = []
+    while end is None or pos < end:
+        group, elem, size = _ITEM.unpack_from(data, pos)
+        pos += 8
+        if (group, elem) == SEQUENCE_END and end is None:
+            return items, pos
+        if (group, elem) != ITEM:
+            raise NotLean("a sequence holds something other than items")
+        item, pos = _lean_dataset(data, pos, None if size == UNDEFINED else pos + size, explicit)
+        items.append(item)
+    if pos != end:
+        raise NotLean("a sequence runs past its end")
+    return items, pos
 
 
 def _skip_undefined(data: bytes, pos: int, explicit: bool) -> int:
-    """The position after the delimiter closing an undefined-length sequence (or item) at ``pos``."""
-    depth = 1
+    """The position after the delimiter closing the undefined-length sequence whose items start at ``pos``."""
+    depth, size = 1, len(data)
     while depth:
-        tag, _, length, pos = _element_header(data, pos, explicit)
-        if tag in ((0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)):
-            depth -= 1
-        elif length == UNDEFINED:
+        group, elem, vr, length = _HEADER.unpack_from(data, pos)
+        if group == 0xFFFE:  # an item or a delimiter: no VR in either syntax
+            if elem == 0xE00D or elem == 0xE0DD:
+                depth, pos = depth - 1, pos + 8
+                continue
+            length, pos = _U32.unpack_from(data, pos + 4)[0], pos + 8
+        elif not explicit:
+            length, pos = _U32.unpack_from(data, pos + 4)[0], pos + 8
+        elif vr in LONG_VRS:
+            length, pos = _U32.unpack_from(data, pos + 8)[0], pos + 12
+        elif vr in SHORT_VRS:
+            pos += 8
+        else:
+            raise NotLean(f"VR {vr!r}")
+        if length == UNDEFINED:
             depth += 1  # an undefined-length item or nested sequence
         else:
             pos += length
-        if pos > len(data):
-            raise struct.error("past the end of the file")
+        if pos > size:
+            raise NotLean("past the end of the file")
     return pos
+
+
+def _lean_value(raw: bytes, vr: str):
+    """One value as pydicom's reader gives it, or NotLean where that takes more than this."""
+    if vr in ("US", "UL"):
+        if len(raw) != (2 if vr == "US" else 4):
+            raise NotLean(f"{vr} of {len(raw)} bytes")
+        return int.from_bytes(raw, "little")
+    if vr == "DS":
+        if not DS_NUMBER.fullmatch(raw):
+            raise NotLean(f"DS {raw!r}")
+        return float(raw)
+    if vr in ("CS", "SH", "LO"):
+        text = raw.rstrip(b" \x00")
+        if not PLAIN_TEXT.fullmatch(text):
+            raise NotLean(f"{vr} {raw!r}")
+        return text.decode("ascii")
+    return raw  # OB or OW: the bytes
+
+
+@functools.cache
+def _lean_table() -> dict:
+    """Tag -> (keyword, the VRs it may have) of LEAN_KEYWORDS, from pydicom's dictionary."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    out = {}
+    for keyword in LEAN_KEYWORDS:
+        tag = tag_for_keyword(keyword)
+        out[int(tag)] = (keyword, tuple(dictionary_VR(tag).split(" or ")))
+    return out
+
+
+def _meta_syntax(meta: bytes) -> str:
+    """(0002,0010) Transfer Syntax UID from the file meta group (explicit VR little endian); "" unless
+    every element up to the group's stated end is of group 0002 (pydicom reads the meta group so far)."""
+    pos, syntax = 0, ""
+    while pos < len(meta):
+        group, elem, vr, length = _HEADER.unpack_from(meta, pos)
+        pos += 8
+        if vr in LONG_VRS:
+            length, pos = _U32.unpack_from(meta, pos)[0], pos + 4
+        if group != 0x0002 or pos + length > len(meta):
+            return ""
+        if elem == 0x0010:
+            syntax = meta[pos:pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos += length
+    return syntax
 
 
 WAVEFORM_DTYPES = {(8, "SB"): np.int8, (8, "UB"): np.uint8, (16, "SS"): np.int16, (16, "US"): np.uint16}
@@ -239,7 +361,8 @@ def _waveform(ds, path: Path, data: bytes) -> EcgRecord:
     if raw.ndim != 2 or raw.shape[1] != len(scale):
         raise InvalidInputError(f"{path}: waveform data of shape {raw.shape} for {len(scale)} channel definitions",
                                 expected="one (003A,0200) Channel Definition per channel", fix=FIX_DICOM)
-    signals = raw.T.astype(np.float32) * np.asarray(scale, np.float32)[:, None]
+    signals = raw.T.astype(np.float32)  # leads as rows; casts first, then scales in place (mixed-type ufuncs are slow)
+    signals *= np.asarray(scale, np.float32)[:, None]
     fs = float(group.SamplingFrequency)
     meta = {"multiplex_group": labels[index], "groups": labels, "Modality": str(ds.get("Modality", ""))}
     return EcgRecord(_checked(signals, fs, str(path)), fs, tuple(names), str(path), "dicom",
@@ -263,7 +386,10 @@ def _waveform_values(ds, group, index: int) -> np.ndarray:
     gain = np.array([float(ch.get("ChannelSensitivity", 1.0)) * float(ch.get("ChannelSensitivityCorrectionFactor", 1.0))
                      for ch in definitions])
     baseline = np.array([float(ch.get("ChannelBaseline", 0.0)) for ch in definitions])
-    return raw * gain + baseline
+    values = raw.T.astype(np.float64, order="C")  # channel by channel in memory, as the leads are used
+    values *= gain[:, None]
+    values += baseline[:, None]
+    return values.T
 
 
 def _check_waveform_group(group, path: Path) -> None:

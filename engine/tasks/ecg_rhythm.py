@@ -52,26 +52,30 @@ def record_windows(record: EcgRecord, spec, lead: str | None = None) -> tuple[np
 
 
 def choose_leads(record: EcgRecord, spec, lead: str | None = None) -> tuple[list[dict], list]:
-    """The leads that decide (best first, each with its windows) and the quality of every lead checked."""
+    """The leads that decide (best first, each with its windows) and the quality of every lead checked.
+
+    All leads are filtered, searched for R peaks and checked in one pass; only the deciding leads
+    are cut into beat tokens."""
     names = [record.lead(lead)[1]] if lead else list(record.leads)
-    checked = []
-    for name in names:
-        signal = record.signals[record.leads.index(name)]
-        beats = ecg_beats.beats_of(signal, record.fs, spec)
-        checked.append((signal_quality.assess(signal, record.fs, name, beats), signal, beats))
-    checked.sort(key=lambda c: signal_quality.rank_key(c[0]))
-    usable = [c for c in checked if c[0].beats >= MIN_BEATS]
+    signals = record.signals if lead is None else record.signals[[record.leads.index(name) for name in names]]
+    conditioned, peaks = ecg_beats.detect(signals, record.fs, spec)
+    quality = signal_quality.assess_leads(signals, record.fs, names, conditioned, peaks, spec.fs)
+    checked = sorted(range(len(names)), key=lambda i: signal_quality.rank_key(quality[i]))
+    usable = [i for i in checked if quality[i].beats >= MIN_BEATS]
     if not usable:
-        best = checked[0][0]
+        best = quality[checked[0]]
         raise _too_few_beats(record, best.beats, best.lead if lead else f"{best.lead} (the best of {len(checked)})")
-    passing = [c for c in usable if c[0].ok]
+    passing = [i for i in usable if quality[i].ok]
     if passing:
-        ref = passing[0][0].beats
-        chosen = [c for c in passing if abs(c[0].beats - ref) <= BEAT_AGREEMENT * ref][:COMBINE]
+        ref = quality[passing[0]].beats
+        chosen = [i for i in passing if abs(quality[i].beats - ref) <= BEAT_AGREEMENT * ref][:COMBINE]
     else:
         chosen = usable[:1]
-    leads = [_lead_windows(record, q.lead, beats, spec) | {"quality": q} for q, _, beats in chosen]
-    return leads, [c[0] for c in checked]
+    leads = []
+    for i in chosen:
+        beats = ecg_beats.Beats(peaks[i], ecg_beats.beat_tokens(conditioned[i], peaks[i], spec), spec.fs, conditioned[i])
+        leads.append(_lead_windows(record, names[i], beats, spec) | {"quality": quality[i]})
+    return leads, [quality[i] for i in checked]
 
 
 class EcgRhythmTask(Task):
