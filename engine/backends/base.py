@@ -61,9 +61,11 @@ class Backend:
         self.require()
         import time
 
+        from .blas import quiet_blas
         from .offline import runtimes_offline
 
         runtimes_offline()  # before the runtime's own import: it may start telemetry there
+        quiet_blas()  # numpy's spinning BLAS threads would slow every inference after a matrix product
 
         start = time.perf_counter()
         try:

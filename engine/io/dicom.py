@@ -94,8 +94,19 @@ def _defer_pixel_data(ds, data: bytes, at: int) -> bool:
     if (group << 16 | element) != PIXEL_DATA or vr not in (b"OB", b"OW"):
         return False
     end = _value_end(data, at + 12, length)
-    if end != len(data):
-        return False  # trailing elements (padding, signatures): not worth a special case
+    if end is None:
+        return False
+    if end < len(data):  # elements after the pixel data (trailing padding, signatures): pydicom reads them
+        import io
+
+        from pydicom.filereader import read_dataset as read_elements
+
+        try:
+            tail = read_elements(io.BytesIO(data[end:]), False, True)
+        except PARSE_ERRORS:
+            return False
+        for tag in tail.keys():
+            ds[tag] = tail[tag]
     ds[PIXEL_DATA] = RawDataElement(Tag(PIXEL_DATA), vr.decode(), length, None, at + 12, False, True, True,
                                     length == UNDEFINED)
     return True
