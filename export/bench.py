@@ -180,7 +180,8 @@ def syntax_table(rows: list[Row]) -> list[str]:
         for n in SYNTAX_NAMES:
             stages = ", ".join(f"{k} {ms:.1f}" for k, ms in v.get(f"e2e_{n}_stages_ms", {}).items())
             out.append(f"{'':<16}   {n}: {stages} ms; {v.get(f'e2e_{n}_decoded', '?')}")
-        for mode, what in (("_serial", "one at a time"), ("", "2 workers"), ("_full", "2 workers, forced full decode")):
+        for mode, what in (("_serial", "one at a time"), ("", "2 workers"), ("_full", "2 workers, forced full decode"),
+                           ("_j2k", "JPEG 2000 only, 2 workers")):
             out.append(f"{'':<16} folder, {what}: {v[f'folder{mode}_studies_per_s']:.1f} studies/s "
                        f"(x{v[f'folder{mode}_ratio']:.2f} of raw inference throughput; waiting "
                        f"{100 * v[f'folder{mode}_wait_share']:.0f} % of the time, read + preprocess "

@@ -130,7 +130,7 @@ def bench_syntaxes(model, folder_size: int = 100) -> dict:
     from pathlib import Path
 
     from medexport.engine.io.fast_decode import reduced_resolution
-    from medexport.engine.pipeline import BatchStats, ordered
+    from medexport.engine.pipeline import BatchStats, predicted
 
     one = np.zeros((1, *model.manifest.input.shape[1:]), np.float32)
     infer = float(np.median(timed(lambda: model.infer(one))))
@@ -149,20 +149,25 @@ def bench_syntaxes(model, folder_size: int = 100) -> dict:
                     out[f"e2e_{name}_stages_ms"] = {k: round(float(np.median([r.timings_ms[k] for r in runs])), 2)
                                                     for k in runs[-1].timings_ms}
                     out[f"e2e_{name}_decoded"] = runs[-1].input_meta.get("decoded", "full")
-        folder = Path(work) / "folder"
-        folder.mkdir()
-        for i in range(folder_size):
-            name = SYNTAXES[i % len(SYNTAXES)]
-            shutil.copyfile(files[name], folder / f"{i:03d}_{name}.dcm")
-        paths = sorted(str(p) for p in folder.iterdir())
-        for mode, enabled, workers in (("_serial", None, 1), ("", None, None), ("_full", False, None)):
+        folders = {"": SYNTAXES, "_j2k": ("jpeg2000_lossless",)}  # mixed; JPEG 2000 only (what most PACS store)
+        paths = {}
+        for key, names in folders.items():
+            folder = Path(work) / f"folder{key}"
+            folder.mkdir()
+            for i in range(folder_size):
+                name = names[i % len(names)]
+                shutil.copyfile(files[name], folder / f"{i:03d}_{name}.dcm")
+            paths[key] = sorted(str(p) for p in folder.iterdir())
+        for mode, enabled, workers in (("_serial", None, 1), ("", None, None), ("_full", False, None),
+                                       ("_j2k", None, None)):
             stats = BatchStats()
 
-            def predict(path, enabled=enabled):
+            def prepare(path, enabled=enabled):
                 with reduced_resolution(enabled):  # worker threads start from the default context
-                    return model.predict(path)
+                    return model.prepare(path)
 
-            for _, _, error in ordered(predict, paths, stats=stats, workers=workers):
+            for _, _, error in predicted(model, paths["_j2k" if mode == "_j2k" else ""], prepare, stats=stats,
+                                         workers=workers):
                 if error:
                     raise RuntimeError(error)
             out.update({f"folder{mode}_studies_per_s": stats.studies_per_s, f"folder{mode}_wait_share": stats.wait_share,

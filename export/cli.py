@@ -226,7 +226,7 @@ def cmd_build(args) -> int:
 def cmd_predict(args) -> int:
     from medexport.engine import open_bundle
     from medexport.engine.io.fast_decode import reduced_resolution
-    from medexport.engine.pipeline import BatchStats, ordered
+    from medexport.engine.pipeline import BatchStats, ordered, predicted
     from medexport.engine.studies import batch_row, write_batch_csv
 
     from .render import render_result
@@ -244,12 +244,21 @@ def cmd_predict(args) -> int:
         stats = BatchStats()
         opts = dict(frame=args.frame, lead=args.lead, fs=args.fs, explain=args.explain, pixel_size_mm=args.pixel_size)
 
+        decode = True if args.reduced_decode else False if args.full_decode else None
+
+        def prepare(study):
+            with reduced_resolution(decode):
+                return model.prepare(study.path, **opts)
+
         def predict(study):
-            with reduced_resolution(True if args.reduced_decode else False if args.full_decode else None):
+            with reduced_resolution(decode):
                 return model.predict(study.path, **opts)
 
-        # the next studies decode on worker threads while one infers (engine/pipeline.py)
-        for study, result, error in ordered(predict, studies, stats=stats):
+        # the next studies decode on worker threads while the model runs those already read, in
+        # batches (engine/pipeline.py); a model served by Triton batches on the server
+        stream = predicted(model, studies, prepare, stats=stats) if hasattr(model, "complete_many") \
+            else ordered(predict, studies, stats=stats)
+        for study, result, error in stream:
             progress.step(study.path)
             extra = {}
             if result is not None:

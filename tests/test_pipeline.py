@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medexport.engine.errors import InvalidInputError
-from medexport.engine.pipeline import BatchStats, ordered
+from medexport.engine.pipeline import BatchStats, ordered, predicted
 
 
 def test_results_in_order_errors_as_rows_and_overlap():
@@ -86,3 +86,33 @@ def test_predict_on_a_folder_runs_the_pipeline(pneumonia_bundle, dcm, cxr, tmp_p
         assert film["heatmap"]["shape"] == [1955, 1841]  # maps stay on the full image either way
         scores.append(np.array(list(film["scores"].values())))
     assert 0 < np.abs(scores[0] - scores[1]).max() < 0.05  # read reduced: close, not identical
+
+
+def test_predicted_batches_ready_studies_and_matches_predict(pneumonia_bundle, dcm, cxr, tmp_path):
+    """Studies prepared on worker threads go through the model together (one runtime pass for
+    those already read); each result equals its own ``predict``, in order, a broken file its row."""
+    from medexport.engine import open_bundle
+
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
+    paths = [dcm("RG1_UNCR.dcm"), dcm("RG1_J2KR.dcm"), *cxr[:2], dcm("RG3_UNCR.dcm"), str(broken), dcm("MR2_J2KR.dcm")]
+    with open_bundle(pneumonia_bundle, backend="openvino", precision="fp32") as model:
+        passes, run = [], model._run
+        model._run = lambda feeds: passes.append(len(next(iter(feeds.values())))) or run(feeds)
+
+        def prepare(path):
+            if path == paths[0]:
+                time.sleep(0.5)  # the others are read meanwhile: the first pass takes several
+            return model.prepare(path)
+
+        stats = BatchStats()
+        out = list(predicted(model, paths, prepare, workers=2, stats=stats))
+        model._run = run
+        alone = [model.predict(p) for p in paths if p != str(broken)]
+    assert [item for item, _, _ in out] == paths and stats.studies == len(paths)
+    assert out[5][1] is None and "broken.dcm" in out[5][2]
+    got = [r for _, r, e in out if e is None]
+    for a, b in zip(got, alone):
+        assert a.source == b.source and a.input_sha256 == b.input_sha256
+        assert abs(a.scores["pneumonia"] - b.scores["pneumonia"]) < 1e-5
+    assert max(passes) > 1 and sum(passes) == len(got)

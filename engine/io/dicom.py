@@ -149,6 +149,19 @@ def single_frame(pixels) -> bytes | None:
     return b"".join(view[at:at + n] for at, n in items[0][1:])
 
 
+def load_pixel_data(ds, data: bytes | None) -> None:
+    """Give a deferred (7FE0,0010) its value from ``data`` in one copy, before a full decode:
+    pydicom's own deferred read walks an encapsulated value item by item (11 of 65 ms of a
+    1955 x 1841 RLE study)."""
+    from pydicom.dataelem import DataElement
+
+    elem = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    if elem is not None and getattr(elem, "value", 0) is None and data is not None:
+        value = pixel_bytes(ds, data)
+        if isinstance(value, memoryview):
+            ds[PIXEL_DATA] = DataElement(PIXEL_DATA, elem.VR, bytes(value), is_undefined_length=elem.length == UNDEFINED)
+
+
 def pixel_bytes(ds, data: bytes | None):
     """(7FE0,0010) Pixel Data's value: a view into ``data`` (the bytes read_dataset parsed) while
     it has not been read, without a copy; else the value pydicom holds."""

@@ -226,6 +226,7 @@ def _from_dicom(path: str, frame: int | None, min_size: tuple | None = None) -> 
         index = frame if shape.frames > 1 else None
         reduced = fast_decode.reduced_frame(ds, shape.rows, shape.columns, shape.frames, index, min_size, data)
         if reduced is None:
+            dicom.load_pixel_data(ds, data)
             arr = dicom.decode_pixels(ds, path, index, shape)
             syntax = getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "pixel data")
             reduced = fast_decode.reduce_decoded(arr, min_size, syntax)
