@@ -30,8 +30,8 @@ def render_result(r) -> str:
 def artifact_table(manifest, root, reports: dict) -> list[str]:
     """One line per artifact (size, worst golden disagreement vs tolerance, heatmap agreement,
     validation), then the refused ones: what ``inspect`` and the end of ``build`` print."""
-    lines = [f"{'artifact':<18} {'MB':>6} {'golden vs source (tolerance)':>28} {'heatmap r':>9} {'borderline':>10}  "
-             "validation (source -> artifact)"]
+    lines = [f"{'artifact':<18} {'MB':>6} {'golden vs source (tolerance)':>28} {'heatmap r':>9} {'borderline':>10} "
+             f"{'decode':>6}  validation (source -> artifact)"]
     for a in manifest.artifacts:
         size = sum((root / p).stat().st_size for p in a.files.values()) / 1e6
         rep = reports.get(a.key, {})
@@ -39,14 +39,18 @@ def artifact_table(manifest, root, reports: dict) -> list[str]:
         corr = g.get("heatmap_correlation", {}).get("mean")
         agreement = f"{g.get('max_disagreement', float('nan')):.1e} ({a.tolerance:.0e})"
         lines.append(f"{a.key:<18} {size:6.2f} {agreement:>28} "
-                     f"{'-' if corr is None else f'{corr:.3f}':>9} {f'+-{a.borderline:.3f}':>10}  "
-                     f"{describe_report(rep.get('validation'))}")
+                     f"{'-' if corr is None else f'{corr:.3f}':>9} {f'+-{a.borderline:.3f}':>10} "
+                     f"{f'>={a.decode_margin}x' if a.decode_margin else 'full':>6}  {describe_report(rep.get('validation'))}")
     for r in manifest.provenance.get("refused_artifacts", []):
         lines.append(f"{r['artifact']:<18} REFUSED at build time, not in the bundle: {r['reason']}")
     measures = {g.get("measure") for g in (r.get("golden", {}) for r in reports.values()) if g.get("measure")}
     if measures:
         lines.append(f"golden vs source: {', '.join(sorted(measures))} on every golden input "
                      "(studies unlike the training data included), against the float source model")
+    if any(r.get("reduced_decode") for r in reports.values()):
+        lines.append("decode: how images are decoded for the model by default; >=Nx: at reduced resolution keeping N x "
+                     "its input, where the build showed scores stay within the tolerance (reports/<artifact>.json, "
+                     "reduced_decode; predict --full-decode to opt out)")
     return lines
 
 

@@ -100,3 +100,21 @@ def test_full_decodes_are_block_averaged_like_uncompressed(dcm, rg1_copies):
         assert study.reduction == reference.reduction
     assert reduce_decoded(np.zeros((300, 300), np.uint16), (224, 224), "x") is None  # no level to drop
     assert reduce_decoded(np.zeros((900, 900), np.int16), (224, 224), "x") is None  # signed: full
+
+
+def test_a_panicking_rust_decoder_is_a_clear_error(tmp_path):
+    """pylibjpeg-rle panics (pyo3 PanicException, a BaseException) on an RLE segment offset that
+    points 5 bytes early (found by tests/test_fuzz.py): the reader names the file and the syntax."""
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import encapsulate
+
+    from medexport.engine.errors import InvalidInputError
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm"))
+    frame = bytearray(get_frame(ds.PixelData, 0, number_of_frames=1))
+    assert frame[8] == 156  # the second segment's offset, low byte
+    frame[8] = 151
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds.save_as(tmp_path / "bad_rle.dcm")
+    with pytest.raises(InvalidInputError, match="RLE Lossless.*could not be decoded"):
+        read_image(str(tmp_path / "bad_rle.dcm"))

@@ -213,6 +213,22 @@ def check_header(ds, path: str) -> FrameShape:
     return FrameShape(rows, columns, frames)
 
 
+class DecoderPanic(RuntimeError):
+    """A Rust decoder (pylibjpeg-rle, through pyo3) panicked on malformed data."""
+
+
+def _pixel_array(pixel_array, ds, index, plugin: str) -> np.ndarray:
+    """pydicom's pixel_array; a pyo3 ``PanicException`` (a BaseException, so no ``except
+    Exception`` sees it) becomes a DecoderPanic, one of PARSE_ERRORS. Found by tests/test_fuzz.py:
+    a malformed RLE segment made pylibjpeg-rle index out of bounds."""
+    try:
+        return pixel_array(ds, index=index, decoding_plugin=plugin)
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise DecoderPanic(str(exc)) from None
+
+
 def decode_pixels(ds, path: str, index: int | None = None, shape: FrameShape | None = None) -> np.ndarray:
     """Decode one frame (``index``) of the pixel data, naming the transfer syntax when it cannot be."""
     from pydicom.pixels import pixel_array
@@ -223,11 +239,11 @@ def decode_pixels(ds, path: str, index: int | None = None, shape: FrameShape | N
     try:
         plugin = preferred_plugin(ds)
         try:
-            arr = pixel_array(ds, index=index, decoding_plugin=plugin)
+            arr = _pixel_array(pixel_array, ds, index, plugin)
         except PARSE_ERRORS:
             if not plugin:
                 raise
-            arr = pixel_array(ds, index=index)  # the fast plugin refused this file: pydicom's own order
+            arr = _pixel_array(pixel_array, ds, index, "")  # the fast plugin refused this file: pydicom's own order
     except PARSE_ERRORS as exc:
         name = getattr(tsyntax, "name", str(tsyntax))
         raise InvalidInputError(

@@ -1,20 +1,23 @@
 """Decode a DICOM frame at the resolution a model needs, where the transfer syntax allows it.
 
 Uncompressed data is averaged over 2**r x 2**r blocks straight from the file's bytes. JPEG 2000
-keeps the image at every wavelet level: OpenJPEG's ``reduce`` decodes only the
-levels down to 1/2**r of the size (through Pillow's Jpeg2K plugin). Baseline JPEG decodes at
-1/2, 1/4 or 1/8 with DCT scaling (Pillow's ``draft``). Every other syntax, and anything these
-paths do not handle exactly (signed or multi-component data, a precision other than Bits
-Stored, a Pillow that behaves differently), returns ``None``: the caller decodes in full.
+keeps the image at every wavelet level: OpenJPEG's ``reduce`` decodes only the levels down to
+1/2**r of the size (through Pillow's Jpeg2K plugin). Baseline JPEG decodes at 1/2, 1/4 or 1/8
+with DCT scaling (Pillow's ``draft``). Syntaxes without such a mode (JPEG-LS, RLE, lossless
+JPEG) are decoded in full and then block-averaged like uncompressed data (``reduce_decoded``),
+so the display chain and the resize touch 1/4**r of the pixels. Anything these paths do not
+handle exactly (signed or multi-component data, a precision other than Bits Stored, a Pillow
+that behaves differently) returns ``None``: the caller decodes in full.
 
-The stored values come back in pydicom's dtype, so the Modality LUT, VOI and MONOCHROME1 steps
-apply unchanged; the image is smaller. But a wavelet low-pass (or a scaled IDCT) of stored values
-then the VOI window is not the full image windowed then resized: on pydicom-data's RG1 chest film
-the pneumonia model's score moved by up to 0.02 (decoded at >= 2x its input) and 0.05 (at 1x), far
-beyond an FP32 artifact's golden tolerance (1e-3). So it is OFF unless asked for:
-``reduced_resolution()`` around a read, or ``MEDEXPORT_REDUCED_DECODE=1`` for the process; the
-build records the score change per artifact (validation report, ``reduced_decode``) so that a
-site can see whether its bundle tolerates it.
+The stored values come back unscaled, so the Modality LUT, VOI and MONOCHROME1 steps apply
+unchanged; the image is smaller. But averaging (or a wavelet low-pass of) stored values and then
+windowing is not the full image windowed then resized, and a model may notice: on pydicom-data's
+RG1 chest film the pneumonia model's score moved by up to 0.02 (decoded at >= 2x its input) and
+0.05 (at 1x). So each artifact's build measures it (export/steps/validate.reduced_decode_choice,
+at 1x and 2x, on the golden studies and pydicom-data's films) and records the smallest margin
+within the artifact's own tolerance as ``Artifact.decode_margin`` (0: always full). Reads follow
+it by default; ``reduced_resolution(True / False)`` or ``MEDEXPORT_REDUCED_DECODE=1 / 0`` force
+it on or off.
 """
 from __future__ import annotations
 
