@@ -175,8 +175,10 @@ def syntax_table(rows: list[Row]) -> list[str]:
         v = r.values
         cells = " ".join(f"{v[f'e2e_{n}_ms']:>6.1f}(x{v[f'e2e_{n}_ratio']:.2f})/{v[f'e2e_{n}_full_ms']:.0f}/"
                          f"{v[f'e2e_{n}_reduced_ms']:<4.0f}" for n in SYNTAX_NAMES)
+        own = ", ".join(f"{n} x{v[f'e2e_{n}_own_ratio']:.2f}" for n in SYNTAX_NAMES if f"e2e_{n}_own_ratio" in v)
         out.append(f"{r.model:<16} {r.target:<10} {r.precision:<5} {v['infer_p50_ms']:>7.1f} "
                    f"{v.get('decode_margin', 0):>6} {cells}")
+        out.append(f"{'':<16}   each study's total / its own inference (Result.timings_ms, median): {own}")
         for n in SYNTAX_NAMES:
             stages = ", ".join(f"{k} {ms:.1f}" for k, ms in v.get(f"e2e_{n}_stages_ms", {}).items())
             out.append(f"{'':<16}   {n}: {stages} ms; {v.get(f'e2e_{n}_decoded', '?')}")

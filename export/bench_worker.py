@@ -148,6 +148,10 @@ def bench_syntaxes(model, folder_size: int = 100) -> dict:
                 if not mode:  # where the time goes, and how it was decoded
                     out[f"e2e_{name}_stages_ms"] = {k: round(float(np.median([r.timings_ms[k] for r in runs])), 2)
                                                     for k in runs[-1].timings_ms}
+                    # the measure: each study's total over its own inference (r.timings_ms), so a
+                    # machine that slows down between the raw-inference and the study timings does not count
+                    out[f"e2e_{name}_own_ratio"] = float(np.median([r.timings_ms["total"] / r.timings_ms["infer"]
+                                                                    for r in runs]))
                     out[f"e2e_{name}_decoded"] = runs[-1].input_meta.get("decoded", "full")
         folders = {"": SYNTAXES, "_j2k": ("jpeg2000_lossless",)}  # mixed; JPEG 2000 only (what most PACS store)
         paths = {}
