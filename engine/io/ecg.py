@@ -204,6 +204,18 @@ def lean_waveform(data: bytes) -> LeanDataset | None:
         return None
 
 
+
+def _value_at(data: bytes, pos: int, vr, short_length: int, explicit: bool) -> tuple:
+    """(VR or None, value length, value offset) of the element whose header starts at ``pos``
+    (``vr`` and ``short_length`` as the 8-byte header unpack read them)."""
+    if not explicit:
+        return None, _U32.unpack_from(data, pos + 4)[0], pos + 8
+    if vr in LONG_VRS:
+        return vr, _U32.unpack_from(data, pos + 8)[0], pos + 12
+    if vr in SHORT_VRS:
+        return vr, short_length, pos + 8
+    raise NotLean(f"VR {vr!r}")
+
 def _lean_dataset(data: bytes, pos: int, end: int | None, explicit: bool) -> tuple[LeanDataset, int]:
     """The wanted elements from ``pos`` to ``end`` (None: to the item delimiter), and the position after;
     other sequences are walked over to their end (_skip_undefined), other values jumped over."""
@@ -215,14 +227,7 @@ def _lean_dataset(data: bytes, pos: int, end: int | None, explicit: bool) -> tup
             if elem == 0xE00D and end is None:
                 return out, pos + 8
             raise NotLean("an item tag among the elements")
-        if not explicit:
-            vr, length, pos = None, _U32.unpack_from(data, pos + 4)[0], pos + 8
-        elif vr in LONG_VRS:
-            length, pos = _U32.unpack_from(data, pos + 8)[0], pos + 12
-        elif vr in SHORT_VRS:
-            pos += 8
-        else:
-            raise NotLean(f"VR {vr!r}")
+        vr, length, pos = _value_at(data, pos, vr, length, explicit)
         keyword, vrs = table.get(group << 16 | elem, (None, ()))
         if vrs == ("SQ",):
             if vr not in (None, b"SQ"):
@@ -270,14 +275,8 @@ def _skip_undefined(data: bytes, pos: int, explicit: bool) -> int:
                 depth, pos = depth - 1, pos + 8
                 continue
             length, pos = _U32.unpack_from(data, pos + 4)[0], pos + 8
-        elif not explicit:
-            length, pos = _U32.unpack_from(data, pos + 4)[0], pos + 8
-        elif vr in LONG_VRS:
-            length, pos = _U32.unpack_from(data, pos + 8)[0], pos + 12
-        elif vr in SHORT_VRS:
-            pos += 8
         else:
-            raise NotLean(f"VR {vr!r}")
+            vr, length, pos = _value_at(data, pos, vr, length, explicit)
         if length == UNDEFINED:
             depth += 1  # an undefined-length item or nested sequence
         else:
