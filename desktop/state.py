@@ -140,9 +140,10 @@ class AppState:
 
     def run_all(self, cancel: threading.Event | None = None, progress: Callable[[int, int], None] | None = None):
         """Run every open study that a chosen model fits; errors become rows, not crashes.
-        The next studies decode on worker threads while one infers (engine/pipeline.py); results
-        are recorded here, in order."""
-        from medexport.engine.pipeline import ordered
+        The next studies decode on worker threads while the model runs (engine/pipeline.py): when
+        one local model takes them all, the studies already read go through it together
+        (``predicted``); results are recorded here, in order."""
+        from medexport.engine.pipeline import ordered, predicted
 
         rows = []
         targets = [s for s in self.studies if s.kind in self.chosen]
@@ -152,8 +153,21 @@ class AppState:
                 raise Cancelled()
             return self.engine(self.model_for(study)).predict(study.path, **study.predict_options)
 
+        def prepare(study: Study):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            return self.engine(self.model_for(study)).prepare(study.path, **study.predict_options)
+
+        kinds, only = {s.kind for s in targets}, None
+        if len(kinds) == 1:
+            try:
+                only = self.engine(self.chosen[kinds.pop()])
+            except MedError:
+                only = None  # each study gets the bundle's error as its row, as below
+        stream = predicted(only, targets, prepare, cancel=cancel) if hasattr(only, "complete_many") \
+            else ordered(predict, targets, cancel=cancel)
         try:
-            for i, (study, result, error) in enumerate(ordered(predict, targets, cancel=cancel)):
+            for i, (study, result, error) in enumerate(stream):
                 if cancel is not None and cancel.is_set():
                     break
                 if result is not None:

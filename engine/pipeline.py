@@ -5,10 +5,10 @@ resize, the runtime's inference). ``predicted`` reads and preprocesses studies o
 (``Model.prepare``) and runs the model on the calling thread, one study at a time, so the runtime
 keeps the cores it was configured for and never competes with a second inference (on 2 cores,
 two whole-study workers each inferring with 2 threads were slower than one worker: 23 against
-27 uncompressed studies/s). ``ordered`` runs any function on worker threads (the viewer's batch,
-whose studies may go to different models). Results come back in input order; a study that fails
-becomes an error, not the end of the batch. Used by ``medexport predict`` on folders, the
-benchmark and the viewer.
+27 uncompressed studies/s). ``ordered`` runs any function on worker threads (the viewer's batch
+when its studies go to different models, served models). Results come back in input order; a
+study that fails becomes an error, not the end of the batch. Used by ``medexport predict`` on
+folders, the benchmark and the viewer.
 """
 from __future__ import annotations
 
