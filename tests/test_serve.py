@@ -237,3 +237,37 @@ def test_the_viewer_uses_the_server_named_in_its_settings(server, cxr):
             ini.unlink()
         else:
             ini.write_text(before)
+
+
+def test_the_stub_retries_a_refused_handshake(tmp_path):
+    """pytriton 0.7.0's stub connected once to the handshake socket; the file exists from bind(),
+    before listen(), and a CI run landed in that gap ("Connection refused"). The patched copy the
+    stub runs retries until its deadline: here a socket that only starts listening 0.3 s later."""
+    from pytriton.proxy import communication
+
+    from medexport.engine.serve import server
+
+    source = Path(communication.__file__).read_bytes()
+    assert server.CONNECT_ONCE in source  # the pinned pytriton: the patch applies
+    namespace: dict = {}
+    exec(compile(source.replace(server.CONNECT_ONCE, server.CONNECT_RETRYING), "communication.py", "exec"), namespace)
+    path = tmp_path / "handshake.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))  # the file exists, nobody listens yet: a connect is refused
+
+    def serve_later():
+        time.sleep(0.3)
+        listener.listen(1)
+        conn, _ = listener.accept()
+        conn.recv(64)
+        payload = b'{"ok": true}'
+        conn.sendall(len(payload).to_bytes(4, "big") + payload)
+        conn.close()
+
+    thread = threading.Thread(target=serve_later)
+    thread.start()
+    try:
+        assert namespace["get_config_from_handshake_server"](path, timeout_s=5.0) == {"ok": True}
+    finally:
+        thread.join()
+        listener.close()

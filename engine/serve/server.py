@@ -169,12 +169,33 @@ def serve(bundles, options: ServeOptions = ServeOptions(), *, emit=print, open_m
 
 
 HANDSHAKE_TIMEOUT_S = 60.0
+# pytriton 0.7.0's stub connects once when the handshake socket's file appears; the file exists
+# from bind(), before the server listens, and a busy machine lands in that gap ("Connection
+# refused", a CI failure): retry until the same deadline, a fresh socket each time
+CONNECT_ONCE = b"""        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(max(0.0, should_stop_before_s - time.time()))
+        sock.connect(socket_path.as_posix())
+"""
+CONNECT_RETRYING = b"""        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(max(0.0, should_stop_before_s - time.time()))
+            try:
+                sock.connect(socket_path.as_posix())
+                break
+            except ConnectionRefusedError:
+                sock.close()
+                sock = None
+                if time.time() >= should_stop_before_s:
+                    raise
+                time.sleep(0.01)
+"""
 
 
 def _patient_handshake() -> None:
     """pytriton 0.7.0 gives a model's other instances (and this process) 1 s to find the handshake
-    socket its first instance opens; on a busy 2-core machine the first stub often takes longer and
-    the model fails to load (measured). Allow a minute; the wait still ends as soon as it is there."""
+    socket its first instance opens, and connects once; on a busy 2-core machine the first stub
+    often takes longer and the model fails to load (measured). Allow a minute and retry a refused
+    connection; the wait still ends as soon as the server answers."""
     import functools
 
     from pytriton.models import model as pt_model
@@ -182,8 +203,8 @@ def _patient_handshake() -> None:
 
     if getattr(pt_model.Model, "_medexport_patient", False):
         return
-    pt_model.get_config_from_handshake_server = functools.partial(communication.get_config_from_handshake_server,
-                                                                  timeout_s=HANDSHAKE_TIMEOUT_S)
+    pt_model.get_config_from_handshake_server = functools.partial(_retrying_handshake,
+                                                                  communication.get_config_from_handshake_server)
     original = pt_model.Model.get_proxy_model_files
 
     def proxy_files(self):
@@ -191,11 +212,26 @@ def _patient_handshake() -> None:
         for key, data in files.items():
             if key.endswith("/communication.py"):  # the copy the stub runs
                 files[key] = data.replace(b"timeout_s: float = 1.0) -> dict",
-                                          f"timeout_s: float = {HANDSHAKE_TIMEOUT_S}) -> dict".encode())
+                                          f"timeout_s: float = {HANDSHAKE_TIMEOUT_S}) -> dict".encode()
+                                          ).replace(CONNECT_ONCE, CONNECT_RETRYING)
         return files
 
     pt_model.Model.get_proxy_model_files = proxy_files
     pt_model.Model._medexport_patient = True
+
+
+def _retrying_handshake(get_config, socket_path, timeout_s: float = HANDSHAKE_TIMEOUT_S) -> dict:
+    """pytriton's ``get_config_from_handshake_server`` in this process, with the stub's patience."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            return get_config(socket_path, timeout_s=max(0.0, deadline - time.time()))
+        except ConnectionRefusedError:
+            if time.time() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def check_host(host: str) -> str:
