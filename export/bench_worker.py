@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from .reencode import jpeg_baseline_copy
+
 
 def timed(fn, *, warmup: int = 5, min_iters: int = 20, min_seconds: float = 2.0) -> np.ndarray:
     """Per-call times in ms after warm-up: at least ``min_iters`` calls and ``min_seconds``."""
@@ -92,30 +94,6 @@ def syntax_studies(folder) -> dict:
     jpeg_baseline_copy(root / "RG1_UNCR.dcm", folder / "RG1_jpeg_baseline.dcm")
     out["jpeg_baseline"] = str(folder / "RG1_jpeg_baseline.dcm")
     return out
-
-
-def jpeg_baseline_copy(source, dest) -> None:
-    """A greyscale DICOM re-encoded as 8-bit baseline JPEG (pydicom has no encoder for it): its
-    stored values scaled min-max to 0..255, the window tags dropped, written to ``dest``."""
-    import io
-
-    import pydicom
-    from PIL import Image
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEGBaseline8Bit
-
-    ds = pydicom.dcmread(source)
-    arr = ds.pixel_array.astype(np.float32)
-    grey = np.round((arr - arr.min()) / (arr.max() - arr.min()) * 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(grey, "L").save(buf, "JPEG", quality=90)
-    ds.PixelData = encapsulate([buf.getvalue()])
-    ds["PixelData"].VR = "OB"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    for tag in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept", "VOILUTSequence"):
-        ds.pop(tag, None)
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds.save_as(dest)
 
 
 DECODE_MODES = (("", None), ("_full", False), ("_reduced", True))  # the bundle's own choice; forced full; forced reduced

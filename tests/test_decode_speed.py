@@ -74,7 +74,7 @@ def test_uncompressed_block_mean_is_the_full_decode_averaged(dcm):
 
 
 def test_jpeg_baseline_dct_scaling(dcm, tmp_path):
-    from medexport.export.bench_worker import jpeg_baseline_copy
+    from medexport.export.reencode import jpeg_baseline_copy
 
     path = tmp_path / "baseline.dcm"
     jpeg_baseline_copy(dcm("RG1_UNCR.dcm"), path)

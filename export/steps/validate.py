@@ -55,7 +55,7 @@ def reduced_decode_paths(kind: str, work) -> list[str]:
 
     from medexport.models.data import pydicom_data
 
-    from ..bench_worker import jpeg_baseline_copy
+    from ..reencode import jpeg_baseline_copy
     from ..golden import _unlike_paths
 
     if kind != "image":
