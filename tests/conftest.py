@@ -16,6 +16,31 @@ os.environ.setdefault("MEDEXPORT_TEST_REAL_HOME", os.environ.get("HOME", ""))  #
 os.environ["HOME"] = _HOME  # reports default to ~/Documents: the tests' own, never the user's
 
 
+def _bundle(tmp_path_factory, name: str, options):
+    """Build model ``name`` with ``options`` for the session, or, for a developer's quick loop, copy it
+    from ``$MEDEXPORT_TEST_BUNDLES/<name>`` (built there the first time). CI leaves that unset."""
+    import shutil
+    from pathlib import Path
+
+    from medexport.export.build import build
+
+    def build_it(folder):
+        build(name, folder, options, emit=lambda m: None)
+
+    out = tmp_path_factory.mktemp("bundles") / name
+    cache = os.environ.get("MEDEXPORT_TEST_BUNDLES")
+    if not cache:
+        build_it(out)
+        return out
+    kept = Path(cache) / name
+    if not (kept / "manifest.json").is_file():
+        build_it(out)
+        shutil.copytree(out, kept, dirs_exist_ok=True)
+    else:
+        shutil.copytree(kept, out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def shared():
     from medexport.models.data import shared_data
@@ -56,46 +81,42 @@ def cache_dir(tmp_path_factory):
 def pneumonia_bundle(tmp_path_factory, cache_dir):
     """pneumonia-cxr built for OpenVINO and ONNX Runtime at fp32 and fp16, with its OOD reference
     fitted on the recipe's 300 calibration films."""
-    from medexport.export.build import BuildOptions, build
+    from medexport.export.build import BuildOptions
     from medexport.models.data import default_data
     from medexport.models.registry import get_config
 
-    out = tmp_path_factory.mktemp("bundles") / "pneumonia-cxr"
-    build("pneumonia-cxr", out, BuildOptions(targets=["openvino", "onnxruntime"], precisions=["fp32", "fp16"],
-                                             calib=default_data(get_config("pneumonia-cxr"), "calib")),
-          emit=lambda m: None)
-    return out
+    return _bundle(tmp_path_factory, "pneumonia-cxr",
+                   BuildOptions(targets=["openvino", "onnxruntime"],
+                                precisions=["fp32", "fp16"], calib=default_data(get_config("pneumonia-cxr"), "calib")))
 
 
 @pytest.fixture(scope="session")
 def ecg_bundle(tmp_path_factory, cache_dir):
     """ecg-rhythm built for ONNX Runtime and OpenVINO at fp32."""
-    from medexport.export.build import BuildOptions, build
+    from medexport.export.build import BuildOptions
 
-    out = tmp_path_factory.mktemp("bundles") / "ecg-rhythm"
-    build("ecg-rhythm", out, BuildOptions(targets=["onnxruntime", "openvino"], precisions=["fp32"]), emit=lambda m: None)
-    return out
+    return _bundle(tmp_path_factory, "ecg-rhythm",
+                   BuildOptions(targets=["onnxruntime", "openvino"],
+                                precisions=["fp32"]))
 
 
 @pytest.fixture(scope="session")
 def seg_bundle(tmp_path_factory, cache_dir):
-    from medexport.export.build import BuildOptions, build
+    from medexport.export.build import BuildOptions
 
-    out = tmp_path_factory.mktemp("bundles") / "em-membrane-seg"
-    build("em-membrane-seg", out, BuildOptions(targets=["openvino", "onnxruntime"], precisions=["fp32"]),
-          emit=lambda m: None)
-    return out
+    return _bundle(tmp_path_factory, "em-membrane-seg",
+                   BuildOptions(targets=["openvino", "onnxruntime"],
+                                precisions=["fp32"]))
 
 
 @pytest.fixture(scope="session")
 def fetal_bundle(tmp_path_factory, cache_dir, shared):
     """fetal-head-us built for ONNX Runtime at fp32, validated on 12 held-out HC18 frames."""
-    from medexport.export.build import BuildOptions, build
+    from medexport.export.build import BuildOptions
 
-    out = tmp_path_factory.mktemp("bundles") / "fetal-head-us"
-    build("fetal-head-us", out, BuildOptions(targets=["onnxruntime"], precisions=["fp32"],
-                                             val=f"{shared / 'segmentation' / 'hc18'}:val:12"), emit=lambda m: None)
-    return out
+    return _bundle(tmp_path_factory, "fetal-head-us",
+                   BuildOptions(targets=["onnxruntime"],
+                                precisions=["fp32"], val=f"{shared / 'segmentation' / 'hc18'}:val:12"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -163,9 +184,8 @@ def user_bundle_unvalidated(tmp_path_factory, cache_dir):
 @pytest.fixture(scope="session")
 def det_bundle(tmp_path_factory, cache_dir, shared):
     """blood-cell-det for ONNX Runtime FP32, its mAP guard run on 12 BCCD val smears."""
-    from medexport.export.build import BuildOptions, build
+    from medexport.export.build import BuildOptions
 
-    out = tmp_path_factory.mktemp("bundles") / "blood-cell-det"
-    build("blood-cell-det", out, BuildOptions(targets=["onnxruntime"], precisions=["fp32"],
-                                              val=f"{shared / 'detection' / 'bccd'}:val:12"), emit=lambda m: None)
-    return out
+    return _bundle(tmp_path_factory, "blood-cell-det",
+                   BuildOptions(targets=["onnxruntime"],
+                                precisions=["fp32"], val=f"{shared / 'detection' / 'bccd'}:val:12"))
