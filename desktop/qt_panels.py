@@ -140,7 +140,10 @@ class ResultPanel(QGroupBox):
             self.table.setRowCount(0)
             self.details.setText("")
             return
-        self.decision.setText(result.headline())
+        self.decision.setText(result.headline() + (f"\nModel's answer, not vouched for: {result.decision()}"
+                                                   if result.not_assessed else ""))
+        self.decision.setStyleSheet("font-size: 15px; font-weight: bold;"
+                                    + (" color: #6b4b00;" if result.not_assessed else ""))
         overlay = result.overlay()
         self.overlay.setToolTip(overlay.note if overlay is not None else "This result draws nothing over the study")
         rows = result.score_rows()
@@ -149,8 +152,8 @@ class ResultPanel(QGroupBox):
             cells = [row.label, f"{row.score:.3f}", "-" if row.threshold is None else f"{row.threshold:.3f}"]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if row.hit:
-                    item.setForeground(Qt.GlobalColor.darkRed)
+                if row.hit:  # a flagged study's hits are not findings: grey, not red
+                    item.setForeground(Qt.GlobalColor.darkGray if result.not_assessed else Qt.GlobalColor.darkRed)
                 self.table.setItem(i, j, item)
         t = result.timings_ms
         lines = [f"{result.model_id} {result.model_version} on {result.backend} {result.precision}",

@@ -60,6 +60,8 @@ def _draw(tmp: Path, study, result, picture: QImage, intended_use: str) -> None:
     for warning in result.warnings:
         text(f"Warning: {warning.message} [{warning.code}]", 10, True, QColor(140, 90, 0), height=1.0)
     text(f"Result: {result.headline()}", 14, True)
+    if result.not_assessed:
+        text(f"The model's answer, not vouched for: {result.decision()}", 10, colour=QColor(110, 80, 0))
     if not picture.isNull():
         box_h = w * 0.62
         scaled = picture.scaled(int(w), int(box_h), Qt.AspectRatioMode.KeepAspectRatio,

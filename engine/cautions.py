@@ -20,6 +20,11 @@ CODES = {
     "outside_formula_range": "a measurement lies outside the range its formula is valid for",
 }
 
+# the flags under which a model does not vouch for its answer: every headline says "Not assessed: ..."
+# (the scores stay visible below it), and the SR qualifies the finding
+NOT_ASSESSED = {"outside_intended_use": "outside the model's intended use",
+                "out_of_distribution": "unlike the model's training data"}
+
 
 @dataclass(frozen=True)
 class ResultWarning:

@@ -12,10 +12,10 @@ import re
 from .cautions import ResultWarning
 from .errors import InvalidInputError
 
-# (declaration field, DICOM keyword, tag, words)
-_TAGS = (("modalities", "Modality", "(0008,0060)", "modality"),
-         ("body_parts", "BodyPartExamined", "(0018,0015)", "body part"),
-         ("view_positions", "ViewPosition", "(0018,5101)", "view position"))
+# (declaration field, DICOM keyword, tag, what the study is, what the model is for): plain words first
+_TAGS = (("modalities", "Modality", "(0008,0060)", "the study is {}", "{} studies"),
+         ("body_parts", "BodyPartExamined", "(0018,0015)", "the study shows the {}", "the {}"),
+         ("view_positions", "ViewPosition", "(0018,5101)", "the view is {}", "{} views"))
 _AGE = re.compile(r"^(\d{3})([DWMY])$")
 _AGE_UNIT_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
 
@@ -36,19 +36,22 @@ def age_in_years(value: str) -> float | None:
 
 
 def contradictions(intended, meta: dict) -> list[str]:
-    """One sentence per header value that contradicts ``intended`` (a manifest.IntendedUse)."""
+    """One sentence per header value that contradicts ``intended`` (a manifest.IntendedUse): in plain
+    words first ("the view is PA; this model is for AP views"), then the tag and its value."""
     found = []
-    for name, keyword, tag, words in _TAGS:
+    for name, keyword, tag, study, wanted in _TAGS:
         allowed = getattr(intended, name)
         value = str(meta.get(keyword, "")).strip().upper()
         if allowed and value and value not in allowed:
-            found.append(f"{tag} {keyword} is {value!r}; this model is for {words} {', '.join(allowed)}")
+            words = (lambda t: t.lower()) if name == "body_parts" else (lambda t: t)
+            found.append(f"{study.format(words(value))}; this model is for "
+                         f"{wanted.format(' or '.join(words(a) for a in allowed))} ({tag} {keyword} is {value!r})")
     if intended.age_years is not None:
         age = age_in_years(meta.get("PatientAge", ""))
         lo, hi = intended.age_years
         if age is not None and not lo <= age <= hi:
-            found.append(f"(0010,1010) PatientAge is {meta['PatientAge']!r} ({age:.1f} years); "
-                         f"this model is for ages {lo:g}-{hi:g} years")
+            found.append(f"the patient is {age:.1f} years old; this model is for ages {lo:g}-{hi:g} years "
+                         f"((0010,1010) PatientAge is {meta['PatientAge']!r})")
     return found
 
 

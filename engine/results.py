@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .cautions import ResultWarning
+from .cautions import NOT_ASSESSED, ResultWarning
 from .ood import OodScore
 from .codes import BLOOD_CELLS, ECG_RHYTHMS, IMAGE_FINDINGS
 
@@ -96,8 +96,21 @@ class Result:
 
     # -- what every consumer calls ---------------------------------------------------------
     def headline(self) -> str:
-        """The decision in one line a clinician reads."""
+        """The decision in one line a clinician reads; "Not assessed: ..." when the study is flagged
+        (the model's own answer stays in ``decision()``, the score table and the details)."""
+        if self.not_assessed:
+            return "Not assessed: " + " and ".join(NOT_ASSESSED[c] for c in self.not_assessed)
+        return self.decision()
+
+    def decision(self) -> str:
+        """The model's own answer in one line, whether or not the study is flagged."""
         raise NotImplementedError
+
+    @property
+    def not_assessed(self) -> tuple[str, ...]:
+        """The warning codes under which the model does not vouch for this answer (empty: it does)."""
+        codes = {w.code for w in self.warnings}
+        return tuple(c for c in NOT_ASSESSED if c in codes)
 
     def score_rows(self) -> list[ScoreRow]:
         """The score table, highest first (the top label is the decision by default)."""
@@ -119,7 +132,8 @@ class Result:
         """JSON-ready summary (arrays are summarised, not embedded)."""
         return {"source": self.source, "input_sha256": self.input_sha256,
                 "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
-                "decision": self.headline(),
+                "decision": self.headline(), "model_decision": self.decision(),
+                "not_assessed": list(self.not_assessed),
                 "model_id": self.model_id, "model_version": self.model_version,
                 "bundle_sha256": self.bundle_sha256, "backend": self.backend,
                 "precision": self.precision, "device": self.provenance.device,
@@ -163,7 +177,7 @@ class ClassificationResult(Result):
         """Labels whose score reaches their operating threshold."""
         return [k for k, t in self.thresholds.items() if self.scores[k] >= t]
 
-    def headline(self) -> str:
+    def decision(self) -> str:
         if not self.thresholds:
             return self.top_label
         return ("POSITIVE: " + ", ".join(self.positive)) if self.positive else "below threshold"
@@ -228,7 +242,7 @@ class EcgRhythmResult(Result):
     def heart_rate(self) -> float | None:
         return self.stats.get("heart_rate_bpm")
 
-    def headline(self) -> str:
+    def decision(self) -> str:
         hr = self.heart_rate
         return f"{self.label.upper()}" + (f", {hr:.0f} bpm" if hr else "")
 
@@ -286,7 +300,7 @@ class SegmentationResult(Result):
 
         return dice(self.mask, reference)
 
-    def headline(self) -> str:
+    def decision(self) -> str:
         return f"{self.label}: {self.mask.mean() * 100:.1f} % of the image"
 
     def detail_lines(self) -> list[str]:
@@ -345,7 +359,7 @@ class DetectionResult(Result):
         """Mean box score per label (0 when none found): for tables and the audit log."""
         return {k: float(np.mean([d.score for d in self.detections if d.label == k] or [0.0])) for k in self.labels}
 
-    def headline(self) -> str:
+    def decision(self) -> str:
         return ", ".join(f"{k} {n}" for k, n in self.counts.items())
 
     def score_rows(self) -> list[ScoreRow]:
@@ -421,7 +435,7 @@ class FetalHeadResult(SegmentationResult):
             parts.append(f"{short} outside the formula's range" if value is None else f"{short} {value:.1f} {unit}")
         return parts
 
-    def headline(self) -> str:
+    def decision(self) -> str:
         if self.ellipse is None:
             return "no head outline found: no measurement"
         return ", ".join(self._parts()) + ("" if self.in_mm else " (no pixel spacing: lengths in pixels)")

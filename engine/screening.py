@@ -40,9 +40,9 @@ def screen_answer(model, outputs: dict, fields: dict) -> dict:
     distance = model.ood.study_distance(outputs[spec.feature_output])
     ood = OodScore(distance, spec.threshold, distance > spec.threshold)
     if ood.flagged:
-        warnings.append(ResultWarning("out_of_distribution", f"this study is unlike the model's training data "
-                                      f"(feature distance {distance:.1f} > {spec.threshold:.1f}): "
-                                      "the answer may be meaningless"))
+        warnings.append(ResultWarning("out_of_distribution", "this study is unlike anything the model was trained on, "
+                                      "so its answer may be meaningless (feature distance "
+                                      f"{distance:.1f}, threshold {spec.threshold:.1f})"))
     return fields | {"ood": ood, "warnings": tuple(warnings)}
 
 

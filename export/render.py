@@ -13,10 +13,12 @@ def render_result(r) -> str:
     """A result as the CLI prints it: provenance, the decision, the score table, the task's details."""
     lines = [r.source, f"  {r.model_id} {r.model_version} [{r.backend} {r.precision}]  bundle {r.bundle_sha256[:12]}",
              f"  decision: {r.headline()}"]
+    if r.not_assessed:
+        lines.append(f"  the model's answer, not vouched for: {r.decision()}")
     lines += [f"  WARNING {w}" for w in r.warnings]
     for row in r.score_rows():
-        mark = "" if row.threshold is None else \
-            f"  threshold {row.threshold:.3f}  -> {'POSITIVE' if row.hit else 'negative'}"
+        verdict = ('above' if row.hit else 'below') if r.not_assessed else ('POSITIVE' if row.hit else 'negative')
+        mark = "" if row.threshold is None else f"  threshold {row.threshold:.3f}  -> {verdict}"
         lines.append(f"  {row.label:<20} {row.score:7.4f}{mark}")
     lines += [f"  {line}" for line in r.detail_lines()]
     t = r.timings_ms

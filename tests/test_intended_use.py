@@ -88,6 +88,9 @@ def test_cli_strict_refuses_and_prints_warning_otherwise(pneumonia_bundle):
     run = [sys.executable, "-m", "medexport.export.cli", "predict", str(pneumonia_bundle), leg]
     plain = subprocess.run(run, capture_output=True, text=True)
     assert plain.returncode == 0 and "WARNING [outside_intended_use]" in plain.stdout
+    # a flagged answer does not look confident: no "POSITIVE" headline, the model's answer said apart
+    assert "decision: Not assessed: outside the model's intended use" in plain.stdout
+    assert "not vouched for:" in plain.stdout and "-> POSITIVE" not in plain.stdout
     strict = subprocess.run(run + ["--strict"], capture_output=True, text=True)
     assert strict.returncode == 1 and "EXTREMITY" in strict.stderr and "Traceback" not in strict.stderr
 
@@ -136,3 +139,17 @@ def test_the_listener_routes_by_declared_modality(pneumonia_bundle):
     assert bundle_accepts(manifest, read("RG3_UNCR.dcm"))  # a CR: runs, and its result warns about the leg
     assert not bundle_accepts(manifest, read("MR2_UNCR.dcm"))
     assert not bundle_accepts(manifest, read("693_UNCR.dcm"))
+
+
+def test_a_flagged_answer_is_not_assessed_but_keeps_its_scores(pneumonia_bundle, tmp_path):
+    with open_bundle(pneumonia_bundle) as model:
+        leg = model.predict(pydicom_data() / "RG3_UNCR.dcm")
+        child = model.predict(_paediatric_chest(tmp_path))
+    assert leg.not_assessed[0] == "outside_intended_use"
+    assert leg.headline().startswith("Not assessed: outside the model's intended use")
+    assert leg.decision() in ("below threshold", "POSITIVE: pneumonia") and "POSITIVE" not in leg.headline()
+    d = leg.to_dict()
+    assert d["decision"] == leg.headline() and d["model_decision"] == leg.decision() and d["scores"] == {
+        k: round(float(v), 6) for k, v in leg.scores.items()}
+    if not child.not_assessed:  # a film the model is for answers plainly
+        assert child.headline() == child.decision()
