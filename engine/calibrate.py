@@ -23,7 +23,7 @@ import numpy as np
 
 from . import bundle_write
 from .checksums import sha256_file
-from .compare import activate, binary_metrics, bootstrap_ci
+from .compare import activate, binary_metrics, bootstrap_ci, chance_problem
 from .errors import ConfigurationError, MedError, ValidationError
 from .labelled import folder_studies, study_labels
 from .manifest import Manifest
@@ -87,6 +87,8 @@ class SiteData:
     sha256: str  # over every study's relative path and SHA-256, and the label file
     n_bytes: int
     negative_name: str  # the other label of a two-label model, else "not <finding>"
+    label_source: str = "labels.csv"  # the label file's name, or "sub-folders"
+    notes: tuple = ()  # what the reader left out (label rows without a study)
 
     def counts(self, label: str) -> dict:
         return {label: int(self.positive.sum()), self.negative_name: int((~self.positive).sum())}
@@ -105,11 +107,12 @@ class Calibration:
     before: dict  # metrics of the parent's postprocess on the site data
     after: dict
     confidence_reached: float | None = None  # sensitivity goal: P(new positives found at the target rate)
+    notes: tuple = ()  # warnings about the data (label rows without a study)
 
     def to_dict(self) -> dict:
         return {"label": self.label, "goal": self.goal.to_dict(), "temperature": self.temperature,
                 "threshold": self.threshold, "confidence_reached": self.confidence_reached,
-                "parent": self.parent, "data": self.data,
+                "parent": self.parent, "data": self.data, "notes": list(self.notes),
                 "metrics_on": "the calibration studies themselves (in-sample: the 'after' figures are optimistic)",
                 "before": self.before, "after": self.after}
 
@@ -124,6 +127,7 @@ class Calibration:
             lines.insert(2, f"WARNING: with {self.data['per_class'][self.label]} '{self.label}' studies the goal is "
                             f"reached with {self.confidence_reached:.0%} confidence only (asked {self.goal.confidence:.0%}): "
                             f"every positive is kept above the threshold; add positive studies")
+        lines[2:2] = [f"WARNING: {note}" for note in self.notes]
         for name in ("sensitivity", "specificity", "accuracy", "auroc", "nll", "ece"):
             b, a = self.before[name], self.after[name]
             lines.append(f"{name:<12} {_fmt(b):<25} {_fmt(a)}")
@@ -136,26 +140,30 @@ def _fmt(m: dict) -> str:
 
 # -- the data ----------------------------------------------------------------------------------
 def read_site_data(folder, manifest: Manifest, label: str) -> SiteData:
-    """Studies of ``folder`` with their labels (``labels.csv``: ``file,label``), hashed."""
+    """Studies of ``folder`` with their labels (``labels.csv``: ``file,label``, or one sub-folder
+    per label), hashed."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigurationError(f"calibration data {folder} is not a folder",
-                                 expected="a folder of studies with labels.csv (file,label)")
+                                 expected="a folder of studies with labels.csv (file,label) or one sub-folder per label")
     files = folder_studies(folder)
-    table = study_labels(folder, files, manifest.labels)
-    if table is None:
-        raise ConfigurationError(f"{folder} has no labels.csv", expected="a 'file,label' row for every study",
+    labels = study_labels(folder, files, manifest.labels)
+    if labels is None:
+        raise ConfigurationError(f"{folder} has no labels.csv and no sub-folder named after a label",
+                                 expected="a 'file,label' row for every study, or one sub-folder per label "
+                                          f"named {list(manifest.labels)} (any case)",
                                  fix=f"add labels.csv with labels from {list(manifest.labels)}")
-    classes = np.array([table[f] for f in files], np.int64)
+    classes = np.array([labels.table[f] for f in files], np.int64)
     digest, n_bytes = hashlib.sha256(), 0
-    for f in files:
+    for f in files:  # relative paths: with sub-folder labels they hold the labels
         digest.update(f"{f.relative_to(folder).as_posix()}\0{sha256_file(f)}\n".encode())
         n_bytes += f.stat().st_size
-    label_file = next(folder / n for n in ("labels.csv", "REFERENCE.csv") if (folder / n).is_file())
-    digest.update(f"{label_file.name}\0{sha256_file(label_file)}\n".encode())
+    if labels.source.is_file():
+        digest.update(f"{labels.source.name}\0{sha256_file(labels.source)}\n".encode())
     others = [x for x in manifest.labels if x != label]
     return SiteData(folder, tuple(files), classes, classes == manifest.labels.index(label), digest.hexdigest(), n_bytes,
-                    others[0] if len(others) == 1 else f"not {label}")
+                    others[0] if len(others) == 1 else f"not {label}",
+                    labels.source.name if labels.source.is_file() else "sub-folders", tuple(labels.notes()))
 
 
 def check_counts(data: SiteData, label: str, minimum: int = MIN_PER_CLASS) -> None:
@@ -254,8 +262,8 @@ def ece(positive: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:
 
 
 def site_metrics(logits, classes, column, activation, temperature, threshold, n_boot: int = 1000) -> dict:
-    """Sensitivity, specificity, accuracy, AUROC at ``threshold`` plus NLL and ECE, each with a
-    percentile-bootstrap 95 % CI over studies."""
+    """Sensitivity, specificity, accuracy (Wilson 95 % CIs), AUROC at ``threshold`` plus NLL and ECE
+    (percentile-bootstrap 95 % CIs over studies)."""
     scores = activate(logits, activation, temperature)[:, column]
     positive = classes == column
     out = binary_metrics(positive, scores, threshold, n_boot=n_boot)
@@ -289,6 +297,14 @@ def calibrate(model, data_folder, goal: Goal, *, progress=None, minimum: int = M
     data = read_site_data(data_folder, manifest, label)
     check_counts(data, label, minimum)
     logits = site_logits(model, data, progress)
+    before = site_metrics(logits, data.classes, column, post.activation, post.temperature, post.thresholds[label], n_boot)
+    problem = chance_problem(before, label)
+    if problem:  # temperature and threshold cannot fix ranking; swapped or wrong labels are likelier
+        raise ConfigurationError(f"{data.folder}: {problem} (before any calibration)",
+                                 expected="a model that separates this site's classes: AUROC 95 % CI above 0.5",
+                                 fix="check the labels (swapped or shifted rows?) and that the studies are the kind "
+                                     "the model was made for; a model that cannot rank them needs retraining, "
+                                     "not calibration")
     temperature = fit_temperature(logits, data.classes, column, post.activation)
     scores = activate(logits, post.activation, temperature)[:, column]
     threshold = fit_threshold(scores, data.positive, goal)
@@ -298,11 +314,10 @@ def calibrate(model, data_folder, goal: Goal, *, progress=None, minimum: int = M
               "temperature": post.temperature, "threshold": post.thresholds[label], "artifact": model.artifact.key,
               "backend": model.backend}
     info = {"folder": data.folder.name, "sha256": data.sha256, "studies": len(data.files), "bytes": data.n_bytes,
-            "per_class": data.counts(label)}
-    metrics = lambda t, thr: site_metrics(logits, data.classes, column, post.activation, t, thr, n_boot)  # noqa: E731
-    return Calibration(label, goal, round(temperature, 6), threshold, parent, info,
-                       metrics(post.temperature, post.thresholds[label]), metrics(temperature, threshold),
-                       None if goal.target_sensitivity is None else round(reached, 4))
+            "per_class": data.counts(label), "labels": data.label_source}
+    after = site_metrics(logits, data.classes, column, post.activation, temperature, threshold, n_boot)
+    return Calibration(label, goal, round(temperature, 6), threshold, parent, info, before, after,
+                       None if goal.target_sensitivity is None else round(reached, 4), data.notes)
 
 
 def rescale_scores(scores: np.ndarray, activation: str, ratio: float) -> np.ndarray:

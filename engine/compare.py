@@ -60,10 +60,6 @@ def sens_spec(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple
     return sens, spec
 
 
-def accuracy(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
-    return float(((np.asarray(scores) >= threshold) == np.asarray(labels).astype(bool)).mean())
-
-
 def bootstrap_ci(metric, *arrays, n: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
     """Percentile bootstrap CI of ``metric(*arrays)`` resampling cases with replacement."""
     rng = np.random.default_rng(seed)
@@ -79,20 +75,46 @@ def bootstrap_ci(metric, *arrays, n: int = 1000, seed: int = 0, alpha: float = 0
     return float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))
 
 
+Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95 % interval
+
+
+def wilson_ci(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n``: honest at small ``n`` and at 0 or 1 (a
+    bootstrap of 20 hits in 20 gives [1, 1]; Wilson gives [0.839, 1]). ``n = 0``: [0, 1]."""
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return float(max(centre - half, 0.0)), float(min(centre + half, 1.0))
+
+
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, *, n_boot: int = 1000) -> dict:
-    """AUROC, sensitivity, specificity and accuracy at ``threshold``, each with a 95 % CI."""
-    labels, scores = np.asarray(labels), np.asarray(scores, np.float64)
-    fns = {
-        "auroc": auroc,
-        "sensitivity": lambda y, s: sens_spec(y, s, threshold)[0],
-        "specificity": lambda y, s: sens_spec(y, s, threshold)[1],
-        "accuracy": lambda y, s: accuracy(y, s, threshold),
-    }
-    out = {"n": int(len(labels)), "n_positive": int(np.asarray(labels).astype(bool).sum()), "threshold": threshold}
-    for name, fn in fns.items():
-        lo, hi = bootstrap_ci(fn, labels, scores, n=n_boot)
-        out[name] = {"value": round(fn(labels, scores), 4), "ci95": [round(lo, 4), round(hi, 4)]}
+    """AUROC (95 % percentile-bootstrap CI) and sensitivity, specificity and accuracy at
+    ``threshold`` (95 % Wilson score CIs: proportions keep an honest interval at small samples)."""
+    labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, np.float64)
+    pred = scores >= threshold
+    counts = {"sensitivity": ((pred & labels).sum(), labels.sum()),
+              "specificity": ((~pred & ~labels).sum(), (~labels).sum()),
+              "accuracy": ((pred == labels).sum(), len(labels))}
+    out = {"n": int(len(labels)), "n_positive": int(labels.sum()), "threshold": threshold}
+    lo, hi = bootstrap_ci(auroc, labels, scores, n=n_boot)
+    out["auroc"] = {"value": round(auroc(labels, scores), 4), "ci95": [round(lo, 4), round(hi, 4)]}
+    for name, (k, n) in counts.items():
+        lo, hi = wilson_ci(int(k), int(n))
+        out[name] = {"value": round(float(k / max(n, 1)), 4), "ci95": [round(lo, 4), round(hi, 4)]}
     return out
+
+
+def chance_problem(metrics: dict, label: str) -> str | None:
+    """What is wrong when ``binary_metrics`` show no better than chance ranking (the AUROC 95 % CI
+    reaches 0.5), or worse (wholly below 0.5: labels swapped?); None when the model separates."""
+    value, (lo, hi) = metrics["auroc"]["value"], metrics["auroc"]["ci95"]
+    if not lo <= 0.5:
+        return None
+    found = f"on these {metrics['n']} studies the AUROC for '{label}' is {value:.3f} [95 % CI {lo:.3f}, {hi:.3f}]"
+    if hi < 0.5:
+        return f"{found}: the model ranks them in reverse (are the labels swapped?)"
+    return f"{found}: the interval includes 0.5, so the model is no better than chance on them"
 
 
 def f1_per_class(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from medexport.engine.signing import sign_bundle, signing_key
 from medexport.engine.tasks import task_class, task_for
 
 from . import source as sources
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, check_calib_val, load_dataset
 from .golden import UNLIKE_PREFIX, golden_inputs
 from .guards import AurocGuard, GuardReport, guard_class
 from .steps import validate, write_bundle
@@ -179,6 +179,10 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
                 raise ConfigurationError(f"validation data {options.val} has no labels",
                                          fix="use an .npz with *_labels or a folder with labels.csv")
             val_ref = _scores(task, source.reference, val.inputs, source.input)
+        for note in [*val.notes, *guard.source_problems(val, val_ref)]:
+            log.emit(f"[build] WARNING: {note}")
+        if options.calib:
+            check_calib_val(options.calib, val, source.preprocess, source.labels, log.emit)
     golden_arrays = {"inputs": golden.inputs[stored], "scores_source": ref_scores[stored].astype(np.float32),
                      "names": np.array(golden.names)[stored]}
     artifacts, reports, refused, runtimes = [], {}, [], {}

@@ -10,8 +10,8 @@ def add_parser(sub) -> None:
     c = sub.add_parser("calibrate", help="fit a bundle's threshold and temperature to this site's labelled studies "
                                          "and write a new bundle version")
     c.add_argument("bundle", help="bundle folder or .zip to calibrate (it is not changed)")
-    c.add_argument("--data", required=True, help="folder of this site's studies with labels.csv (file,label), "
-                                                 "at least 20 of each class")
+    c.add_argument("--data", required=True, help="folder of this site's studies with labels.csv (file,label) or one "
+                                                 "sub-folder per label (NORMAL/, PNEUMONIA/), at least 20 of each class")
     c.add_argument("-o", "--out", required=True, help="new bundle folder (or .zip) to write")
     goal = c.add_mutually_exclusive_group()
     goal.add_argument("--target-sensitivity", type=float, default=None,
@@ -40,6 +40,8 @@ def cmd_calibrate(args) -> int:
     path = write_calibrated(args.bundle, result, args.out, sign_key=args.sign_key, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
+        for note in result.notes:
+            print(f"[calibrate] WARNING: {note}", file=sys.stderr)
     else:
         print("\n".join(result.summary_lines()))
     signed = "signed with " + args.sign_key if args.sign_key else "UNSIGNED (pass --sign-key to sign it)"

@@ -5,7 +5,9 @@ A DATA spec is one of:
   (MedMNIST layout; split defaults to ``val``), or plain ``images`` / ``labels``;
 - a folder of DICOM / PNG / JPEG files (images) or ECG records (WFDB .hea, aECG .xml, DICOM,
   CSV), labelled by an optional ``labels.csv`` (``file,label``) or a CinC-style
-  ``REFERENCE.csv`` (``record,code``; codes N, A, O, ~ map to normal, af, other, noisy);
+  ``REFERENCE.csv`` (``record,code``; codes N, A, O, ~ map to normal, af, other, noisy); an image
+  folder without one is labelled by its class sub-folders when they are named after the model's
+  labels (``NORMAL/``, ``PNEUMONIA/``: any case);
 - a ``file.csv`` list with columns ``file,label``: studies anywhere, labelled; relative ``file``
   paths are resolved against the project's shared data folder (``$MEDEXPORT_DATA``), so a
   recipe can ship the exact list of films it held out;
@@ -14,16 +16,15 @@ An ECG record yields several beat windows: ``groups`` maps each input row to its
 """
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from medexport.engine.errors import ConfigurationError, InvalidInputError
 from medexport.engine.io.image import read_image
-from medexport.engine.labelled import STUDY_SUFFIXES, folder_studies, study_labels
-from medexport.engine.labelled import label_index as _label_index
+from medexport.engine.labelled import STUDY_SUFFIXES, folder_studies, read_label_file, study_labels
 from medexport.engine.labelled import label_table as _label_table
 from medexport.engine.preprocess import image_to_tensor
 from medexport.engine.tasks import item_scores
@@ -45,6 +46,7 @@ class Dataset:
     groups: np.ndarray | None = None  # (rows,) item index of each input row; None: one row per item
     extras: dict | None = None  # segmentation: per-item "origins", "shapes" and "masks" (truth);
     # detection: per-item "geometry" (Letterbox) and "truth" ((boxes, label indices) or None)
+    notes: tuple = ()  # what reading left out, for the build log (label rows without a study)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -116,7 +118,8 @@ def concat(parts: list[Dataset]) -> Dataset:
     return Dataset(np.concatenate([p.inputs for p in parts]),
                    np.concatenate([p.labels for p in parts]) if has_labels else None,
                    tuple(n for p in parts for n in p.names),
-                   np.concatenate([p.row_groups + o for p, o in zip(parts, offsets)]) if grouped else None, extras)
+                   np.concatenate([p.row_groups + o for p, o in zip(parts, offsets)]) if grouped else None, extras,
+                   tuple(n for p in parts for n in p.notes))
 
 
 def _limit(ds: Dataset, limit: int | None) -> Dataset:
@@ -129,7 +132,7 @@ def _limit(ds: Dataset, limit: int | None) -> Dataset:
     extras = None if ds.extras is None else {k: None if v is None else [v[i] for i in keep] for k, v in ds.extras.items()}
     return Dataset(ds.inputs[rows], None if ds.labels is None else ds.labels[keep],
                    tuple(ds.names[i] for i in keep),
-                   None if ds.groups is None else np.array([remap[g] for g in ds.groups[rows]]), extras)
+                   None if ds.groups is None else np.array([remap[g] for g in ds.groups[rows]]), extras, ds.notes)
 
 
 def _ecg_dataset(path: Path, preprocess, label_names: tuple, limit: int | None, perturb=None) -> Dataset:
@@ -215,17 +218,18 @@ def _from_npz(path: Path, split: str, preprocess, limit: int | None, perturb=Non
 
 
 def _from_folder(folder: Path, preprocess, label_names: tuple, limit: int | None, perturb=None) -> Dataset:
-    files = folder_studies(folder)
-    files = [files[i] for i in subset(len(files), limit)]
-    return _from_files(files, preprocess, study_labels(folder, files, label_names), perturb)
+    every = folder_studies(folder)
+    files = [every[i] for i in subset(len(every), limit)]
+    labels = study_labels(folder, every, label_names)
+    ds = _from_files(files, preprocess, None if labels is None else labels.table, perturb)
+    return ds if labels is None else replace(ds, notes=tuple(labels.notes()))
 
 
 def _from_list(path: Path, preprocess, label_names: tuple, limit: int | None, perturb=None) -> Dataset:
     """Studies listed in a ``file,label`` CSV; relative files live under the shared data folder."""
     from medexport.models.data import shared_data
 
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if len(r) >= 2 and r[0] != "file"]
+    rows = list(read_label_file(path, label_names).items())
     if not rows:
         raise ConfigurationError(f"{path} lists no studies", expected="a header 'file,label' and one row per study")
     root = None
@@ -240,8 +244,7 @@ def _from_list(path: Path, preprocess, label_names: tuple, limit: int | None, pe
                                      fix="fix the row, or set MEDEXPORT_DATA to the folder the list is relative to")
         files.append(file)
     keep = subset(len(files), limit)
-    table = {files[i]: _label_index(rows[i][1], label_names, path) for i in keep}
-    return _from_files([files[i] for i in keep], preprocess, table, perturb)
+    return _from_files([files[i] for i in keep], preprocess, {files[i]: rows[i][1] for i in keep}, perturb)
 
 
 def _from_files(files: list, preprocess, table: dict | None, perturb=None) -> Dataset:
@@ -255,6 +258,28 @@ def _from_files(files: list, preprocess, table: dict | None, perturb=None) -> Da
             raise ConfigurationError(f"dataset item {f} cannot be used: {exc}", fix="remove it from the data folder") from None
     labels = None if table is None else np.array([table[f] for f in files], np.int64)
     return Dataset(np.concatenate(inputs), labels, tuple(Path(f).name for f in files))
+
+
+CALIB_CHECK_STUDIES = 300  # the calibration studies compared with validation (build's default --calib-size)
+
+
+def check_calib_val(calib_spec, val: Dataset, preprocess, labels: tuple = (), emit=print) -> None:
+    """Refuse calibration data that is mostly the validation data (the same studies, whatever the
+    paths: compared by their preprocessed inputs), which would make the validation meaningless;
+    report a smaller overlap through ``emit``."""
+    calib = load_dataset(calib_spec, preprocess, labels=labels, limit=CALIB_CHECK_STUDIES)
+    digest = lambda row: hashlib.sha256(np.ascontiguousarray(row).tobytes()).hexdigest()  # noqa: E731
+    seen = {digest(r) for r in calib.inputs}
+    shared = sorted({val.names[g] for r, g in zip(val.inputs, val.row_groups) if digest(r) in seen})
+    if not shared:
+        return
+    found = (f"{len(shared)} of {len(val)} validation studies are also among {len(calib)} calibration studies "
+             f"(first: {', '.join(shared[:5])})")
+    if len(shared) * 2 >= min(len(val), len(calib)):
+        raise ConfigurationError(f"--calib {calib_spec} and --val are the same data: {found}",
+                                 expected="validation studies the model was neither trained nor calibrated on",
+                                 fix="give --val a held-out split (e.g. file.npz:val with --calib file.npz:train)")
+    emit(f"[build] WARNING: {found}: their validation figures are optimistic")
 
 
 def _detection_dataset(spec: str, preprocess, label_names: tuple, limit: int | None, perturb=None) -> Dataset:

@@ -12,8 +12,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from medexport.engine.compare import (auroc, binary_metrics, bootstrap_ci, dice, f1_per_class, iou, macro_f1,
-                                      mean_average_precision)
+from medexport.engine.compare import (auroc, binary_metrics, bootstrap_ci, chance_problem, dice, f1_per_class, iou,
+                                      macro_f1, mean_average_precision)
 from medexport.engine.errors import ConfigurationError
 
 
@@ -50,6 +50,10 @@ class Guard:
     def report(self, val, source_rows: np.ndarray, rows: np.ndarray) -> GuardReport:
         raise NotImplementedError
 
+    def source_problems(self, val, source_rows: np.ndarray) -> list[str]:
+        """What is wrong with the source model itself on ``val`` (the build warns loudly); none by default."""
+        return []
+
     @classmethod
     def describe(cls, data: dict) -> str:
         """One line for ``inspect`` from a stored report."""
@@ -71,6 +75,16 @@ class AurocGuard(Guard):
         scores, thresholds = val.item_scores(rows), self.postprocess.thresholds
         return float(np.mean([auroc(val.labels == self.labels.index(k), scores[:, self.labels.index(k)])
                               for k in thresholds]))
+
+    def source_problems(self, val, source_rows):
+        """A source no better than chance on the validation data (AUROC 95 % CI reaching 0.5)."""
+        scores = val.item_scores(source_rows)
+        found = []
+        for label, threshold in self.postprocess.thresholds.items():
+            k = self.labels.index(label)
+            metrics = binary_metrics((val.labels == k).astype(int), scores[:, k], threshold, n_boot=self.n_boot)
+            found += [p for p in [chance_problem(metrics, label)] if p]
+        return found
 
     def report(self, val, source_rows, rows):
         src_all, art_all = val.item_scores(source_rows), val.item_scores(rows)

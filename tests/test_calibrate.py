@@ -27,24 +27,27 @@ from test_layering import BLOCK
 VAL = Path(__file__).resolve().parent.parent / "models" / "weights" / "pneumonia-cxr.val.csv"
 
 
-def site_folder(root: Path, shared: Path, normal: int, pneumonia: int) -> Path:
-    """A labelled site folder of held-out validation films (links, labels.csv)."""
+def site_folder(root: Path, shared: Path, normal: int, pneumonia: int, *, orphans: int = 0, relabel=None) -> Path:
+    """A labelled site folder of held-out validation films (links, labels.csv), with ``orphans``
+    extra rows naming films that are not there; ``relabel(labels)`` rewrites the true labels."""
     with open(VAL, newline="") as fh:
         rows = [r for r in csv.reader(fh) if r and r[0] != "file"]
     picked = [r for r in rows if r[1] == "normal"][:normal] + [r for r in rows if r[1] == "pneumonia"][:pneumonia]
+    labels = [label for _, label in picked]
     root.mkdir(parents=True)
     with open(root / "labels.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "label"])
-        for rel, label in picked:
+        for (rel, _), label in zip(picked, relabel(labels) if relabel else labels):
             (root / Path(rel).name).symlink_to(shared / rel)
             w.writerow([Path(rel).name, label])
+        w.writerows([f"not-here-{i}.jpeg", "normal"] for i in range(orphans))
     return root
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, shared):
-    return site_folder(tmp_path_factory.mktemp("site") / "site", shared, 24, 30)
+    return site_folder(tmp_path_factory.mktemp("site") / "site", shared, 24, 30, orphans=2)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +84,33 @@ def test_data_without_labels_and_other_tasks_are_refused(pneumonia_bundle, tmp_p
         finding(manifest, SegmentationTask(manifest))
     with pytest.raises(ConfigurationError, match="target sensitivity"):
         Goal(1.2)
+
+
+@pytest.mark.parametrize("relabel, found", [
+    (lambda y: list(np.random.default_rng(3).permutation(y)), "includes 0.5, so the model is no better than chance"),
+    (lambda y: ["pneumonia" if v == "normal" else "normal" for v in y], "ranks them in reverse (are the labels swapped?)"),
+])
+def test_a_model_no_better_than_chance_on_the_data_is_refused(pneumonia_bundle, shared, tmp_path, relabel, found):
+    folder = site_folder(tmp_path / "mislabelled", shared, 24, 30, relabel=relabel)
+    with open_bundle(pneumonia_bundle, backend="onnxruntime") as model, pytest.raises(ConfigurationError) as err:
+        calibrate(model, folder, Goal(0.95), n_boot=200)
+    assert "on these 54 studies the AUROC for 'pneumonia'" in str(err.value) and found in str(err.value)
+    assert "needs retraining" in str(err.value)
+
+
+def test_class_sub_folders_are_the_labels(pneumonia_bundle, shared, tmp_path):
+    root = shared / "images" / "kermany-cxr224" / "train"
+    for kind, n in (("NORMAL", 3), ("pneumonia", 2)):  # folder names match the labels in any case
+        (tmp_path / "site" / kind).mkdir(parents=True)
+        for f in sorted((root / kind.upper()).glob("*.jpeg"))[:n]:
+            (tmp_path / "site" / kind / f.name).symlink_to(f)
+    manifest, _, _ = read_manifest(pneumonia_bundle)
+    data = read_site_data(tmp_path / "site", manifest, "pneumonia")
+    assert data.counts("pneumonia") == {"pneumonia": 2, "normal": 3} and data.label_source == "sub-folders"
+    (tmp_path / "site" / "Bacterial").mkdir()
+    (tmp_path / "site" / "Bacterial" / "x.jpeg").symlink_to(next(root.glob("PNEUMONIA/*.jpeg")))
+    with pytest.raises(ConfigurationError, match=r"\['Bacterial'\] that are not the model's labels"):
+        read_site_data(tmp_path / "site", manifest, "pneumonia")
 
 
 def test_manifest_refuses_a_bad_temperature(pneumonia_bundle):
@@ -133,6 +163,9 @@ def test_calibrated_bundle_records_its_parent_and_verifies(calibrated, pneumonia
     assert record["parent"]["sha256"] == parent_sha and new_sha != parent_sha
     assert record["data"]["studies"] == 54 and record["data"]["per_class"] == {"pneumonia": 30, "normal": 24}
     assert record["data"]["sha256"] == read_site_data(site, parent, "pneumonia").sha256
+    assert record["notes"] == [f"2 row(s) of {site / 'labels.csv'} name no study in the folder and are left out "
+                               "(first: not-here-0.jpeg, not-here-1.jpeg)"]
+    assert f"WARNING: {record['notes'][0]}" in result.summary_lines()
     assert record["data"]["bytes"] == sum(f.stat().st_size for f in site.iterdir() if f.suffix == ".jpeg")
     for metrics in (record["before"], record["after"]):
         assert {"sensitivity", "specificity", "accuracy", "auroc", "nll", "ece"} <= set(metrics)
@@ -188,6 +221,7 @@ def test_cli_calibrates_without_torch(pneumonia_bundle, site, tmp_path):
                           env=os.environ | {"MEDEXPORT_TRUST": ""})
     assert proc.returncode == 0, proc.stderr
     assert "temperature 1 ->" in proc.stdout and "UNSIGNED" in proc.stderr
+    assert "WARNING: 2 row(s) of" in proc.stdout  # rows without a study are said, not silently dropped
     assert read_manifest(out)[0].provenance["calibration"]["goal"]["kind"] == "youden"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "already exists" in proc.stderr  # never overwritten without --overwrite
