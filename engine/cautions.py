@@ -18,6 +18,7 @@ CODES = {
     "no_pixel_spacing": "no pixel size known: measurements stay in pixels",
     "no_measurement": "no outline could be measured on this image",
     "outside_formula_range": "a measurement lies outside the range its formula is valid for",
+    "header_corrected": "a source header value was malformed or absent: corrected or left empty in the result objects",
 }
 
 # the flags under which a model does not vouch for its answer: every headline says "Not assessed: ..."

@@ -12,6 +12,7 @@ import numpy as np
 
 from .atomic import write_new
 from .errors import BackendUnavailableError, InvalidInputError
+from .header_safe import refusing, safe_header
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -41,16 +42,32 @@ def save_dicom_seg(result, source_path: str, folder: Path) -> Path:
     """A binary DICOM Segmentation (highdicom) referencing the source image.
 
     Projection images (CR/DX) have no frame of reference; highdicom then needs no plane
-    positions and the SEG references the image itself.
+    positions and the SEG references the image itself. The source's patient and study
+    attributes go through ``header_safe`` (malformed ones corrected or left empty, never a crash).
     """
     try:
-        import highdicom as hd
+        import highdicom  # noqa: F401
         import pydicom
-        from pydicom.sr.codedict import codes
-        from pydicom.uid import generate_uid
+        from pydicom.errors import InvalidDicomError
     except ImportError:
         raise BackendUnavailableError("writing DICOM SEG needs highdicom", fix="pip install 'medexport[desktop]'") from None
-    ds = pydicom.dcmread(source_path)
+    try:
+        safe = safe_header(pydicom.dcmread(source_path))
+    except (InvalidDicomError, OSError) as exc:
+        raise InvalidInputError(f"{source_path} cannot be read as DICOM ({type(exc).__name__})",
+                                expected="the DICOM image the mask was computed on",
+                                fix="save the mask as PNG for a non-DICOM study") from None
+    with refusing(safe, "DICOM SEG"):
+        data = _seg_bytes(result, safe.dataset)
+    name = f"{Path(source_path).stem}.{result.model_id}.SEG.dcm"
+    return write_new(Path(folder) / name, data)
+
+
+def _seg_bytes(result, ds) -> bytes:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
     description = hd.seg.SegmentDescription(
         segment_number=1, segment_label=result.label,
         segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Tissue,
@@ -67,5 +84,4 @@ def save_dicom_seg(result, source_path: str, folder: Path) -> Path:
     seg.SeriesDescription = "medexport segmentation - demo, not for diagnosis"[:64]
     buf = io.BytesIO()
     seg.save_as(buf)
-    name = f"{Path(source_path).stem}.{result.model_id}.SEG.dcm"
-    return write_new(Path(folder) / name, buf.getvalue())
+    return buf.getvalue()

@@ -11,37 +11,51 @@ from pathlib import Path
 from .atomic import write_new
 from .codes import PRIVATE_SCHEME, code_for
 from .errors import InvalidInputError
+from .header_safe import refusing, safe_header
 from .results import DISCLAIMER
 
 # measurements (result.scores keys) whose name ends so carry a UCUM unit; other scores are unitless
 UCUM_BY_SUFFIX = {"_mm": ("mm", "millimeter"), "_weeks": ("wk", "week")}
 
 
-def warning_items(result) -> list:
+def warning_items(result, header_notes=()) -> list:
     """The result's warnings as coded qualitative evaluations: concept 'medexport warning', value
-    the stable code with its message (cut to the 64 characters a code meaning may hold)."""
+    the stable code with its message (cut to the 64 characters a code meaning may hold); then what
+    was corrected or left out of the source's header (``header_safe``), as 'header_corrected'."""
     import highdicom as hd
 
     concept = hd.sr.CodedConcept("warning", PRIVATE_SCHEME, "medexport warning")
-    return [hd.sr.QualitativeEvaluation(concept, hd.sr.CodedConcept(w.code, PRIVATE_SCHEME, w.message[:64]))
-            for w in result.warnings]
+    pairs = [(w.code, w.message) for w in result.warnings] + [("header_corrected", n) for n in header_notes]
+    return [hd.sr.QualitativeEvaluation(concept, hd.sr.CodedConcept(code, PRIVATE_SCHEME, message[:64]))
+            for code, message in pairs]
 
 
 def build_sr(result, source_path: str, dataset=None):
-    """The SR for ``result`` on the DICOM file ``source_path`` (``dataset``: that file already read)."""
-    import highdicom as hd
+    """The SR for ``result`` on the DICOM file ``source_path`` (``dataset``: that file already read).
+
+    The source's patient and study attributes go through ``header_safe``: a malformed or absent
+    one is corrected or left empty and named in a 'header_corrected' item, never a crash."""
     import pydicom
-    from pydicom.sr.codedict import codes
-    from pydicom.uid import generate_uid
 
     try:
-        ds = dataset if dataset is not None else pydicom.dcmread(source_path)
+        ds = dataset if dataset is not None else pydicom.dcmread(source_path, stop_before_pixels=True)
     except Exception:
         raise InvalidInputError(f"{source_path} is not DICOM: a DICOM SR must reference a DICOM study",
                                 fix="save a PDF report instead, or open the DICOM original") from None
     if result.sr_procedure is None:
         raise InvalidInputError("a segmentation result is saved as DICOM SEG, not SR",
                                 fix="use File > Save mask (PNG or DICOM SEG)")
+    safe = safe_header(ds)
+    with refusing(safe, "DICOM SR"):
+        return _build(result, safe)
+
+
+def _build(result, safe):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    ds = safe.dataset
     algorithm = hd.sr.AlgorithmIdentification(
         name=result.model_id, version=result.model_version,
         parameters=[f"backend={result.backend}", f"precision={result.precision}",
@@ -68,7 +82,8 @@ def build_sr(result, source_path: str, dataset=None):
     sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)] if result.sr_references_image else []
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"medexport {result.model_id}"),
-        algorithm_id=algorithm, measurements=measurements, qualitative_evaluations=evaluations + warning_items(result),
+        algorithm_id=algorithm, measurements=measurements,
+        qualitative_evaluations=evaluations + warning_items(result, safe.notes),
         source_images=sources or None)
     overlay = result.overlay()
     regions = REGION_WRITERS[overlay.kind](overlay.data, ds, algorithm, unit, result.label_codes) \
@@ -118,5 +133,6 @@ def save_sr(result, source_path: str, folder: Path) -> Path:
 
     sr = build_sr(result, source_path)
     buf = io.BytesIO()
-    sr.save_as(buf, enforce_file_format=True)
+    with refusing(None, "DICOM SR"):
+        sr.save_as(buf, enforce_file_format=True)
     return write_new(Path(folder) / f"{Path(source_path).stem}.{result.model_id}.SR.dcm", buf.getvalue())

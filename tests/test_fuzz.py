@@ -11,8 +11,10 @@ Every case is reproducible from its format and index (``random.Random(f"{fmt}/{i
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import logging
 import os
 import random
 import re
@@ -560,10 +562,241 @@ def test_every_input_gives_a_result_or_a_med_error(fmt, tmp_path):
     assert stats["accepted"] > 0 and stats["refused"] > 0  # the mutations reach both outcomes
 
 
+# -- the result writers and the listener's receive check (issue 24, item 10a) --------------------
+WRITER_EXAMPLES = {"writers": 40, "c-store": 300}
+WRITER_SEEDS = ("CT_small.dcm", "MR_small.dcm")
+# the header attributes the SR / SEG / PDF copy, by VR (and three UIDs they reference)
+FUZZED = [("PatientBirthDate", "DA"), ("StudyDate", "DA"), ("StudyTime", "TM"), ("PatientName", "PN"),
+          ("ReferringPhysicianName", "PN"), ("PatientSex", "CS"), ("Modality", "CS"), ("PatientID", "LO"),
+          ("StudyDescription", "LO"), ("AccessionNumber", "SH"), ("StudyID", "SH"), ("PatientAge", "AS"),
+          ("PatientWeight", "DS"), ("PatientSize", "DS"), ("OtherPatientIDs", "LO"), ("InstanceNumber", "IS"),
+          ("StudyInstanceUID", "UI"), ("SeriesInstanceUID", "UI"), ("SOPInstanceUID", "UI")]
+CHARSETS = ["ISO_IR 100", "ISO_IR 192", "ISO_IR 6", "", "\\ISO 2022 IR 87", "ISO 2022 IR 6\\ISO 2022 IR 149",
+            "ISO_IR 999", "utf-8", "latin1", "ISO_IR 100\\ISO_IR 192", "GB18030", "ISO 2022 IR 13\\ISO 2022 IR 87",
+            "\x1b$B", "ISO_IR 13", "ISO_IR 144", "x" * 80]
+SHAPES = ["1970-01-02", "1970/13/45", "19700230", "25:61", "10:30:15.5", "Doe^Jane", "Doe^Jane^^^^^", "a=b=c=d",
+          "FEMALE", "m", "1.2.3..4", "1.2.abc", "0.01", "1e400", "nan", "45Y", "045Y", "-1", "Müller^Anna",
+          "山田^太郎", "\\\\\\", "\x00\x01\x1b$B", " ", "A" * 70, "9" * 70]
+
+
+def _fuzzed_value(rng: random.Random) -> str:
+    """Any string: a shape a modality gets wrong, random characters (controls, Latin-1, CJK), or both."""
+    if rng.random() < 0.4:
+        return rng.choice(SHAPES)
+    pool = ("0123456789.-:/\\^= abcXYZ" + "".join(map(chr, range(32))) + "äöüßéñ" + "山田太郎" + "\x7f\xa0\xff")
+    text = "".join(rng.choice(pool) for _ in range(rng.choice((1, 2, 8, 16, 65, 200))))
+    return text if rng.random() < 0.7 else rng.choice(SHAPES) + text
+
+
+def _raw(ds, keyword: str, vr: str, value: str | None) -> None:
+    """Put ``value`` into ``ds`` byte for byte (Latin-1 where it fits, else UTF-8), or remove the attribute."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    tag = Tag(keyword)
+    if value is None:
+        if tag in ds:
+            del ds[tag]
+        return
+    try:
+        data = value.encode("latin-1")
+    except UnicodeEncodeError:
+        data = value.encode("utf-8")
+    data += b" " if len(data) % 2 else b""
+    ds[tag] = RawDataElement(tag, vr, len(data), data, 0, False, True)
+
+
+def writer_case(rng: random.Random, seeds: list[bytes]) -> tuple[bytes, list[str], str]:
+    """A seed with 1-4 header attributes fuzzed or removed, maybe an odd character set: (file, patient values, what)."""
+    import pydicom
+
+    seed_index = rng.randrange(len(seeds))
+    ds = pydicom.dcmread(io.BytesIO(seeds[seed_index]))
+    done, values = [], []
+    for _ in range(rng.choice((1, 1, 2, 4))):
+        keyword, vr = rng.choice(FUZZED)
+        value = None if rng.random() < 0.2 else _fuzzed_value(rng)
+        _raw(ds, keyword, vr, value)
+        done.append(f"{keyword}={value!r}"[:60])
+        if value is not None and vr != "UI":
+            values.append(value)
+    if rng.random() < 0.3:
+        charset = rng.choice(CHARSETS)
+        _raw(ds, "SpecificCharacterSet", "CS", charset)
+        done.append(f"SpecificCharacterSet={charset!r}")
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue(), values, f"seed {seed_index}: " + ", ".join(done)
+
+
+def _writers_once(path: Path) -> list:
+    """SR, SEG and Encapsulated PDF for one source, as the listener makes them: the encoded objects."""
+    import pydicom
+
+    from medexport.engine.pacs.objects import encode, result_objects
+    from medexport.engine.pacs.textpdf import report_lines, text_pdf
+    from medexport.engine.results import ClassificationResult, Provenance, SegmentationResult
+
+    provenance = Provenance("fuzz", "1.0", "ab" * 32, "onnxruntime", "fp32", "cpu")
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    rows, cols = int(header.get("Rows", 64)), int(header.get("Columns", 64))
+    common = dict(provenance=provenance, source=str(path), input_sha256="0" * 64, timings_ms={})
+    scores = ClassificationResult(**common, scores={"Pneumonia": 0.8, "normal": 0.2}, thresholds={"Pneumonia": 0.5})
+    probability = np.zeros((rows, cols), np.float32)
+    probability[: rows // 2, : cols // 3] = 0.9
+    mask = SegmentationResult(**common, probability=probability, thresholds={"lesion": 0.5}, input_meta={"SOPInstanceUID": "1"})
+    pdf = text_pdf(report_lines(scores, header, "fuzz"))
+    objects = result_objects(scores, str(path), pdf=pdf, src=header) + result_objects(mask, str(path), src=header)
+    return [encode(ds) for ds in objects]
+
+
+def _check_written(data: bytes) -> None:
+    """Readable again, and every patient / study value it copied conforms to its VR."""
+    import pydicom
+    from pydicom import config
+    from pydicom.valuerep import validate_value
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for elem in ds.iterall():
+        if elem.tag >> 16 in (0x0008, 0x0010) and elem.VR in ("DA", "TM", "PN", "CS", "LO", "SH", "AS", "DS", "UI"):
+            for value in (elem.value if elem.VM > 1 else [elem.value]):
+                if value not in (None, ""):
+                    validate_value(elem.VR, str(value), config.RAISE)
+    assert str(ds.get("PatientSex", "")) in ("", "M", "F", "O")
+
+
+def run_writers(n: int, folder: Path) -> dict:
+    """``n`` fuzzed headers through the SR / SEG / PDF writers: valid objects or a MedError without the values."""
+    from pydicom.data import get_testdata_file
+
+    seeds = [Path(get_testdata_file(name)).read_bytes() for name in WRITER_SEEDS]
+    folder.mkdir(parents=True, exist_ok=True)
+    stats = {"tried": 0, "accepted": 0, "refused": 0, "other": 0, "echoed": 0, "max_s": 0.0, "failures": []}
+    with _heard() as said:
+        for i in range(n):
+            _writer_once(i, seeds, folder, stats, said)
+    return stats
+
+
+@contextlib.contextmanager
+def _heard():
+    """Yield a function giving every log record (any logger, DEBUG up) and warning since its last call."""
+    records, root = [], logging.getLogger()
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler, level = Keep(logging.DEBUG), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+
+            def said() -> str:
+                text = "\n".join(records + [str(w.message) for w in caught])
+                del records[:], caught[:]
+                return text
+
+            yield said
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _writer_once(i: int, seeds: list[bytes], folder: Path, stats: dict, said) -> None:
+    rng = random.Random(f"writers/{i}")
+    data, values, what = writer_case(rng, seeds)
+    path = folder / f"{i}.dcm"
+    path.write_bytes(data)
+    said()  # what writing the case said (pydicom quotes the values it is asked to write) is not the writers'
+    stats["tried"] += 1
+    start = time.perf_counter()
+    message = ""
+    try:
+        for obj in _writers_once(path):
+            _check_written(obj)
+        stats["accepted"] += 1
+    except MedError as exc:
+        stats["refused"] += 1
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - the property under test
+        stats["other"] += 1
+        stats["failures"].append(f"writers/{i} ({what}): {traceback.format_exc(limit=-3)}")
+    stats["max_s"] = max(stats["max_s"], time.perf_counter() - start)
+    text = message + "\n" + said()
+    if any(len(v.strip()) >= 6 and v.strip() in text for v in values):
+        stats["echoed"] += 1
+        stats["failures"].append(f"writers/{i} ({what}): a patient value is quoted in a MedError, log or warning")
+    if path.read_bytes() != data:
+        stats["failures"].append(f"writers/{i} ({what}): the source file was modified")
+    path.unlink()
+
+
+def run_check_object(n: int, folder: Path) -> dict:
+    """``n`` fuzzed / truncated / bit-flipped objects through the C-STORE handler's receive check
+    (given the file pynetdicom streamed the object to, as the handler does)."""
+    from pydicom.dataset import Dataset
+
+    from medexport.engine.errors import InvalidInputError
+    from medexport.engine.pacs.listener import check_object
+
+    seeds = _dicom_seeds()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "received.dcm"
+    stats = {"tried": 0, "accepted": 0, "refused": 0, "other": 0, "echoed": 0, "max_s": 0.0, "failures": []}
+    for i in range(n):
+        rng = random.Random(f"c-store/{i}")
+        data = seeds[rng.randrange(len(seeds))]
+        kind = rng.random()
+        if kind < 0.4:
+            data, what = _flip_bytes(data, rng, head=rng.choice((512, 2048, None)))
+        elif kind < 0.7:
+            data, what = _truncate(data, rng)
+        elif kind < 0.85:
+            data, what = _flip_bytes(*_truncate(data, rng)[:1], rng)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data, _, what = writer_case(rng, seeds)
+        path.write_bytes(data)
+        stats["tried"] += 1
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = check_object(path)
+            assert isinstance(ds, Dataset), type(ds)
+            stats["accepted"] += 1
+        except InvalidInputError:
+            stats["refused"] += 1
+        except Exception:  # noqa: BLE001 - the property under test: nothing but InvalidInputError escapes
+            stats["other"] += 1
+            stats["failures"].append(f"c-store/{i} ({what}): {traceback.format_exc(limit=-3)}")
+        stats["max_s"] = max(stats["max_s"], time.perf_counter() - start)
+    return stats
+
+
+WRITER_TARGETS = {"writers": run_writers, "c-store": run_check_object}
+
+
+def writer_examples(target: str) -> int:
+    return int(os.environ.get("MEDEXPORT_FUZZ_EXAMPLES", WRITER_EXAMPLES[target]))
+
+
+@pytest.mark.parametrize("target", sorted(WRITER_TARGETS))
+def test_writers_and_receive_check_give_a_result_or_a_med_error(target, tmp_path):
+    stats = WRITER_TARGETS[target](writer_examples(target), tmp_path / "case")
+    print(f"\n{target}: {_line(stats)}")
+    assert not stats["failures"], "\n".join(stats["failures"][:5])
+    assert stats["accepted"] > 0 and stats["refused"] > 0  # the cases reach both outcomes
+
+
 def _line(stats: dict) -> str:
     return (f"tried {stats['tried']}, accepted {stats['accepted']}, refused {stats['refused']}, "
-            f"other exceptions {stats['other']}, modified {stats['modified']}, slow {stats['slow']}, "
-            f"slowest {stats['max_s']:.2f} s")
+            f"other exceptions {stats['other']}, modified {stats.get('modified', 0)}, slow {stats.get('slow', 0)}, "
+            f"echoed {stats.get('echoed', 0)}, slowest {stats['max_s']:.2f} s")
 
 
 def fuzz_stats(n: int | None = None) -> dict:
@@ -577,6 +810,13 @@ def fuzz_stats(n: int | None = None) -> dict:
                   f"{out[fmt]['other']} | {out[fmt]['modified']} | {out[fmt]['max_s']:.2f} | "
                   f"{time.perf_counter() - start:.0f} |", flush=True)
             for failure in out[fmt]["failures"][:10]:
+                print("   ", failure)
+        for target, run in WRITER_TARGETS.items():
+            start = time.perf_counter()
+            out[target] = stats = run(n or writer_examples(target), Path(tmp) / target)
+            print(f"| {target} | {stats['tried']} | {stats['accepted']} | {stats['refused']} | {stats['other']} | "
+                  f"{stats['echoed']} echoed | {stats['max_s']:.2f} | {time.perf_counter() - start:.0f} |", flush=True)
+            for failure in stats["failures"][:10]:
                 print("   ", failure)
     return out
 

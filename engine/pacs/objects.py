@@ -14,10 +14,12 @@ from datetime import datetime
 from pathlib import Path
 
 from medexport.engine.errors import InvalidInputError
+from medexport.engine.header_safe import refusing, safe_header
 
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
-PATIENT_STUDY = ["PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                 "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription"]
+PATIENT_STUDY = ["SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                 "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
+                 "AccessionNumber", "StudyDescription"]
 
 
 UID_NAMESPACE = uuid.UUID("6f1c2a52-8d0e-4f5b-9a7e-3c1d2b4e5f60")  # medexport's results
@@ -71,19 +73,22 @@ def seg_dataset(result, source_path: str, src=None):
 
 def pdf_dataset(pdf: bytes, result, source_path: str, title: str = "medexport AI result report", src=None):
     """The PDF report as an Encapsulated PDF object in the source's study."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
     if not pdf.startswith(b"%PDF-"):
         raise InvalidInputError(f"the report to encapsulate starts with {pdf[:8]!r}", expected="a PDF (%PDF-)")
     src = src if src is not None else _source(source_path)
+    safe = safe_header(src)  # malformed patient / study values corrected or left empty, never a crash
+    with refusing(safe, "Encapsulated PDF"):
+        return _pdf_object(pdf, result, safe.dataset, title)
+
+
+def _pdf_object(pdf: bytes, result, src, title: str):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
     ds = Dataset()
-    for key in PATIENT_STUDY:
+    for key in PATIENT_STUDY:  # safe_header: the type-2 ones are present, every value valid
         if key in src:
-            setattr(ds, key, src.data_element(key).value)
-    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                "ReferringPhysicianName", "StudyID", "AccessionNumber"):
-        ds.setdefault(key, "")
+            ds[key] = src.data_element(key)
     now = datetime.now()
     ds.SOPClassUID = ENCAPSULATED_PDF
     ds.Modality = "DOC"

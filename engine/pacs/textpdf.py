@@ -10,7 +10,15 @@ from medexport.engine.results import DISCLAIMER
 LINES_PER_PAGE, WIDTH = 56, 92
 
 
-def report_lines(result, header: dict, intended_use: str = "") -> list[str]:
+def report_lines(result, header, intended_use: str = "") -> list[str]:
+    """``header``: the source's pydicom dataset (made safe here: malformed values left out and
+    named on a 'Header:' line) or a plain dict of already safe values."""
+    notes = []
+    if hasattr(header, "elements"):
+        from medexport.engine.header_safe import safe_header
+
+        safe = safe_header(header)
+        header, notes = safe.dataset, safe.notes
     who = " ".join(filter(None, [str(header.get("PatientName", "")), str(header.get("PatientID", ""))]))
     lines = ["medexport result report (listener)", "", DISCLAIMER, "",
              f"Patient: {who or '-'}   Study date: {header.get('StudyDate', '') or '-'}   "
@@ -21,6 +29,7 @@ def report_lines(result, header: dict, intended_use: str = "") -> list[str]:
         lines.append(f"  {row.label:<24} {row.score:.3f}"
                      + (f"   threshold {row.threshold:.3f}" if row.threshold is not None else ""))
     lines += [f"  {line}" for line in result.detail_lines()]
+    lines += [f"Header: {note}" for note in notes]
     lines += ["", f"Model: {result.model_id} {result.model_version}   Runtime: {result.backend} {result.precision}",
               f"Bundle SHA-256: {result.bundle_sha256}", f"Intended use: {intended_use or '-'}",
               f"Computed {result.created} UTC; report written "
