@@ -1,19 +1,18 @@
-"""Which publishers' bundles the viewer opens (Qt-free).
+"""The viewer's side of the trust policy (Qt-free): engine/trust_policy.py decides.
 
-The trust store is the public keys shipped with the app (``desktop/trust/``: the demo key,
-NOT for clinical use), the clinic's own in ``<data folder>/trust/`` and ``$MEDEXPORT_TRUST``.
-Unsigned or untrusted bundles are refused unless the clinic's settings say
-``allow_unsigned_bundles=true``; ``trust_demo_key=false`` drops the shipped demo key. Both live
-in ``[General]`` of ``viewer.ini`` in the data folder (the file the viewer's QSettings use).
+The viewer uses the engine's trust store (``$MEDEXPORT_TRUST``, else ``<data folder>/trust/``)
+and always requires one: unsigned or untrusted bundles are refused unless the clinic sets
+``allow_unsigned_bundles=true`` in ``[General]`` of ``viewer.ini`` in the data folder (the file the
+viewer's QSettings use). Where no store is configured at all, the publishers' keys shipped with the
+app (``desktop/trust/``: the demo key, NOT for clinical use) are the store, so the demo opens its
+own bundles; once a clinic configures a store, only that store counts, as for the CLI and the services.
 """
 from __future__ import annotations
 
 import configparser
-import os
 from pathlib import Path
 
-from medexport.engine.errors import ConfigurationError
-from medexport.engine.signing import KEY_SUFFIXES, TRUST_ENV
+from medexport.engine.trust_policy import TrustPolicy, trust_policy
 
 from .paths import data_dir
 
@@ -37,31 +36,19 @@ def setting(name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("true", "1", "yes")
 
 
-def _has_keys(folder: Path) -> bool:
-    return folder.is_dir() and any(p.suffix in KEY_SUFFIXES for p in folder.iterdir())
-
-
-def trust_sources() -> list[Path]:
-    sources = [SHIPPED] if setting("trust_demo_key", True) and _has_keys(SHIPPED) else []
-    clinic = data_dir() / "trust"
-    if _has_keys(clinic):
-        sources.append(clinic)
-    sources += [Path(p) for p in os.environ.get(TRUST_ENV, "").split(os.pathsep) if p]
-    return sources
+def policy() -> TrustPolicy:
+    """The engine's policy with the clinic's ``allow_unsigned_bundles``; a store is required (with
+    none configured, the publishers' keys shipped with the app)."""
+    allow = setting("allow_unsigned_bundles", False)
+    configured = trust_policy(allow_unsigned=allow, required=True)
+    if configured.keys:
+        return configured
+    return trust_policy(sorted(SHIPPED.glob("*.pem")), allow_unsigned=allow, required=True)
 
 
 def open_options() -> dict:
-    """Keyword arguments for ``open_bundle`` / ``check_signature`` under the viewer's policy.
-
-    The viewer never falls back to 'no trust store, accept anything': without a trusted key and
-    without the clinic allowing unsigned bundles it refuses to open any.
-    """
-    sources, allow = trust_sources(), setting("allow_unsigned_bundles", False)
-    if not sources and not allow:
-        raise ConfigurationError("the viewer has no trusted signing keys, so it opens no bundle",
-                                 fix=f"put your publishers' public keys (*.pub.pem) in {data_dir() / 'trust'}, "
-                                     f"or set allow_unsigned_bundles=true in [General] of {data_dir() / SETTINGS}")
-    return {"trust": sources, "allow_unsigned": allow}
+    """Keyword arguments for ``open_bundle`` / ``check_signature`` under the viewer's policy."""
+    return {"trust": policy()}
 
 
 def served_models() -> list[str]:

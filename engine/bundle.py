@@ -24,7 +24,7 @@ from .io.image import sha256_of
 from .manifest import MAX_MANIFEST_BYTES, RESERVED, Manifest, relative_path
 from .results import Provenance
 from .screening import load_ood_reference, screen_answer, screen_borderline, screen_study, strict_default
-from .signing import check_signature
+from .trust_policy import check_signature
 from .tasks import task_for
 
 MANIFEST = "manifest.json"
@@ -407,10 +407,10 @@ class Model:
 def open_bundle(path, backend: str = "auto", precision: str = "auto", **options) -> Model:
     """Open a bundle folder (or .zip), verifying every checksum and its signature before anything is loaded.
 
-    ``trust``: public keys (files or folders) that may sign bundles; default ``$MEDEXPORT_TRUST``
-    or ``$MEDEXPORT_HOME/trust``. With a trust store, unsigned or untrusted bundles are refused
-    unless ``allow_unsigned=True``; without one a signature is reported, not verified
-    (``model.signature``). See engine/signing.py. ``triton://host:port/model``: a model served by
+    ``trust``: a TrustPolicy, or public keys (files or folders) that may sign bundles; default
+    ``$MEDEXPORT_TRUST`` or ``<data folder>/trust``. A present signature is always checked (a
+    mismatch is refused); unsigned or untrusted bundles are refused with a trust store unless
+    ``allow_unsigned=True`` (``model.signature``). See engine/trust_policy.py. ``triton://host:port/model``: a model served by
     ``medexport serve`` (engine/remote.py).
     """
     if isinstance(path, str) and path.startswith("triton://"):

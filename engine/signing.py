@@ -1,16 +1,15 @@
 """Bundle signatures: who built a bundle, not only that it is intact.
 
 Checksums in the manifest prove integrity; anyone can recompute them. A signature proves
-origin: ``medexport build --sign-key KEY.pem`` signs the finished bundle folder with an ECDSA
-key using OpenSSF model signing (``model-signing``, key-based, offline) and writes
-``bundle.sig`` (a Sigstore bundle) into it. ``open_bundle`` checks it against a trust store:
-public keys (or X.509 certificates) in PEM files, given as ``trust=`` or configured by
-``$MEDEXPORT_TRUST`` (files or folders, ``os.pathsep``-separated) or ``$MEDEXPORT_HOME/trust/``.
+origin: ``medexport build --sign-key KEY.pem`` (or ``medexport sign``) signs the finished bundle
+folder with an ECDSA key using OpenSSF model signing (``model-signing``, key-based, offline) and
+writes ``bundle.sig`` (a Sigstore bundle) into it.
 
-Policy: with a trust store, an unsigned bundle or one signed by an unknown key is refused
-unless ``allow_unsigned=True``; a signature by a trusted key that does not match the files is
-always refused. Without a trust store nothing can be verified: the signature is reported
-(signed, key fingerprint, not trusted) and integrity rests on the checksums, as before.
+A present signature is always checked against every file it covers (``verify_signature``):
+with the trust store's key when the signer is in it, else with the key recovered from the
+signature itself (engine/trust_recover.py), which must hash to the key id the file names. A
+signature that does not match is refused everywhere. Whether the signer is trusted is the
+separate question engine/trust_policy.py answers (the one policy of every entry point).
 ``model_signing`` and ``cryptography`` are imported only when a signature is made or checked.
 """
 from __future__ import annotations
@@ -44,15 +43,18 @@ class Signature:
 
     signed: bool
     fingerprint: str | None = None
-    signer: str | None = None  # the trusted key's name; None when not verified
-    trusted: bool = False  # verified against a key in the trust store
+    signer: str | None = None  # the trusted key's name; None when the signer is not trusted
+    trusted: bool = False  # the signer's key is in the trust store
+    valid: bool = False  # the signature was checked and matches every file of the bundle
+    store: bool = True  # a trust store was configured (False: "no trust store")
 
     def describe(self) -> str:
         if not self.signed:
             return "unsigned"
         if self.trusted:
-            return f"signed by {self.signer} (key {self.fingerprint[:16]}), signature verified"
-        return f"signed by an unknown key {self.fingerprint[:16]} (not in the trust store, not verified)"
+            return f"signed by {self.signer} (key {self.fingerprint[:16]}): signature valid, signer trusted"
+        why = "not in the trust store" if self.store else "no trust store"
+        return f"signed by key {self.fingerprint[:16]}: signature valid, signer not trusted ({why})"
 
     def to_dict(self) -> dict:
         return {"signed": self.signed, "fingerprint": self.fingerprint, "signer": self.signer,
@@ -120,15 +122,6 @@ def load_trust(sources) -> list[TrustedKey]:
     return keys
 
 
-def default_trust_sources() -> list[Path]:
-    """``$MEDEXPORT_TRUST``, else ``$MEDEXPORT_HOME/trust`` when that folder exists, else none."""
-    if os.environ.get(TRUST_ENV):
-        return [Path(p) for p in os.environ[TRUST_ENV].split(os.pathsep) if p]
-    home = os.environ.get("MEDEXPORT_HOME")
-    folder = Path(home) / "trust" if home else None
-    return [folder] if folder is not None and folder.is_dir() else []
-
-
 def generate_key_pair(folder, name: str = "medexport-signing") -> tuple[Path, Path]:
     """An ECDSA P-256 pair: ``NAME.key.pem`` (private, mode 0600) and ``NAME.pub.pem``; never overwrites."""
     from cryptography.hazmat.primitives import serialization
@@ -150,11 +143,11 @@ def generate_key_pair(folder, name: str = "medexport-signing") -> tuple[Path, Pa
 
 
 # -- signing and checking ------------------------------------------------------------------------
-def _hashing():
+def _hashing(*ignore: str):
     from model_signing import hashing
 
-    return hashing.Config().use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False,
-                                                   ignore_paths=[SIGNATURE])
+    return hashing.Config().use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False) \
+        .set_ignored_paths(paths=[SIGNATURE, *ignore], ignore_git_paths=False)  # relative to the folder
 
 
 def signing_key(private_key, password: str | None = None) -> TrustedKey:
@@ -177,14 +170,24 @@ def signing_key(private_key, password: str | None = None) -> TrustedKey:
 
 
 def sign_bundle(folder, private_key, password: str | None = None) -> Signature:
-    """Sign every file of ``folder`` into ``folder/bundle.sig``, then verify it with the public half."""
+    """Sign every file of ``folder`` into ``folder/bundle.sig`` (replacing one, atomically), then
+    verify it with the public half."""
+    import tempfile
+
     from model_signing import signing
 
     folder = Path(folder)
     key = signing_key(private_key, password)
-    signing.Config().use_elliptic_key_signer(private_key=private_key, password=password) \
-        .set_hashing_config(_hashing()).sign(folder, folder / SIGNATURE)
-    return _verify(folder, key, _read_signature(folder / SIGNATURE))
+    fd, tmp = tempfile.mkstemp(prefix=f".{SIGNATURE}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        signing.Config().use_elliptic_key_signer(private_key=private_key, password=password) \
+            .set_hashing_config(_hashing(Path(tmp).name)).sign(folder, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, folder / SIGNATURE)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return _verify(folder, key, _read_signature(folder / SIGNATURE), trusted=True)
 
 
 def _read_signature(path: Path) -> str:
@@ -209,7 +212,36 @@ def _read_signature(path: Path) -> str:
     raise BundleError(f"{path} {problem}", fix="get the bundle again from its publisher")
 
 
-def _verify(root: Path, key: TrustedKey, fingerprint: str) -> Signature:
+def verify_signature(root, keys: list[TrustedKey]) -> Signature:
+    """Check ``root/bundle.sig`` against every file, whoever signed it; a mismatch is a BundleError.
+
+    The signer is trusted when its key id is one of ``keys``; otherwise its key is recovered from
+    the signature (it must hash to the key id ``bundle.sig`` names) and the result is valid, not trusted.
+    """
+    root = Path(root)
+    fingerprint = _read_signature(root / SIGNATURE)
+    match = next((k for k in keys if k.fingerprint == fingerprint), None)
+    return _verify(root, match or _recovered_key(root, fingerprint), fingerprint, trusted=match is not None)
+
+
+def _recovered_key(root: Path, fingerprint: str) -> TrustedKey:
+    """The key named by ``bundle.sig``, recovered from its signature (see engine/trust_recover.py)."""
+    from .trust_recover import candidate_keys
+
+    unknown = TrustedKey("an unknown key", fingerprint, b"", root / SIGNATURE)
+    try:
+        pae, signature, _ = _envelope(root)
+        candidates = candidate_keys(signature, pae)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:  # malformed file
+        _mismatch(root, unknown, f"unreadable signature ({type(exc).__name__}: {exc})")
+    for public in candidates:
+        pem = _public_key_pem(public)
+        if fingerprint_of(pem) == fingerprint:
+            return TrustedKey("an unknown key", fingerprint, pem, root / SIGNATURE)
+    _mismatch(root, unknown, "the signature does not match its statement or its key id")
+
+
+def _verify(root: Path, key: TrustedKey, fingerprint: str, trusted: bool) -> Signature:
     """Check ``bundle.sig`` with ``key`` over every file in ``root``; any mismatch is a BundleError.
 
     The check is the OpenSSF model-signing v1 format read with ``cryptography`` alone (the clinic
@@ -217,7 +249,7 @@ def _verify(root: Path, key: TrustedKey, fingerprint: str) -> Signature:
     signature over its in-toto statement, then every file's SHA-256 against the statement's list.
     ``model_signing verify key`` accepts the same files (tests/test_bundle_trust.py).
     """
-    statement = _signed_statement(root, key, fingerprint)
+    statement = _signed_statement(root, key)
     listed = {}
     try:
         for item in statement["predicate"]["resources"]:
@@ -225,68 +257,57 @@ def _verify(root: Path, key: TrustedKey, fingerprint: str) -> Signature:
                 raise KeyError(f"algorithm {item['algorithm']}")
             listed[item["name"]] = item["digest"]
     except (KeyError, TypeError) as exc:
-        _mismatch(root, key, fingerprint, f"the signed statement is not a model-signing v1 file list ({exc})")
+        _mismatch(root, key, f"the signed statement is not a model-signing v1 file list ({exc})")
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != SIGNATURE}
     if present != set(listed):
         extra, missing = sorted(present - set(listed)), sorted(set(listed) - present)
-        _mismatch(root, key, fingerprint, f"files not signed: {extra[:5]}; signed files missing: {missing[:5]}")
+        _mismatch(root, key, f"files not signed: {extra[:5]}; signed files missing: {missing[:5]}")
     from .checksums import sha256_file
 
     changed = sorted(name for name, digest in listed.items() if sha256_file(root / name) != digest)
     if changed:
-        _mismatch(root, key, fingerprint, f"changed after signing: {', '.join(changed[:5])}")
-    return Signature(True, fingerprint, key.name, True)
+        _mismatch(root, key, f"changed after signing: {', '.join(changed[:5])}")
+    return Signature(True, fingerprint, key.name if trusted else None, trusted, valid=True)
 
 
-def _signed_statement(root: Path, key: TrustedKey, fingerprint: str) -> dict:
-    """The in-toto statement of ``bundle.sig``, once its DSSE signature checks out with ``key``."""
+def _envelope(root: Path) -> tuple[bytes, bytes, bytes]:
+    """``bundle.sig``'s DSSE envelope: (the signed bytes (PAE), the DER signature, the payload)."""
     import base64
 
+    envelope = json.loads((root / SIGNATURE).read_bytes())["dsseEnvelope"]
+    payload = base64.b64decode(envelope["payload"], validate=True)
+    kind = envelope["payloadType"].encode()
+    signature = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload), signature, payload  # DSSE PAE
+
+
+def _signed_statement(root: Path, key: TrustedKey) -> dict:
+    """The in-toto statement of ``bundle.sig``, once its DSSE signature checks out with ``key``."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     try:
-        envelope = json.loads((root / SIGNATURE).read_bytes())["dsseEnvelope"]
-        payload = base64.b64decode(envelope["payload"], validate=True)
-        kind = envelope["payloadType"].encode()
-        signature = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
+        pae, signature, payload = _envelope(root)
         public = serialization.load_pem_public_key(key.pem)
         digest = {"secp256r1": hashes.SHA256(), "secp384r1": hashes.SHA384(), "secp521r1": hashes.SHA512()}[
             public.curve.name]
-        pae = b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)  # DSSE pre-authentication encoding
         public.verify(signature, pae, ec.ECDSA(digest))
         return json.loads(payload)
     except InvalidSignature:
-        _mismatch(root, key, fingerprint, "the signature does not match its statement")
+        _mismatch(root, key, "the signature does not match its statement")
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:  # malformed file or key
-        _mismatch(root, key, fingerprint, f"unreadable signature ({type(exc).__name__}: {exc})")
+        _mismatch(root, key, f"unreadable signature ({type(exc).__name__}: {exc})")
 
 
-def _mismatch(root: Path, key: TrustedKey, fingerprint: str, detail: str):
-    raise BundleError(f"{root}: the signature by {key.name} (key {fingerprint[:16]}) does not match the "
+def _mismatch(root: Path, key: TrustedKey, detail: str):
+    raise BundleError(f"{root}: the signature by {key.name} (key {key.fingerprint[:16]}) does not match the "
                       f"bundle ({detail[:300]})", expected="the files exactly as their publisher signed them",
                       fix="the bundle was changed after signing: get it again from its publisher")
 
 
 def check_signature(root, trust=None, allow_unsigned: bool = False) -> Signature:
-    """Who signed the bundle at ``root``, checked against ``trust`` (None: the default trust store)."""
-    root = Path(root)
-    keys = load_trust(default_trust_sources() if trust is None else trust)
-    if not (root / SIGNATURE).exists() and not (root / SIGNATURE).is_symlink():
-        if keys and not allow_unsigned:
-            raise BundleError(f"{root} is not signed", expected=f"a bundle signed by a trusted key "
-                              f"({', '.join(sorted({k.name for k in keys}))})",
-                              fix="get a signed bundle from its publisher (medexport build --sign-key), or allow "
-                                  "unsigned bundles explicitly (allow_unsigned=True / the app's settings)")
-        return Signature(False)
-    fingerprint = _read_signature(root / SIGNATURE)
-    match = next((k for k in keys if k.fingerprint == fingerprint), None)
-    if match is not None:
-        return _verify(root, match, fingerprint)
-    if keys and not allow_unsigned:
-        raise BundleError(f"{root} is signed by key {fingerprint[:16]}, which is not in the trust store",
-                          expected=f"a key from {', '.join(sorted({str(k.source) for k in keys}))}",
-                          fix="add the publisher's public key to the trust store if you trust them, "
-                              "or get the bundle from a trusted publisher")
-    return Signature(True, fingerprint)
+    """The trust policy's verdict on the bundle at ``root`` (engine/trust_policy.py)."""
+    from .trust_policy import check_signature as check
+
+    return check(root, trust, allow_unsigned)

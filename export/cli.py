@@ -1,4 +1,4 @@
-"""The ``medexport`` command: build, predict, inspect, verify, selftest, keygen, doctor, models.
+"""The ``medexport`` command: build, predict, inspect, verify, sign, selftest, keygen, doctor, models.
 
 A MedError is printed as one line on stderr (exit code 2), never as a traceback.
 torch is imported only by ``build`` from a registered model.
@@ -16,6 +16,7 @@ from medexport.engine.tasks import TASKS
 from .cli_calibrate import add_parser as add_calibrate, cmd_calibrate
 from . import cli_serve
 from . import cli_pacs
+from . import cli_trust
 
 
 def _csv(text: str) -> list[str]:
@@ -130,12 +131,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("bundle", help="bundle folder or .zip")
     i.add_argument("--json", action="store_true", help="print the manifest and reports as JSON")
 
-    v = sub.add_parser("verify", help="check a bundle's checksums and its signature against trusted keys")
-    v.add_argument("bundles", nargs="+", help="bundle folders or .zip files")
-    v.add_argument("--trust", action="append",
-                   help="public key, certificate or folder of them (repeatable; default $MEDEXPORT_TRUST, "
-                        "else $MEDEXPORT_HOME/trust)")
-    v.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    cli_trust.add_parsers(sub)  # verify, sign
 
     k = sub.add_parser("keygen", help="create an ECDSA P-256 key pair for signing bundles")
     k.add_argument("-o", "--out", required=True, help="folder for NAME.key.pem (private) and NAME.pub.pem (public)")
@@ -360,36 +356,6 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def cmd_verify(args) -> int:
-    """Exit 0 when every bundle is intact and signed by a trusted key; 2 otherwise."""
-    from medexport.engine import read_manifest
-    from medexport.engine.signing import check_signature, default_trust_sources, load_trust
-
-    sources = args.trust or default_trust_sources()
-    if not load_trust(sources):
-        raise ConfigurationError("no trusted keys to verify signatures against",
-                                 fix="pass --trust KEY.pub.pem (or a folder), or set $MEDEXPORT_TRUST")
-    failed, rows = 0, []
-    for path in args.bundles:
-        try:
-            manifest, sha, root = read_manifest(path)
-            signature = check_signature(root, sources)
-        except MedError as exc:
-            failed += 1
-            rows.append({"bundle": path, "ok": False, "error": str(exc)})
-            if not args.json:
-                print(f"FAIL {path}: {exc}")
-            continue
-        rows.append({"bundle": path, "ok": True, "model_id": manifest.model_id, "sha256": sha,
-                     "files": len(manifest.files), **signature.to_dict()})
-        if not args.json:
-            print(f"OK   {manifest.model_id} {manifest.model_version} ({path}): {len(manifest.files)} checksums "
-                  f"verified; {signature.describe()}")
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    return 2 if failed else 0
-
-
 def cmd_keygen(args) -> int:
     from medexport.engine.signing import generate_key_pair, read_key
 
@@ -448,8 +414,8 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "build": cmd_build, "predict": cmd_predict, "inspect": cmd_inspect, "selftest": cmd_selftest,
-            "doctor": cmd_doctor, "models": cmd_models, "verify": cmd_verify, "keygen": cmd_keygen,
-            "calibrate": cmd_calibrate, **cli_serve.COMMANDS, **cli_pacs.COMMANDS}
+            "doctor": cmd_doctor, "models": cmd_models, "keygen": cmd_keygen,
+            "calibrate": cmd_calibrate, **cli_serve.COMMANDS, **cli_trust.COMMANDS, **cli_pacs.COMMANDS}
 
 if __name__ == "__main__":
     sys.exit(main())

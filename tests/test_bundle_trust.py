@@ -261,9 +261,11 @@ def test_trust_store_from_the_environment(signed_bundle, pneumonia_bundle, signi
         open_bundle(signed_bundle)  # a misconfigured trust store never means 'trust nothing is needed'
 
 
-def test_without_a_trust_store_a_signature_is_reported_not_trusted(signed_bundle, pneumonia_bundle):
+def test_without_a_trust_store_a_signature_is_checked_not_trusted(signed_bundle, pneumonia_bundle):
     with open_bundle(signed_bundle) as m:
-        assert (m.signature.signed, m.signature.trusted, m.signature.signer) == (True, False, None)
+        s = m.signature
+        assert (s.signed, s.valid, s.trusted, s.signer) == (True, True, False, None)
+        assert s.describe().endswith("signature valid, signer not trusted (no trust store)")
     with open_bundle(pneumonia_bundle) as m:  # plain library use stays as it was
         assert not m.signature.signed and m.signature.describe() == "unsigned"
 
@@ -303,6 +305,8 @@ def test_tampering_with_recomputed_checksums_is_refused_by_the_signature(signed_
     read_manifest(root)  # the checksums all match
     with pytest.raises(BundleError, match="signature by publisher .* does not match the bundle.*changed after signing"):
         open_bundle(root, trust=[signing_keys[1]])
+    with pytest.raises(BundleError, match="signature by an unknown key .* does not match.*changed after signing"):
+        open_bundle(root)  # no trust store: the signature is still checked (issue 24 item 7)
     with pytest.raises(BundleError, match="does not match"):
         open_bundle(root, trust=[signing_keys[1]], allow_unsigned=True)  # a bad signature is never allowed
 
@@ -337,12 +341,12 @@ def test_cli_verify_exit_codes(signed_bundle, pneumonia_bundle, signing_keys, tm
     _, public, stranger = signing_keys
     ok = medexport("verify", signed_bundle, "--trust", public)
     assert ok.returncode == 0, ok.stderr
-    assert "OK   pneumonia-cxr 2.0.0" in ok.stdout and "signed by publisher (key " in ok.stdout
-    for args, message in [((signed_bundle, "--trust", stranger), "not in the trust store"),
-                          ((pneumonia_bundle, "--trust", public), "is not signed"),
-                          ((signed_bundle,), "no trusted keys")]:
-        proc = medexport("verify", *args)
-        assert proc.returncode == 2 and message in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "OK   pneumonia-cxr 2.0.0" in ok.stdout and "signature valid; signer: trusted (publisher)" in ok.stdout
+    for args, message in [((signed_bundle, "--trust", stranger), "signature valid; signer: not trusted (not in the"),
+                          ((pneumonia_bundle, "--trust", public), "no signature; signer: none (unsigned)"),
+                          ((signed_bundle,), "signature valid; signer: not trusted (no trust store)")]:
+        proc = medexport("verify", *args)  # intact, but not from a trusted publisher: 1
+        assert proc.returncode == 1 and message in proc.stdout, proc.stdout + proc.stderr
     keys = medexport("keygen", "-o", tmp_path / "k", "--name", "lab")
     assert keys.returncode == 0 and (tmp_path / "k" / "lab.key.pem").stat().st_mode & 0o077 == 0
     again = medexport("keygen", "-o", tmp_path / "k", "--name", "lab")
@@ -373,7 +377,7 @@ def test_build_signs_the_bundle_and_the_zip_verifies(signing_keys, tmp_path, cac
     assert "bundle.sig" in zipfile.ZipFile(out).namelist()
     assert medexport("verify", out, "--trust", public).returncode == 0
     inspect = medexport("inspect", out)
-    assert "signature  signed by an unknown key" in inspect.stdout  # no trust store given: shown, not trusted
+    assert "signature valid, signer not trusted (no trust store)" in inspect.stdout  # checked, not trusted
     bad = medexport("build", tmp_path / "tiny.onnx", "--task", "classification", "--labels", "a,b",
                     "--input-size", 32, "--target", "onnxruntime", "-o", tmp_path / "t2", "--sign-key", public)
     assert bad.returncode == 2 and "cannot read signing key" in bad.stderr  # checked before the build runs
@@ -390,22 +394,23 @@ def test_viewer_refuses_unsigned_bundles_unless_the_clinic_allows(signed_bundle,
     shutil.copy(signing_keys[1], home / "trust")
     monkeypatch.setenv("MEDEXPORT_HOME", str(home))
     monkeypatch.delenv("MEDEXPORT_TRUST", raising=False)
-    sources = trust.trust_sources()
-    assert trust.SHIPPED in sources and home / "trust" in sources
-    options = trust.open_options()
-    assert options["allow_unsigned"] is False
+    policy = trust.open_options()["trust"]
+    assert [k.name for k in policy.keys] == ["publisher"] and not policy.allow_unsigned and policy.required
     found, problems = find_bundles([signed_bundle.parent, pneumonia_bundle.parent])
     assert [e.path for e in found] == [signed_bundle.resolve()]
     assert found[0].signed_by.startswith("Signed by publisher (key ")
     assert any("is not signed" in p for p in problems)
-    (home / "viewer.ini").write_text("[General]\nallow_unsigned_bundles=true\ntrust_demo_key=false\n")
-    assert trust.SHIPPED not in trust.trust_sources()
+    (home / "viewer.ini").write_text("[General]\nallow_unsigned_bundles=true\n")
     found, problems = find_bundles([pneumonia_bundle.parent])
     assert found and found[0].signed_by.startswith("Unsigned (allowed") and not problems
     shutil.rmtree(home / "trust")
-    (home / "viewer.ini").write_text("[General]\ntrust_demo_key=false\n")
-    with pytest.raises(ConfigurationError, match="no trusted signing keys"):
-        trust.open_options()
+    (home / "viewer.ini").write_text("[General]\n")
+    # no store configured: the publishers' keys shipped with the app (the demo key) are the store,
+    # so a stranger's signature and an unsigned bundle are refused, a demo-signed one opens
+    assert [k.name for k in trust.policy().keys] == [p.name.split(".")[0] for p in sorted(trust.SHIPPED.glob("*.pem"))]
+    found, problems = find_bundles([signed_bundle.parent, pneumonia_bundle.parent])
+    assert not found and len(problems) == 2 and any("not in the trust store" in p for p in problems)
+    assert any("is not signed" in p for p in problems)
 
 
 def test_demo_key_pair_matches_and_ships_with_the_viewer():
