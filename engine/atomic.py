@@ -34,7 +34,17 @@ def write_new(path, content: Content) -> Path:
     Returns the path written. The file is complete and on disk when it appears; an existing
     file is never replaced.
     """
-    path = Path(path)
+    return _write(Path(path), content, _publish)
+
+
+def write_replacing(path, content: Content) -> Path:
+    """Write ``content`` at ``path``, replacing a file there in one step (a reader sees the old
+    file or the new one, never half of either). Only for files the user asked to overwrite."""
+    return _write(Path(path), content, lambda tmp, target: (os.replace(tmp, target), target)[1])
+
+
+def _write(path: Path, content: Content, publish) -> Path:
+    """The content in a temporary file beside ``path``, on disk, then ``publish(tmp, path)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
@@ -53,7 +63,7 @@ def write_new(path, content: Content) -> Path:
             os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs get the usual permissions
         os.close(fd)
         fd = -1
-        written = _publish(tmp, path)
+        written = publish(tmp, path)
     finally:
         if fd >= 0:
             os.close(fd)

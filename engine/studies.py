@@ -148,16 +148,17 @@ def batch_row(study: Study, result, error: str | None) -> dict:
     return row
 
 
-def write_batch_csv(rows: list[dict], path: Path) -> Path:
-    """The batch table as a new CSV file (never overwriting: a taken name gets a number)."""
+def write_batch_csv(rows: list[dict], path: Path, replace: bool = False) -> Path:
+    """The batch table as a new CSV file (a taken name gets a number), or replacing ``path`` when
+    ``replace`` (the user said so: ``--overwrite``)."""
     import csv
     import io
 
-    from .atomic import write_new
+    from .atomic import write_new, write_replacing
 
     keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
     writer.writerows(rows)
-    return write_new(Path(path), buf.getvalue().encode())
+    return (write_replacing if replace else write_new)(Path(path), buf.getvalue().encode())

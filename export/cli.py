@@ -125,7 +125,8 @@ def parser() -> argparse.ArgumentParser:
                         help="always decode images at full resolution (also $MEDEXPORT_REDUCED_DECODE=0)")
     r.add_argument("--json", action="store_true", help="print results as JSON")
     r.add_argument("--csv", help="also write one row per study (file, decision, scores, error, backend, precision, "
-                                 "times) to this new CSV file")
+                                 "times) to this CSV file (an existing one is refused unless --overwrite)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
 
     i = sub.add_parser("inspect", help="show a bundle's manifest, card, artifacts and validation")
     i.add_argument("bundle", help="bundle folder or .zip")
@@ -230,6 +231,9 @@ def cmd_predict(args) -> int:
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigurationError(f"--out {args.out} is a file", expected="a folder for masks and heatmaps",
                                  fix="give a folder path (it is created if missing)")
+    if args.csv and Path(args.csv).exists() and not args.overwrite:
+        raise ConfigurationError(f"--csv {args.csv} exists already", expected="a new file name for the results table",
+                                 fix="choose another name, or add --overwrite to replace it")
     failures, results, rows = 0, [], []
     with open_bundle(args.bundle, backend=args.backend, precision=args.precision, strict=args.strict) as model:
         studies, skipped = _studies(args.inputs, model.task.study_kind)
@@ -283,7 +287,8 @@ def cmd_predict(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     if args.csv:
-        print(f"wrote {write_batch_csv(rows, Path(args.csv))} ({len(rows)} studies, {failures} failed)", file=sys.stderr)
+        written = write_batch_csv(rows, Path(args.csv), replace=args.overwrite)
+        print(f"wrote {written} ({len(rows)} studies, {failures} failed)", file=sys.stderr)
     return 1 if failures else 0
 
 

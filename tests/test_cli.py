@@ -211,6 +211,14 @@ def test_predict_walks_folders_and_writes_a_csv(pneumonia_bundle, dcm, cxr, tmp_
     assert all(r["decision"] and r["backend"] == "openvino" and float(r["total_ms"]) > 0 for r in rows)
     assert all(0 <= float(r["score_pneumonia"]) <= 1 and r["error"] == "" for r in rows)
     assert shared_ecg.is_file()
+    # an existing table is never silently renamed nor overwritten: refused, or replaced on --overwrite
+    before = (tmp_path / "out.csv").read_bytes()
+    again = medexport("predict", pneumonia_bundle, folder / "a.png", "--csv", tmp_path / "out.csv")
+    assert again.returncode == 2 and "exists already" in again.stderr and "--overwrite" in again.stderr
+    assert (tmp_path / "out.csv").read_bytes() == before and not list(tmp_path.glob("out (*"))
+    replaced = medexport("predict", pneumonia_bundle, folder / "a.png", "--csv", tmp_path / "out.csv", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert [r["file"] for r in csv.DictReader(open(tmp_path / "out.csv"))] == ["a.png"]
 
 
 def test_onnx_with_external_weights_labels_in_metadata_and_a_name(user_onnx, tmp_path, cache_dir, cxr):
