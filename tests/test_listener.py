@@ -31,7 +31,7 @@ class Listen:
         self.spool, self.port = spool, free_port()
         self.args = [sys.executable, "-m", "medexport.export.cli", "listen", "--bundles", str(bundle), "--port",
                      str(self.port), "--host", "127.0.0.1", "--ae-title", "MEDEXPORT", "--forward", forward,
-                     "--spool", str(spool), *extra]
+                     "--spool", str(spool), "--allow-unsigned", *extra]  # the session's bundles are unsigned
         self.start()
 
     def start(self) -> None:
@@ -258,3 +258,13 @@ def test_a_job_rerun_after_its_results_were_sent_stores_nothing_twice(orthanc, e
     sent = [e["result_uids"] for e in audit if e["event"] == "done"]
     assert len(sent) == 2 and sent[0] == sent[1] and len(sent[0]) == 2
     assert results_in_orthanc(orthanc, "RERUN1") == {"SR": 1, "SR_series": 1, "DOC": 1, "DOC_series": 1}
+
+
+def test_the_listener_refuses_unsigned_bundles_without_a_trust_store(ecg_only, tmp_path):
+    """The one trust policy: the service requires a store (its environment file names one) and runs
+    unsigned bundles only when told to with --allow-unsigned."""
+    env = {k: v for k, v in os.environ.items() if k != "MEDEXPORT_TRUST"} | {"MEDEXPORT_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-m", "medexport.export.cli", "listen", "--bundles", str(ecg_only),
+                           "--port", "0", "--host", "127.0.0.1", "--spool", str(tmp_path / "spool")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "no trust store is configured" in proc.stderr and "Traceback" not in proc.stderr

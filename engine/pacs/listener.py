@@ -1,37 +1,36 @@
 """The listener: a C-STORE SCP that runs the bundles on each object as it arrives and forwards the results.
 
 Guarantees: an object is on disk (fsynced file and folder) and its job queued before the
-association is answered with Success; jobs live in a :class:`~.queue.JobQueue` (a crash or
-``kill -9`` followed by a restart finishes every pending job); results have UIDs derived from
-the source object and the bundle (a re-run re-sends the same UIDs and the PACS keeps one copy);
-network failures are retried with exponential backoff, other failures and exhausted retries end
-in ``failed/`` with the reason; every event is one line of ``audit.jsonl`` (UIDs and hashes, no
-patient names). Calling AE titles can be restricted to an allow-list; TLS is optional.
+association is answered with Success, and answered 0xA700 while the spool cannot take it; jobs
+live in a :class:`~.queue.JobQueue` keyed by a hash of the full SOP Instance UID (a crash or
+``kill -9`` followed by a restart finishes every pending job); results, once made, wait in the
+spool's outbox and only their delivery is retried (capped backoff, until ``send_deadline_s``);
+result UIDs derive from the source object and the bundle (a re-send stores nothing twice);
+workers never die of a full disk (they back off and resume), and one that cannot go on stops the
+process; every event is one whole line of ``audit.jsonl`` (UIDs and hashes, no patient values).
 """
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import logging
-import os
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from medexport.engine.errors import ConfigurationError, InvalidInputError, MedError
 
 from . import PacsError
-from .files import durable_replace
+from .files import durable_copy, durable_move, has_room
 from .nodes import Node, check_ae
 from .queue import Job, JobQueue
+from .receive import SEG_CLASS, cap_per_peer, check_object, make_ae
+from .spool import AuditLog, describe, purge
 
 log = logging.getLogger("medexport.listen")
 
-SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 # DIMSE statuses the SCP answers with
-SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
+SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND, UID_MISMATCH = 0x0000, 0xA700, 0xC210, 0xC212
+DAY = 86400.0
 
 
 def bundle_accepts(manifest, ds) -> bool:
@@ -65,105 +64,91 @@ def find_bundles(folder) -> list[Path]:
     return found
 
 
-def check_object(data: bytes):
-    """Decode a received object completely; refuse it (InvalidInputError) when it cannot be understood."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-        for _ in ds.iterall():  # every element and sequence item decodes
-            pass
-    except (InvalidDicomError, ValueError, TypeError, KeyError, EOFError, OverflowError, NotImplementedError) as exc:
-        raise InvalidInputError(f"the object cannot be decoded ({type(exc).__name__}: {exc})",
-                                expected="a well-formed DICOM dataset") from None
-    for key in ("SOPInstanceUID", "SOPClassUID"):
-        if not str(ds.get(key, "")).strip():
-            raise InvalidInputError(f"the object has no {key}", expected="(0008,0016) and (0008,0018) present")
-    if "PixelData" in ds and not ds.file_meta.TransferSyntaxUID.is_compressed:
-        need = (int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * int(ds.get("SamplesPerPixel", 1))
-                * int(ds.get("BitsAllocated", 8)) // 8 * int(ds.get("NumberOfFrames", 1) or 1))
-        if len(ds.PixelData) < need:
-            raise InvalidInputError(f"(7FE0,0010) Pixel Data has {len(ds.PixelData):,} bytes",
-                                    expected=f"{need:,} bytes for its Rows, Columns, Samples, Bits and Frames")
-    return ds
-
-
-class AuditLog:
-    """One JSON line per event, appended and fsynced (UIDs, hashes and AE titles; no patient names)."""
-
-    def __init__(self, path: Path):
-        self.path, self.lock = Path(path), threading.Lock()
-
-    def __call__(self, event: str, **fields) -> None:
-        line = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
-        with self.lock, open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(line, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
-
-
 class Listener:
-    """Receive, queue, run, forward. ``start()`` then ``wait()`` / ``stop()``."""
+    """Receive, queue, run, deliver. ``start()`` then ``wait()`` / ``stop()``; ``fatal`` says why it
+    cannot go on (the CLI then exits non-zero)."""
 
     def __init__(self, spool, bundles: list, *, ae_title: str = "MEDEXPORT", port: int = 11112,
                  host: str = "0.0.0.0", forward: Node | None = None, allow: list[str] | None = None,
-                 tls: Node | None = None, workers: int = 1, max_attempts: int = 5, backoff_s: float = 2.0,
-                 max_backoff_s: float = 300.0, write_pdf: bool = True, open_options: dict | None = None):
+                 tls: Node | None = None, workers: int = 1, max_attempts: int = 0, backoff_s: float = 2.0,
+                 max_backoff_s: float = 300.0, send_deadline_s: float = DAY, keep_days: float = 7.0,
+                 idle_timeout_s: float = 30.0, max_per_peer: int = 8, max_object_mb: float = 512.0,
+                 write_pdf: bool = True, open_options: dict | None = None):
         from medexport.engine import open_bundle
 
         self.ae_title = check_ae(ae_title, "--ae-title")
         self.allow = [check_ae(a, "--allow") for a in allow or []]
+        for name, value in (("--idle-timeout", idle_timeout_s), ("--max-object-mb", max_object_mb),
+                            ("--send-deadline", send_deadline_s), ("--max-per-peer", max_per_peer)):
+            if value <= 0:
+                raise ConfigurationError(f"{name} is {value}", expected="a positive number")
+        if keep_days < 0:
+            raise ConfigurationError(f"--keep-days is {keep_days}", expected="0 or more days")
         self.queue = JobQueue(spool)
         self.audit = AuditLog(self.queue.root / "audit.jsonl")
         self.host, self.port, self.forward, self.tls = host, port, forward, tls
-        self.workers, self.max_attempts = max(1, workers), max(1, max_attempts)
+        self.workers, self.max_attempts = max(1, workers), max(0, max_attempts)
         self.backoff_s, self.max_backoff_s, self.write_pdf = backoff_s, max_backoff_s, write_pdf
+        self.send_deadline_s, self.keep_s = send_deadline_s, keep_days * DAY
+        self.idle_timeout_s, self.max_per_peer = idle_timeout_s, int(max_per_peer)
+        self.max_object_bytes = int(max_object_mb * (1 << 20))
         self.models = [open_bundle(b, **(open_options or {})) for b in bundles]
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.held: set[str] = set()  # jobs a worker holds in running/
+        self.lock = threading.Lock()
+        self.fatal: str | None = None
+        self.next_purge = 0.0
         self.server = None
 
     # -- receiving -----------------------------------------------------------------------------
-    def _ae(self):
-        from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts
-
-        ae = AE(ae_title=self.ae_title)
-        ae.maximum_associations = 16
-        ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = 60
-        if self.allow:
-            ae.require_calling_aet = self.allow
-        for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context("1.2.840.10008.1.1")
-        return ae
-
     def on_store(self, event) -> int:
         calling = event.assoc.requestor.ae_title
         try:
-            data = event.encoded_dataset()
-        except (ValueError, AttributeError, KeyError) as exc:  # broken command or file meta
-            self.audit("refused", calling_ae=calling, reason=f"cannot encode the received object: {exc}")
+            return self._store(event, calling)
+        except Exception as exc:  # never pynetdicom's silent 0xC211: answered and audited
+            self.audit("refused", calling_ae=calling, reason=f"unexpected error: {describe(exc)}")
             return CANNOT_UNDERSTAND
-        sha = hashlib.sha256(data).hexdigest()
+
+    def _store(self, event, calling: str) -> int:
+        src = Path(event.dataset_path)  # pynetdicom streamed the object there (STORE_RECV_CHUNKED_DATASET)
+        size = src.stat().st_size
+        if size > self.max_object_bytes:
+            self.audit("refused", calling_ae=calling, size=size,
+                       reason=f"object of {size:,} bytes, over --max-object-mb {self.max_object_bytes >> 20}")
+            return OUT_OF_RESOURCES
+        if not has_room(self.queue.root, 2 * size):
+            self.audit("refused", calling_ae=calling, size=size, reason="the spool's disk is full")
+            return OUT_OF_RESOURCES
+        sha = _sha256(src)
         try:
-            ds = check_object(data)
+            ds = check_object(src)
         except InvalidInputError as exc:
             self.audit("refused", calling_ae=calling, sha256=sha, reason=str(exc))
             return CANNOT_UNDERSTAND
-        uid = str(ds.SOPInstanceUID)
-        job_id = _job_id(uid)
+        uid, affected = str(ds.SOPInstanceUID), str(event.request.AffectedSOPInstanceUID)
+        if uid != affected:
+            self.audit("refused", calling_ae=calling, sha256=sha, sop_instance_uid=affected,
+                       reason="(0008,0018) SOP Instance UID differs from the C-STORE's (0000,1000) Affected "
+                              "SOP Instance UID")
+            return UID_MISMATCH
+        job_id = job_key(uid)
+        if self.queue.is_done(job_id):  # received again after delivery: nothing to keep or run
+            self.audit("received", calling_ae=calling, sop_instance_uid=uid, sha256=sha, job=job_id, queue="done")
+            return SUCCESS
+        obj = self.queue.root / "objects" / f"{job_id}.dcm"
         try:
-            durable_replace(self.queue.root / "objects" / f"{job_id}.dcm", data)
+            durable_copy(src, obj)
             state = self.queue.put(job_id, {"sop_instance_uid": uid, "study_uid": str(ds.get("StudyInstanceUID", "")),
                                             "sop_class_uid": str(ds.SOPClassUID), "calling_ae": calling,
                                             "sha256": sha, "received": time.time()})
         except OSError as exc:  # disk full, permissions: the sender keeps the object and retries
-            self.audit("refused", calling_ae=calling, sop_instance_uid=uid, reason=f"cannot store: {exc}")
+            if self.queue.state(job_id) is None:
+                obj.unlink(missing_ok=True)
+            self.audit("refused", calling_ae=calling, sop_instance_uid=uid, reason=f"cannot store: {describe(exc)}")
             return OUT_OF_RESOURCES
-        self.audit("received", calling_ae=calling, sop_instance_uid=uid, sha256=sha, queue=state)
+        self.audit("received", calling_ae=calling, sop_instance_uid=uid, sha256=sha, job=job_id, queue=state)
         self.wake.set()
         return SUCCESS
 
@@ -171,49 +156,78 @@ class Listener:
         self.audit("association-rejected", calling_ae=event.assoc.requestor.ae_title,
                    address=event.assoc.requestor.address, allowed=self.allow)
 
+    def _on_peer_refused(self, address: str, held: int) -> None:
+        self.audit("connection-refused", address=address, held=held, reason="--max-per-peer reached")
+
     # -- processing ----------------------------------------------------------------------------
     def process(self, job: Job) -> None:
+        """Run the bundles on a job's object (once: the results wait in the outbox), then deliver them."""
         if self.queue.is_done(job.id):
             self.queue.drop(job)
             return
-        import pydicom
-
         path = self.queue.root / "objects" / f"{job.id}.dcm"
-        t0 = time.perf_counter()
         try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-            chosen = [m for m in self.models if bundle_accepts(m.manifest, header)]
-            sent, results = [], []
-            for model in chosen:
-                result = model.predict(str(path))
-                objects = self._objects(model, result, path, header)
-                if self.forward is not None:
-                    from .scu import send
-
-                    sent += send(self.forward, objects)
-                else:
-                    from .objects import encode
-
-                    for ds in objects:
-                        durable_replace(self.queue.root / "results" / f"{ds.SOPInstanceUID}.dcm", encode(ds))
-                    sent += [str(ds.SOPInstanceUID) for ds in objects]
-                results.append({"model_id": result.model_id, "bundle_sha256": result.bundle_sha256,
-                                "decision": result.headline(), "backend": result.backend})
-        except (PacsError, OSError) as exc:
-            self._retry_or_fail(job, f"{type(exc).__name__}: {exc}")
+            outcome = self.queue.staged(job.id)
+            if outcome is None:
+                if not path.is_file():
+                    raise InvalidInputError("the received object is no longer in the spool's objects/",
+                                            expected="the object of a queued job", fix="send the object again")
+                outcome = self._run(job, path)
+            sent = self._deliver(job)
+        except PacsError as exc:
+            self._retry_or_fail(job, str(exc))
+            return
+        except OSError as exc:
+            if exc.errno in (28, 122):  # ENOSPC, EDQUOT: the worker backs off, the job waits
+                raise
+            self._retry_or_fail(job, describe(exc))
             return
         except MedError as exc:  # the object itself cannot be used: retrying would not help
             self.queue.fail(job, str(exc))
             self.audit("failed", job=job.id, reason=str(exc), attempts=job.attempts)
             return
-        outcome = {"results": results, "sent": sent, "ms": round((time.perf_counter() - t0) * 1e3, 1)}
+        self.queue.finish(job, {**outcome, "sent": sent})
+        self.queue.unstage(job.id)
+        if "skipped" not in outcome:  # delivered: the patient data goes; a skipped object is kept --keep-days
+            path.unlink(missing_ok=True)
+        self.audit("skipped" if "skipped" in outcome else "done", job=job.id,
+                   sop_instance_uid=job.data.get("sop_instance_uid"), result_uids=sent,
+                   **{k: v for k, v in outcome.items() if k in ("results", "skipped", "ms")})
+
+    def _run(self, job: Job, path: Path) -> dict:
+        import pydicom
+
+        from .objects import encode
+
+        t0 = time.perf_counter()
+        header = pydicom.dcmread(path, defer_size="256 KB")  # pixel data read only when a model needs it
+        chosen = [m for m in self.models if bundle_accepts(m.manifest, header)]
+        blobs, results = {}, []
+        for model in chosen:
+            result = model.predict(str(path))
+            for ds in self._objects(model, result, path, header):
+                blobs[f"{ds.SOPInstanceUID}.dcm"] = encode(ds)
+            results.append({"model_id": result.model_id, "bundle_sha256": result.bundle_sha256,
+                            "decision": result.headline(), "backend": result.backend})
+        outcome = {"results": results, "ms": round((time.perf_counter() - t0) * 1e3, 1)}
         if not chosen:
             outcome["skipped"] = (f"no bundle takes SOP class {header.get('SOPClassUID', '?')} "
                                   f"modality {header.get('Modality', '?')}")
-        self.queue.finish(job, outcome)
-        path.unlink(missing_ok=True)
-        self.audit("skipped" if not chosen else "done", job=job.id, sop_instance_uid=job.data.get("sop_instance_uid"),
-                   **{k: v for k, v in outcome.items() if k != "sent"}, result_uids=sent)
+        self.queue.stage(job.id, blobs, outcome)
+        self.audit("ran", job=job.id, bundles=[r["model_id"] for r in results], ms=outcome["ms"])
+        return outcome
+
+    def _deliver(self, job: Job) -> list[str]:
+        files = self.queue.staged_files(job.id)
+        if not files:
+            return []
+        if self.forward is not None:
+            from .scu import send
+
+            return send(self.forward, files)
+        for f in files:
+            durable_copy(f, self.queue.root / "results" / f.name)
+        return [f.stem for f in files]
 
     def _objects(self, model, result, path: Path, header) -> list:
         from .objects import result_objects
@@ -223,45 +237,90 @@ class Listener:
         return result_objects(result, str(path), pdf=pdf, src=header)
 
     def _retry_or_fail(self, job: Job, reason: str) -> None:
-        if job.attempts + 1 >= self.max_attempts:
+        """Retry with capped backoff until the job's deadline (and --max-attempts, when set)."""
+        deadline = float(job.data.get("since", job.data.get("received", time.time()))) + self.send_deadline_s
+        if time.time() >= deadline or (self.max_attempts and job.attempts + 1 >= self.max_attempts):
             self.queue.fail(job, reason)
             self.audit("failed", job=job.id, reason=reason, attempts=job.attempts)
             return
-        delay = min(self.max_backoff_s, self.backoff_s * 2 ** job.attempts)
+        delay = min(self.max_backoff_s, self.backoff_s * 2 ** min(job.attempts, 30))
         self.queue.retry(job, reason, delay)
         self.audit("retry", job=job.id, reason=reason, attempts=job.attempts, delay_s=delay)
 
     def _work(self) -> None:
-        while not self.stopping.is_set():
-            job = self.queue.claim()
-            if job is None:
-                self.wake.wait(0.5)
-                self.wake.clear()
-                continue
-            try:
-                self.process(job)
-            except Exception as exc:  # a bug must not stop the listener: the job is failed, visibly
-                log.exception("job %s", job.id)
-                if job.path.exists() and job.path.parent.name == "running":
-                    self.queue.fail(job, f"unexpected error: {type(exc).__name__}: {exc}")
-                self.audit("failed", job=job.id, reason=f"unexpected error: {type(exc).__name__}: {exc}")
+        pause = 0.0
+        try:
+            while not self.stopping.is_set():
+                if pause:
+                    self.stopping.wait(pause)
+                try:
+                    self._step()
+                    pause = 0.0
+                except OSError as exc:  # the spool's disk is full or failing: wait, then go on
+                    pause = min(60.0, max(0.5, pause * 2))
+                    log.warning("worker waits %.1f s: %s", pause, describe(exc))
+                    self._unstick()
+        except BaseException as exc:  # noqa: B902 - a worker that cannot go on stops the listener
+            self.fatal = f"{threading.current_thread().name} stopped: {describe(exc)}"
+            log.error("%s", self.fatal)
+            self.stopping.set()
+
+    def _step(self) -> None:
+        if time.time() >= self.next_purge:
+            for job_id in purge(self.queue, self.keep_s):
+                self.audit("purged", job=job_id)
+            self.next_purge = time.time() + min(600.0, max(1.0, self.keep_s / 10))
+        job = self.queue.claim()
+        if job is None:
+            self.wake.wait(0.5)
+            self.wake.clear()
+            return
+        with self.lock:
+            self.held.add(job.id)
+        try:
+            self.process(job)
+        except OSError:
+            raise
+        except Exception as exc:  # a bug must not stop the listener: the job is failed, visibly
+            reason = f"unexpected error: {describe(exc)}"
+            log.error("job %s: %s", job.id, reason)
+            if job.path.exists() and job.path.parent.name == "running":
+                self.queue.fail(job, reason)
+            self.audit("failed", job=job.id, reason=reason)
+        finally:
+            with self.lock:
+                self.held.discard(job.id)
+
+    def _unstick(self) -> None:
+        """Jobs left in running/ by a failed write go back to pending/ (a rename needs no free space)."""
+        with self.lock:
+            held = set(self.held)
+        for path in self.queue.folder("running").glob("*.json"):
+            if path.stem not in held:
+                try:
+                    durable_move(path, self.queue.folder("pending"))
+                except OSError:
+                    pass
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> "Listener":
-        from pynetdicom import evt
+        from pynetdicom import _config, evt
 
         from .scu import tls_context
 
+        _config.STORE_RECV_CHUNKED_DATASET = True  # objects stream to a file, never whole in memory
         for job_id in self.queue.recover():
             self.audit("recovered", job=job_id)
         ctx = tls_context(self.tls, server=True) if self.tls is not None else None
         handlers = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_REJECTED, self._on_rejected)]
+        ae = make_ae(self.ae_title, self.allow, self.idle_timeout_s, max(16, 4 * self.max_per_peer))
         try:
-            self.server = self._ae().start_server((self.host, self.port), block=False, evt_handlers=handlers,
-                                                  ssl_context=ctx)
+            self.server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers,
+                                          ssl_context=ctx)
         except OSError as exc:
             raise ConfigurationError(f"cannot listen on {self.host}:{self.port} ({exc})",
                                      fix="choose a free port with --port, or stop the other listener") from None
+        cap_per_peer(self.server, self.max_per_peer, self._on_peer_refused)
         self.port = self.server.server_address[1]
         for i in range(self.workers):
             t = threading.Thread(target=self._work, name=f"medexport-job-{i}", daemon=True)
@@ -270,6 +329,11 @@ class Listener:
         self.audit("started", ae_title=self.ae_title, port=self.port, bundles=[m.manifest.model_id for m in self.models],
                    forward=self.forward.describe() if self.forward else None, allow=self.allow, tls=ctx is not None,
                    queue=self.queue.counts())
+        if not self.allow:
+            warning = (f"no --allow: any calling AE title may store objects here (listening on {self.host}); "
+                       "name the senders with --allow AET")
+            log.warning("WARNING %s", warning)
+            self.audit("warning", reason=warning)
         return self
 
     def stop(self) -> None:
@@ -281,10 +345,17 @@ class Listener:
             t.join(60)
         for m in self.models:
             m.close()
-        self.audit("stopped", queue=self.queue.counts())
+        self.audit("stopped", queue=self.queue.counts(), fatal=self.fatal)
 
 
-def _job_id(uid: str) -> str:
-    from .scu import safe_name
+def job_key(uid: str) -> str:
+    """A job's id: a hash of the full SOP Instance UID (two UIDs never share a job)."""
+    return hashlib.sha256(uid.encode()).hexdigest()[:40]
 
-    return safe_name(uid)
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -2,7 +2,8 @@
 
 ``pending/`` -> ``running/`` (claimed by one worker: the rename succeeds for exactly one) ->
 ``done/`` (the done-marker) or back to ``pending/`` with a later ``not_before`` (retry with
-backoff) or ``failed/`` (with the reasons, for a person to look at). Every write is fsynced and
+backoff) or ``failed/`` (with the reasons, for a person to look at). A job's results, once made,
+wait in ``outbox/<job>/`` (``outcome.json`` written last) until delivered, so a retry only re-sends. Every write is fsynced and
 every rename made durable, so after a crash or ``kill -9``, :meth:`JobQueue.recover` puts the
 jobs that were running back to pending and nothing is lost; a job whose done-marker exists is
 never run again.
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import durable_move, durable_replace, fsync_dir
+from .files import durable_move, durable_replace, fsync_dir, remove_tree
 
 STATES = ("pending", "running", "done", "failed")
 
@@ -34,7 +35,7 @@ class Job:
 class JobQueue:
     def __init__(self, root):
         self.root = Path(root)
-        for name in (*STATES, "objects"):
+        for name in (*STATES, "objects", "outbox"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
 
     def folder(self, state: str) -> Path:
@@ -53,7 +54,7 @@ class JobQueue:
         if self._file("pending", job_id).exists() or self._file("running", job_id).exists():
             return "queued already"
         durable_replace(self._file("pending", job_id), _dump({"id": job_id, "attempts": 0, "not_before": 0.0,
-                                                             "errors": [], **data}))
+                                                             "errors": [], "since": time.time(), **data}))
         return "queued"
 
     def recover(self) -> list[str]:
@@ -90,6 +91,43 @@ class JobQueue:
         marker = durable_replace(self._file("done", job.id), _dump({**job.data, **outcome, "finished": time.time()}))
         _remove(job.path)
         return marker
+
+    def state(self, job_id: str) -> str | None:
+        """Where the job is now (one of STATES), None when unknown."""
+        return next((s for s in STATES if self._file(s, job_id).exists()), None)
+
+    def stage(self, job_id: str, blobs: dict, outcome: dict) -> None:
+        """Keep a job's results (file name -> bytes) until delivered; ``outcome.json`` goes last."""
+        box = self.root / "outbox" / job_id
+        for name, data in blobs.items():
+            durable_replace(box / name, data)
+        durable_replace(box / "outcome.json", _dump({**outcome, "staged": time.time()}))
+
+    def staged(self, job_id: str) -> dict | None:
+        """The outcome of a job whose results are made and wait for delivery, else None."""
+        try:
+            return json.loads((self.root / "outbox" / job_id / "outcome.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def staged_files(self, job_id: str) -> list[Path]:
+        return sorted((self.root / "outbox" / job_id).glob("*.dcm"))
+
+    def unstage(self, job_id: str) -> None:
+        remove_tree(self.root / "outbox" / job_id)
+
+    def requeue(self, job_id: str) -> bool:
+        """A failed or waiting job is due now again, attempts and deadline reset; False when not found."""
+        for state in ("failed", "pending"):
+            path = self._file(state, job_id)
+            if path.exists():
+                data = json.loads(path.read_text(encoding="utf-8"))
+                data.update(attempts=0, not_before=0.0, since=time.time())
+                data.pop("reason", None)
+                durable_replace(path, _dump(data))
+                durable_move(path, self.folder("pending"))
+                return True
+        return False
 
     def retry(self, job: Job, reason: str, delay: float) -> None:
         job.data.update(attempts=job.attempts + 1, not_before=time.time() + delay,

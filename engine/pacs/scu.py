@@ -16,7 +16,7 @@ from pathlib import Path
 from medexport.engine.errors import BackendUnavailableError, ConfigurationError
 
 from . import PacsError
-from .files import durable_replace
+from .files import durable_copy, durable_replace
 from .nodes import Node
 
 # uncompressed first: what every peer takes; then each compressed family pydicom can decode
@@ -211,8 +211,9 @@ def _store_sub(event):
     sink = getattr(event.assoc, "medexport_sink", None)
     if sink is None or (sink.cancel is not None and sink.cancel.is_set()):
         return 0xA702  # refused: out of resources (cancelled)
-    uid = str(event.request.AffectedSOPInstanceUID)
-    sink.paths.append(durable_replace(sink.folder / f"{safe_name(uid)}.dcm", event.encoded_dataset()))
+    target = sink.folder / f"{safe_name(str(event.request.AffectedSOPInstanceUID))}.dcm"
+    streamed = getattr(event.request, "_dataset_path", None)  # a listener in this process set STORE_RECV_CHUNKED_DATASET
+    sink.paths.append(durable_copy(streamed, target) if streamed else durable_replace(target, event.encoded_dataset()))
     return SUCCESS
 
 

@@ -1,0 +1,132 @@
+"""The listener's spool beyond the queue: the audit log, retention of received objects, the backlog summary.
+
+``audit.jsonl`` lines are written whole or not at all (one ``os.write``, truncated back on
+failure). Received objects are patient data: a delivered job's object is deleted at once, a
+skipped or failed one kept ``keep_days`` after it ended, then purged. :func:`status` is what
+``medexport listen status`` prints.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import threading
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .queue import STATES, JobQueue
+
+log = logging.getLogger("medexport.listen")
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected exception as its type and where it was raised: never its message (a pydicom
+    ValueError echoes the element's value, which may be a patient's name)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    code = f" [{errno.errorcode.get(exc.errno, exc.errno)}]" if isinstance(exc, OSError) and exc.errno else ""
+    return f"{type(exc).__name__}{code}{where}"
+
+
+class AuditLog:
+    """One JSON line per event (UIDs, hashes, AE titles; never a patient attribute), appended whole
+    and fsynced; a line that cannot be written (full disk) is dropped whole and logged to stderr."""
+
+    def __init__(self, path: Path):
+        self.path, self.lock = Path(path), threading.Lock()
+
+    def __call__(self, event: str, **fields) -> bool:
+        line = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
+        data = (json.dumps(line, sort_keys=True) + "\n").encode()
+        with self.lock:
+            try:
+                _append_whole(self.path, data)
+            except OSError as exc:
+                log.warning("audit line %s not written (%s)", event, describe(exc))
+                return False
+        log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
+        return True
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write")
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
+def purge(queue: JobQueue, keep_s: float, now: float | None = None) -> list[str]:
+    """Delete received objects no longer needed: delivered ones at once, skipped or failed ones
+    ``keep_s`` after their job ended. Returns the job ids purged."""
+    now = time.time() if now is None else now
+    purged = []
+    for obj in queue.root.joinpath("objects").glob("*.dcm"):
+        job_id = obj.stem
+        state = queue.state(job_id)
+        if state not in ("done", "failed"):
+            continue
+        marker = queue.folder(state) / f"{job_id}.json"
+        try:
+            ended = marker.stat().st_mtime
+            skipped = state == "done" and "skipped" in json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if (state == "done" and not skipped) or now - ended >= keep_s:
+            obj.unlink(missing_ok=True)
+            purged.append(job_id)
+    return purged
+
+
+def _jobs(queue: JobQueue, state: str):
+    for path in queue.folder(state).glob("*.json"):
+        try:
+            yield json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            yield {"id": path.stem, "errors": ["job file is not JSON"]}
+
+
+def status(root, now: float | None = None, errors: int = 5) -> dict:
+    """The backlog of a spool: jobs per state, results awaiting delivery, the oldest waiting job,
+    the last errors, jobs per bundle. Reads files only (the listener may be running or not)."""
+    now = time.time() if now is None else now
+    queue = JobQueue(root)
+    waiting = [*_jobs(queue, "pending"), *_jobs(queue, "running")]
+    failed = list(_jobs(queue, "failed"))
+    awaiting = [p.parent.name for p in queue.root.joinpath("outbox").glob("*/outcome.json")]
+    oldest = min(waiting, key=lambda j: float(j.get("received", now)), default=None)
+    bundles: dict = {}
+    skipped = 0
+    for job in _jobs(queue, "done"):
+        skipped += "skipped" in job
+        for r in job.get("results", []):
+            bundles.setdefault(r.get("model_id", "?"), {"done": 0, "failed": 0})["done"] += 1
+    for job in failed:
+        for r in job.get("results", []):
+            bundles.setdefault(r.get("model_id", "?"), {"done": 0, "failed": 0})["failed"] += 1
+    last = sorted(({"job": j.get("id"), "error": j["errors"][-1], "state": s, "attempts": j.get("attempts", 0),
+                    "at": float(j.get("failed", j.get("not_before", 0)))}
+                   for s, js in (("waiting", waiting), ("failed", failed)) for j in js if j.get("errors")),
+                  key=lambda e: -e["at"])[:errors]
+    return {
+        "spool": str(queue.root),
+        "queue": {s: sum(1 for _ in queue.folder(s).glob("*.json")) for s in STATES},
+        "awaiting_delivery": len(awaiting),
+        "skipped": skipped,
+        "objects_kept": sum(1 for _ in queue.root.joinpath("objects").glob("*.dcm")),
+        "oldest_waiting": None if oldest is None else {
+            "job": oldest.get("id"), "age_s": round(now - float(oldest.get("received", now)), 1),
+            "attempts": oldest.get("attempts", 0), "not_before_s": round(max(0.0, float(oldest.get("not_before", 0)) - now), 1)},
+        "last_errors": last,
+        "bundles": bundles,
+    }
