@@ -25,6 +25,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--threads", type=int, help="runtime threads per model (default: the runtime's)")
     s.add_argument("--grpc-tls-cert", type=Path, help="PEM certificate: gRPC over TLS (with --grpc-tls-key)")
     s.add_argument("--grpc-tls-key", type=Path, help="PEM private key for --grpc-tls-cert")
+    s.add_argument("--allow-unsigned", action="store_true",
+                   help="serve bundles that no key in the trust store ($MEDEXPORT_TRUST) signed (default: refused)")
     s.add_argument("--setup", action="store_true",
                    help="create the Python environment Triton's stub needs (numpy<2, pyzmq; once, needs the "
                         "package index) and exit")
@@ -56,7 +58,7 @@ def cmd_serve(args) -> int:
                            metrics_port=args.metrics_port, max_batch_size=args.max_batch_size,
                            queue_delay_us=args.queue_delay_us, instances=args.instances, backend=args.backend,
                            precision=args.precision, threads=args.threads, grpc_tls_cert=args.grpc_tls_cert,
-                           grpc_tls_key=args.grpc_tls_key)
+                           grpc_tls_key=args.grpc_tls_key, allow_unsigned=args.allow_unsigned)
     serve(args.bundles, options, emit=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
 

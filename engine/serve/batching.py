@@ -9,17 +9,23 @@ paths cannot drift apart unnoticed.
 """
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import numpy as np
 
+from ..bundle_write import process_alive
 from ..errors import InvalidInputError, MedError
-from . import wire
+from . import checks, wire
+
+log = logging.getLogger(__name__)
+UPLOAD_PREFIX = "medexport-serve-"  # + the server's pid
 
 
 @dataclass
@@ -37,65 +43,81 @@ class Item:
 
 
 def run_batch(model, items: list[Item]) -> list[dict]:
-    """One reply per item: ``{"result": ...}``, ``{"outputs": ...}``, ``{"info": ...}`` or ``{"error": ...}``."""
-    if len(items) > 1:  # decoding and resizing release the GIL: the batch's studies prepare side by side
-        with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
-            list(pool.map(lambda item: _prepare_or_error(model, item), items))
+    """One reply per item: ``{"result": ...}``, ``{"outputs": ...}``, ``{"info": ...}`` or ``{"error": ...}``.
+
+    Whatever goes wrong with one item (a MedError, or a fault the checks missed) fails that item
+    alone; if the shared runtime pass fails, each study runs by itself so only its own fails."""
+    checked = [i for i in items if i.error is None]  # a request that failed its checks joins no batch
+    if len(checked) > 1:  # decoding and resizing release the GIL: the batch's studies prepare side by side
+        with ThreadPoolExecutor(max_workers=min(len(checked), os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda item: _guarded(item, _prepare, model, item), checked))
     else:
-        for item in items:
-            _prepare_or_error(model, item)
+        for item in checked:
+            _guarded(item, _prepare, model, item)
     ready = [i for i in items if i.error is None and i.reply is None]
-    if ready:
-        t0 = time.perf_counter()
-        try:
-            outputs = model._run({model.manifest.input.name: np.concatenate([i.feeds for i in ready])})
-        except MedError as exc:
-            for item in ready:
-                item.error = exc
-            ready = []
-        run_ms = (time.perf_counter() - t0) * 1e3
-        start = 0
-        for item in ready:
-            part = {k: v[start:start + item.rows] for k, v in outputs.items()}
-            start += item.rows
-            item.infer_ms = run_ms  # the shared runtime pass this study was part of
-            try:
-                item.reply = _finish(model, item, part)
-            except MedError as exc:
-                item.error = exc
+    if ready and not _guarded(ready[0], _run_together, model, ready) and len(ready) > 1:
+        for item in ready:  # the shared pass failed: each runs alone, so a bad study fails alone
+            item.error = None
+            _guarded(item, _run_together, model, [item])
     return [{"error": wire.error_dict(i.error)} if i.error is not None else i.reply for i in items]
 
 
-def _prepare_or_error(model, item: Item) -> None:
+def new_item(raw_header: bytes, payload: bytes) -> Item:
+    """A request's item; one whose header fails the checks carries its error and joins no batch."""
+    found = Item({}, payload)
+    _guarded(found, lambda: setattr(found, "header", checks.header(raw_header)))
+    return found
+
+
+def as_med_error(exc: Exception) -> MedError:
+    """``exc`` itself if it is a MedError; otherwise it is logged here with its traceback and
+    reaches the client by its type only (no traceback, no server paths)."""
+    if isinstance(exc, MedError):
+        return exc
+    log.error("medexport serve: a request failed", exc_info=exc)
+    return InvalidInputError(f"the server failed on this request ({type(exc).__name__})",
+                             expected="a study the bundle's task reads",
+                             fix="the server's log has the details; report it if the study is valid")
+
+
+def _guarded(item: Item, step, *args) -> bool:
+    """Run ``step``; a failure becomes ``item``'s error and fails nothing else."""
     try:
-        _prepare(model, item)
-    except MedError as exc:
-        item.error = exc
+        step(*args)
+        return True
+    except Exception as exc:  # noqa: BLE001 - one request's fault must not fail the others
+        item.error = as_med_error(exc)
+        return False
+
+
+def _run_together(model, ready: list[Item]) -> None:
+    t0 = time.perf_counter()
+    outputs = model._run({model.manifest.input.name: np.concatenate([i.feeds for i in ready])})
+    run_ms = (time.perf_counter() - t0) * 1e3
+    start = 0
+    for item in ready:
+        part = {k: v[start:start + item.rows] for k, v in outputs.items()}
+        start += item.rows
+        item.infer_ms = run_ms  # the shared runtime pass this study was part of
+        _guarded(item, _finish_into, model, item, part)
+
+
+def _finish_into(model, item: Item, outputs: dict) -> None:
+    item.reply = _finish(model, item, outputs)
 
 
 def _prepare(model, item: Item) -> None:
-    kind = item.header.get("kind")
-    if kind not in wire.KINDS:
-        raise InvalidInputError(f"request kind {kind!r}", expected=f"one of {', '.join(wire.KINDS)}",
-                                fix="use medexport's remote model (open_bundle('triton://...'))")
-    if item.header.get("protocol") != wire.PROTOCOL:
-        raise InvalidInputError(f"request protocol {item.header.get('protocol')!r}",
-                                expected=f"protocol {wire.PROTOCOL}",
-                                fix="use the same medexport version on the server and the client")
+    kind = item.header["kind"]
     if kind == "info":
         item.reply = {"info": info(model)}
         return
     if kind == "tensor":
-        batch = wire.npy_array(item.payload)
-        expected = tuple(model.manifest.input.shape[1:])
-        if batch.ndim != len(expected) + 1 or tuple(batch.shape[1:]) != expected:
-            raise InvalidInputError(f"batch has shape {batch.shape}", expected=f"(N, {', '.join(map(str, expected))})",
-                                    fix="preprocess inputs with the bundle's preprocessing (model.predict does)")
-        item.feeds, item.rows = np.ascontiguousarray(batch, np.float32), len(batch)
+        batch = checks.tensor(item.payload, model.manifest.input.shape[1:])
+        item.feeds, item.rows = batch, len(batch)
         return
     options = item.header.get("options", {})
     if kind == "array":
-        item.prepared = model.prepare(wire.npy_array(item.payload), **options)
+        item.prepared = model.prepare(checks.array(item.payload), **options)
     else:
         item.prepared = _prepare_file(model, item, options)
     item.feeds = item.prepared.feeds[model.manifest.input.name]
@@ -103,16 +125,46 @@ def _prepare(model, item: Item) -> None:
 
 
 def _prepare_file(model, item: Item, options: dict):
-    """The file's bytes, read from a private temporary file named like the client's file."""
-    name = PurePath(str(item.header.get("name", "study"))).name or "study"
-    folder = tempfile.mkdtemp(prefix="medexport-serve-")
-    path = Path(folder) / name
-    try:
-        path.write_bytes(item.payload)
-        return model.prepare(str(path), **options)  # readers load the study into memory
-    finally:
-        path.unlink(missing_ok=True)
-        os.rmdir(folder)
+    """The file's bytes, read from a private temporary file (mode 0600, in a 0700 folder removed on
+    every path) named like the client's file; the client sees its own name, never the server's path."""
+    name = checks.name(item.header.get("name", "study"))
+    checks.payload(item.payload)
+    with tempfile.TemporaryDirectory(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-") as folder:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(item.payload)
+            return model.prepare(path, **options)  # readers load the study into memory
+        except MedError as exc:
+            raise _renamed(exc, {path: name, folder: "(upload)"}) from None
+
+
+def remove_stale_uploads() -> list[Path]:
+    """Remove upload folders left by servers that were killed mid-request (nothing could clean up)."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*-*"):
+        pid = folder.name[len(UPLOAD_PREFIX):].split("-", 1)[0]
+        try:
+            if pid.isdigit() and folder.stat().st_uid == os.getuid() and not process_alive(int(pid)):
+                shutil.rmtree(folder)
+                removed.append(folder)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _renamed(exc: MedError, names: dict) -> MedError:
+    """``exc`` with the server's temporary paths replaced by what the client knows them as."""
+    if not any(k in str(exc) for k in names):
+        return exc
+
+    def text(value):
+        for k, v in names.items():
+            value = value.replace(k, v) if value else value
+        return value
+
+    return type(exc)(text(exc.what), expected=text(exc.expected), fix=text(exc.fix))
 
 
 def _finish(model, item: Item, outputs: dict) -> dict:

@@ -13,8 +13,8 @@ Binds to loopback unless told otherwise.
 """
 from __future__ import annotations
 
-import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigurationError, InvalidInputError
 from . import wire
-from .batching import Item, run_batch
+from .batching import Item, as_med_error, new_item, remove_stale_uploads, run_batch
+from .shm import keep_shm_private, make_shm_private, remove_stale_regions
 from .stub_env import check_stub_env, server_library_path
 
 LOOPBACK = "127.0.0.1"
@@ -42,6 +43,7 @@ class ServeOptions:
     threads: int | None = None
     grpc_tls_cert: Path | None = None
     grpc_tls_key: Path | None = None
+    allow_unsigned: bool = False  # serve bundles no key in the trust store signed (the store is required)
 
     def __post_init__(self):
         for name in ("http_port", "grpc_port", "metrics_port"):
@@ -74,10 +76,12 @@ def infer_function(model):
     def infer(requests):
         items, spans = [], []
         for request in requests:
-            studies, headers = request["study"], request["request"]
-            spans.append(len(studies))
-            for payload, header in zip(studies.reshape(len(studies), -1)[:, 0], headers.reshape(len(headers), -1)[:, 0]):
-                items.append(Item(_header(header), bytes(payload)))
+            try:
+                found = _items(request)
+            except Exception as exc:  # noqa: BLE001 - a malformed request fails alone
+                found = [Item({}, b"", error=as_med_error(exc)) for _ in range(_rows(request))]
+            spans.append(len(found))
+            items += found
         replies = run_batch(model, items)
         responses, start = [], 0
         for n in spans:
@@ -88,12 +92,27 @@ def infer_function(model):
     return infer
 
 
-def _header(raw: bytes) -> dict:
+def _items(request) -> list[Item]:
+    """One checked item per study of a request (Triton has checked the tensors' names, BYTES and shapes)."""
+    data = dict(request.items())
+    studies, headers = data.get("study"), data.get("request")
+    if studies is None or headers is None or len(studies) != len(headers) or len(studies) == 0:
+        raise InvalidInputError("the request lacks its 'study' or 'request' input, or their batch sizes differ",
+                                expected="inputs 'study' and 'request', BYTES [N, 1] each",
+                                fix="use medexport's remote model (open_bundle('triton://...'))")
+    studies, headers = studies.reshape(len(studies), -1), headers.reshape(len(headers), -1)
+    if studies.shape[1] != 1 or headers.shape[1] != 1:
+        raise InvalidInputError(f"inputs of shapes {studies.shape} and {headers.shape}",
+                                expected="one study and one request header per row",
+                                fix="use medexport's remote model (open_bundle('triton://...'))")
+    return [new_item(bytes(header), bytes(payload)) for payload, header in zip(studies[:, 0], headers[:, 0])]
+
+
+def _rows(request) -> int:
     try:
-        header = json.loads(bytes(raw))
-    except (ValueError, UnicodeDecodeError):
-        header = None
-    return header if isinstance(header, dict) else {"kind": None}
+        return max(1, len(next(iter(request.values()))))
+    except Exception:  # noqa: BLE001 - nothing readable: one error row
+        return 1
 
 
 def _response(replies: list[dict]) -> dict:
@@ -125,12 +144,18 @@ def serve(bundles, options: ServeOptions = ServeOptions(), *, emit=print, open_m
     from pytriton.server import triton_server
 
     from ..bundle import open_bundle
+    from ..trust_policy import trust_policy
 
     stub = check_stub_env()
     os.environ["LD_LIBRARY_PATH"] = server_library_path()  # inherited by tritonserver and its stubs only
+    os.umask(0o077)  # study bytes in temp files and shared memory: owner only (tritonserver, stubs inherit it)
+    for left in remove_stale_regions() + remove_stale_uploads():
+        emit(f"removed {left}: studies' bytes left by a server that was killed")
     triton_server.get_triton_python_backend_python_env = lambda: stub  # pytriton 0.7.0: the stub's numpy<2 env
     _patient_handshake()
-    open_model = open_model or (lambda b: open_bundle(b, options.backend, options.precision, threads=options.threads))
+    trust = trust_policy(allow_unsigned=options.allow_unsigned, required=True)
+    open_model = open_model or (lambda b: open_bundle(b, options.backend, options.precision, threads=options.threads,
+                                                      trust=trust))
     models = {}
     try:
         for bundle in bundles:
@@ -161,8 +186,14 @@ def serve(bundles, options: ServeOptions = ServeOptions(), *, emit=print, open_m
                 emit(f"model {name}: {model.backend} {model.precision} on {model.provenance.device}, "
                      f"{options.instances} instance(s), "
                      + (f"dynamic batching up to {options.max_batch_size}" if batching else "batch 1"))
+            make_shm_private()
+            stop = threading.Event()
+            threading.Thread(target=keep_shm_private, args=(stop,), daemon=True).start()
             emit(f"serving {', '.join(models)} on {endpoints(options)}")
-            triton.serve()
+            try:
+                triton.serve()
+            finally:
+                stop.set()
     finally:
         for model in models.values():
             model.close()
