@@ -8,6 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
+from medexport.engine.errors import ConfigurationError, MedError
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("pacs", help="talk to a PACS: echo, find, get, send (nodes in the shared settings file)")
@@ -43,6 +45,7 @@ def add_parsers(sub) -> None:
     a.add_argument("--tls-key", default="", help="our private key (PEM)")
     a.add_argument("--username", default="", help="DICOMweb basic auth user (password: $MEDEXPORT_PACS_PASSWORD)")
     ps.add_parser("nodes", help="list the nodes in the settings file")
+    ps.add_parser("remove", help="remove a node from the settings file").add_argument("name")
 
     li = sub.add_parser("listen", help="a DICOM storage node that runs the bundles on what arrives and forwards "
                                         "results; 'listen status|retry|requeue' look after its spool")
@@ -77,6 +80,8 @@ def add_parsers(sub) -> None:
     li.add_argument("--max-object-mb", type=float, default=512.0,
                     help="largest object taken, in MiB; larger ones are answered 0xA700 (default 512)")
     li.add_argument("--no-pdf", action="store_true", help="send SR/SEG only, no Encapsulated PDF report")
+    li.add_argument("--log-file", help="also append the log to this file (reopened after rotation); "
+                                       "SIGHUP reloads the bundles from --bundles")
     li.add_argument("--tls-cert", help="our certificate (PEM): the listener speaks TLS")
     li.add_argument("--tls-key", help="its private key (PEM)")
     li.add_argument("--tls-ca", help="CA bundle: senders must present a certificate it signed")
@@ -100,6 +105,15 @@ def cmd_pacs(args) -> int:
     if args.pacs_command == "nodes":
         found = nodes.load_nodes()
         print("\n".join(n.describe() for n in found.values()) or f"no nodes yet in {nodes.nodes_path()}")
+        return 0
+    if args.pacs_command == "remove":
+        found = nodes.load_nodes()
+        if args.name not in found:
+            raise ConfigurationError(f"no node named {args.name!r} in {nodes.nodes_path()}",
+                                     expected=f"one of: {', '.join(found) or 'no nodes yet'}",
+                                     fix="list them with 'medexport pacs nodes'")
+        del found[args.name]
+        print(f"removed {args.name} from {nodes.save_nodes(found)}")
         return 0
     if args.pacs_command == "add":
         found = nodes.load_nodes()
@@ -151,7 +165,6 @@ def _spool(args) -> Path:
 
 def cmd_listen_admin(args) -> int:
     """``listen status`` / ``retry JOB`` / ``requeue --failed``: files only, the listener may be running."""
-    from medexport.engine.errors import ConfigurationError
     from medexport.engine.pacs.queue import JobQueue
     from medexport.engine.pacs.spool import status
 
@@ -190,7 +203,6 @@ def cmd_listen_admin(args) -> int:
 
 
 def cmd_listen(args) -> int:
-    from medexport.engine.errors import ConfigurationError
     from medexport.engine.pacs.listener import Listener, find_bundles
     from medexport.engine.pacs.nodes import Node, get_node
     from medexport.engine.trust_policy import trust_policy
@@ -200,6 +212,12 @@ def cmd_listen(args) -> int:
     if not args.bundles:
         raise ConfigurationError("listen needs --bundles", fix="medexport listen --bundles FOLDER ...")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.log_file:
+        from logging.handlers import WatchedFileHandler
+
+        handler = WatchedFileHandler(args.log_file, encoding="utf-8")  # logrotate-friendly: reopened when moved
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logging.getLogger().addHandler(handler)
     logging.getLogger("highdicom").setLevel(logging.ERROR)  # its per-object notes are not the listener's news
     tls = Node("listener-tls", ae_title=args.ae_title, host="localhost", port=args.port,
                tls_ca=args.tls_ca or "", tls_cert=args.tls_cert or "", tls_key=args.tls_key or "") \
@@ -213,13 +231,20 @@ def cmd_listen(args) -> int:
                         max_object_mb=args.max_object_mb, write_pdf=not args.no_pdf,
                         open_options={"trust": trust_policy(allow_unsigned=args.allow_unsigned, required=True)})
     stop = threading.Event()
+    reload = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
     listener.start()
     print(f"listening as {listener.ae_title} on {args.host}:{listener.port} ({len(listener.models)} bundles); "
           f"queue {listener.queue.counts()}", flush=True)
     while not stop.wait(1) and listener.fatal is None:
-        pass
+        if reload.is_set():  # SIGHUP: the bundles folder again (new versions, added or removed bundles)
+            reload.clear()
+            try:
+                listener.reload(find_bundles(args.bundles))
+            except MedError as exc:
+                listener.audit("reload-failed", reason=str(exc))
     listener.stop()
     if listener.fatal is not None:
         print(f"medexport listen: {listener.fatal}", file=sys.stderr)

@@ -92,7 +92,9 @@ class Listener:
         self.send_deadline_s, self.keep_s = send_deadline_s, keep_days * DAY
         self.idle_timeout_s, self.max_per_peer = idle_timeout_s, int(max_per_peer)
         self.max_object_bytes = int(max_object_mb * (1 << 20))
-        self.models = [open_bundle(b, **(open_options or {})) for b in bundles]
+        self.open_options = open_options or {}
+        self.models = [open_bundle(b, **self.open_options) for b in bundles]
+        self.retired: list = []  # models replaced by reload(): a running job may still hold one
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -336,6 +338,27 @@ class Listener:
             self.audit("warning", reason=warning)
         return self
 
+    def reload(self, bundles: list) -> bool:
+        """Open ``bundles`` afresh (SIGHUP) and run them on the next jobs; True when done. Any bundle
+        that cannot open (or is not trusted) keeps the old set running, and says why in the audit."""
+        from medexport.engine import open_bundle
+
+        opened = []
+        try:
+            for b in bundles:
+                opened.append(open_bundle(b, **self.open_options))
+        except MedError as exc:
+            for m in opened:
+                m.close()
+            self.audit("reload-failed", reason=str(exc), bundles=[m.manifest.model_id for m in self.models])
+            return False
+        with self.lock:
+            self.retired += self.models  # closed at stop(): a worker may be running one right now
+            self.models = opened
+        self.audit("reloaded", bundles=[m.manifest.model_id for m in opened],
+                   bundle_sha256=[m.sha256 for m in opened])
+        return True
+
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
@@ -343,7 +366,7 @@ class Listener:
             self.server.shutdown()
         for t in self.threads:
             t.join(60)
-        for m in self.models:
+        for m in self.models + self.retired:
             m.close()
         self.audit("stopped", queue=self.queue.counts(), fatal=self.fatal)
 
