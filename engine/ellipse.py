@@ -2,6 +2,8 @@
 
 - :func:`boundary_points`: sub-pixel points where a probability map crosses its threshold
   (linear interpolation between each pair of neighbouring pixels on either side of it).
+- :func:`head_outline`: those points on the outline of the largest region only, holes filled
+  (a second blob or a dark hole inside the skull does not bend the fit).
 - :func:`fit_ellipse`: Fitzgibbon, Pilu & Fisher's direct least-squares ellipse fit (PAMI 1999),
   in the numerically stable form of Halir & Flusser (1998), refitted without outlying points.
 - :func:`ramanujan_perimeter`: Ramanujan's second approximation (relative error < 1e-7 up to
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InvalidInputError
+from .regions import largest_region
 
 # Hadlock FP, Deter RL, Harrist RB, Park SK. Estimating fetal age: computer-assisted analysis of
 # multiple fetal growth parameters. Radiology 1984;152:497-501. GA(weeks) = 8.96 + 0.540 HC +
@@ -69,10 +72,11 @@ class Ellipse:
                 "angle_deg": round(self.angle_deg, 2)}
 
 
-def boundary_points(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """(N, 2) points (x, y) where ``probability`` crosses ``threshold`` between neighbouring pixels."""
+def boundary_points(probability: np.ndarray, threshold: float = 0.5, inside: np.ndarray | None = None) -> np.ndarray:
+    """(N, 2) points (x, y) where ``probability`` crosses ``threshold`` between neighbouring pixels;
+    with ``inside`` (a bool mask within ``probability >= threshold``), only on that region's edge."""
     p = np.asarray(probability, np.float64)
-    inside = p >= threshold
+    inside = p >= threshold if inside is None else np.asarray(inside, bool)
     out = []
     for axis in (1, 0):  # across columns (x), then across rows (y)
         a = p[:, :-1] if axis == 1 else p[:-1]
@@ -87,6 +91,11 @@ def boundary_points(probability: np.ndarray, threshold: float = 0.5) -> np.ndarr
         else:
             out.append(np.stack([xs.astype(np.float64), ys + t], 1))
     return np.concatenate(out)
+
+
+def head_outline(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Outline points of the largest region of ``probability >= threshold``, its holes filled."""
+    return boundary_points(probability, threshold, largest_region(np.asarray(probability) >= threshold))
 
 
 def _direct_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:

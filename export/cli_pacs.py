@@ -44,6 +44,8 @@ def add_parsers(sub) -> None:
     a.add_argument("--tls-cert", default="", help="our certificate (PEM), when the node asks for one")
     a.add_argument("--tls-key", default="", help="our private key (PEM)")
     a.add_argument("--username", default="", help="DICOMweb basic auth user (password: $MEDEXPORT_PACS_PASSWORD)")
+    a.add_argument("--no-overlay", action="store_true",
+                   help="send results without the overlay secondary capture (default: sent beside SR / SEG / PDF)")
     ps.add_parser("nodes", help="list the nodes in the settings file")
     ps.add_parser("remove", help="remove a node from the settings file").add_argument("name")
 
@@ -118,7 +120,7 @@ def cmd_pacs(args) -> int:
     if args.pacs_command == "add":
         found = nodes.load_nodes()
         extra = {k: getattr(args, k) for k in ("calling_ae", "tls_ca", "tls_cert", "tls_key", "username")}
-        found[args.name] = nodes.Node.from_address(args.address, args.name, **extra)
+        found[args.name] = nodes.Node.from_address(args.address, args.name, send_overlay=not args.no_overlay, **extra)
         print(f"saved {found[args.name].describe()} in {nodes.save_nodes(found)}")
         return 0
     node = _node(args)

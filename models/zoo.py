@@ -134,7 +134,7 @@ def blood_cell_det(**kwargs):
 
 FETAL_HEAD_US = ModelConfig(
     intended_for={"modalities": ("US",), "note": "2-D fetal ultrasound, standard transthalamic plane"},
-    name="fetal-head-us", version="1.1.0", task="fetal_head", labels=("head",),
+    name="fetal-head-us", version="1.2.0", task="fetal_head", labels=("head",),
     input_shape=(1, 176, 256),
     # the whole 800 x 540 frame squashed to 256 x 176 (scale ~3.1 on both axes); the probability
     # is resized back onto the source grid before the mask, the ellipse and the measurements

@@ -85,7 +85,8 @@ def test_every_bundle_kind_runs_through_the_listener_into_orthanc(orthanc, all_b
         assert not list((listen.spool / "objects").iterdir())  # delivered: the patient data is gone
     finally:
         listen.stop()
-    assert in_orthanc(orthanc, "KINDCXR") == {"SR": 1, "DOC": 1}
-    assert in_orthanc(orthanc, "KINDUS") == {"SR": 1, "SEG": 1, "DOC": 1}  # the head mask as a SEG
-    assert in_orthanc(orthanc, "KINDSM") == {"SR": 1, "DOC": 1}
-    assert in_orthanc(orthanc, "KINDECG") == {"SR": 1, "DOC": 1}
+    # the overlay (heatmap, ellipse, boxes) burnt into a secondary capture (OT) any PACS viewer shows
+    assert in_orthanc(orthanc, "KINDCXR") == {"SR": 1, "DOC": 1, "OT": 1}
+    assert in_orthanc(orthanc, "KINDUS") == {"SR": 1, "SEG": 1, "DOC": 1, "OT": 1}  # the head mask as a SEG
+    assert in_orthanc(orthanc, "KINDSM") == {"SR": 1, "DOC": 1, "OT": 1}
+    assert in_orthanc(orthanc, "KINDECG") == {"SR": 1, "DOC": 1}  # an ECG has no image to draw on

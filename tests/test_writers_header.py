@@ -111,8 +111,9 @@ def _sr_notes(sr) -> list[str]:
         for elem in ds:
             if elem.VR == "SQ":
                 for item in elem.value:
-                    if "ConceptCodeSequence" in item and item.ConceptCodeSequence[0].CodeValue == "header_corrected":
-                        found.append(item.ConceptCodeSequence[0].CodeMeaning)
+                    name = item.get("ConceptNameCodeSequence")
+                    if name and name[0].get("CodeValue") == "121106" and "TextValue" in item:  # a Comment: a warning
+                        found.append(str(item.TextValue))
                     walk(item)
 
     walk(sr)

@@ -236,7 +236,8 @@ class Listener:
         from .textpdf import report_lines, text_pdf
 
         pdf = text_pdf(report_lines(result, header, model.manifest.intended_use)) if self.write_pdf else None
-        return result_objects(result, str(path), pdf=pdf, src=header)
+        overlay = self.forward is None or self.forward.send_overlay  # the overlay as a secondary capture
+        return result_objects(result, str(path), pdf=pdf, src=header, overlay=overlay)
 
     def _retry_or_fail(self, job: Job, reason: str) -> None:
         """Retry with capped backoff until the job's deadline (and --max-attempts, when set)."""

@@ -58,8 +58,12 @@ class Node:
     tls_cert: str = ""  # our certificate and key, when the peer asks for one
     tls_key: str = ""
     username: str = ""  # DICOMweb basic auth (password: $MEDEXPORT_PACS_PASSWORD, never in the file)
+    send_overlay: bool = True  # results go with the overlay burnt into a secondary capture
 
     def __post_init__(self):
+        if not isinstance(self.send_overlay, bool):
+            raise ConfigurationError(f"node {self.name!r} has send_overlay {self.send_overlay!r}",
+                                     expected="true or false", fix='write "send_overlay": true (or false) in the file')
         if self.url:
             if not self.url.startswith(("http://", "https://")):
                 raise ConfigurationError(f"node {self.name!r} has url {self.url!r}",
@@ -111,7 +115,8 @@ def load_nodes(path: Path | None = None) -> dict[str, Node]:
 def save_nodes(nodes: dict[str, Node], path: Path | None = None) -> Path:
     """Replace the settings file (written complete, then renamed over the old one)."""
     path = Path(path or nodes_path())
-    body = {"nodes": {n.name: {k: v for k, v in asdict(n).items() if k != "name" and v not in ("", 0)}
+    defaults = {f.name: f.default for f in fields(Node)}
+    body = {"nodes": {n.name: {k: v for k, v in asdict(n).items() if k != "name" and v != defaults[k]}
                       for n in nodes.values()}}
     tmp = write_new(path.with_name(f".{path.name}.new"), (json.dumps(body, indent=2) + "\n").encode())
     os.replace(tmp, path)

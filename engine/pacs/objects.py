@@ -1,4 +1,5 @@
-"""What a result becomes on the PACS: DICOM SR, DICOM SEG and the report as Encapsulated PDF.
+"""What a result becomes on the PACS: DICOM SR, DICOM SEG, the overlay as a Secondary Capture and
+the report as Encapsulated PDF.
 
 Every object's Series and SOP Instance UIDs are derived from the source's SOP Instance UID, the
 bundle's SHA-256 and the object's kind: running the same bundle on the same object again (a
@@ -116,16 +117,29 @@ def _pdf_object(pdf: bytes, result, src, title: str):
     return ds
 
 
-def result_objects(result, source_path: str, pdf: bytes | None = None, src=None) -> list:
-    """The objects ``result`` sends: SR (scores, findings), SEG (a mask), Encapsulated PDF (when given).
+def capture_dataset(result, source_path: str, src=None):
+    """The overlay burnt into a Secondary Capture beside the source (engine/overlay_capture.py)."""
+    from medexport.engine.overlay_capture import capture_dataset as capture
+
+    src = src if src is not None else _source(source_path)
+    return restamp(capture(result, source_path, src), str(src.SOPInstanceUID), result.bundle_sha256, "SC")
+
+
+def result_objects(result, source_path: str, pdf: bytes | None = None, src=None, overlay: bool = False) -> list:
+    """The objects ``result`` sends: SR (scores, findings), SEG (a mask), Encapsulated PDF (when given)
+    and, with ``overlay`` (a node's ``send_overlay``), the overlay as a Secondary Capture.
 
     ``src``: the source already read without pixels."""
+    from medexport.engine.overlay_capture import has_overlay
+
     src = src if src is not None else _source(source_path)
     objects = []
     if result.sr_procedure is not None:
         objects.append(sr_dataset(result, source_path, src))
     if "mask" in result.saves:
         objects.append(seg_dataset(result, source_path, src))
+    if overlay and has_overlay(result):
+        objects.append(capture_dataset(result, source_path, src))
     if pdf is not None:
         objects.append(pdf_dataset(pdf, result, source_path, src=src))
     return objects

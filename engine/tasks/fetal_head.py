@@ -2,16 +2,16 @@
 
 The frame is resized as a whole to the model's input (``ImagePreprocess``, crop ``none``), the
 probability is resized back onto the source grid, and an ellipse is fitted to where it crosses
-the threshold (``engine/ellipse.py``). Lengths are in mm only with a pixel spacing from the DICOM
-header or given by the caller (``pixel_size_mm``); otherwise they stay in pixels, and the result
-says so. Golden inputs are compared as masks, like segmentation.
+the threshold on the edge of the largest region, holes filled (``engine/ellipse.py``). Lengths
+are in mm only with a pixel spacing from the DICOM header or given by the caller
+(``pixel_size_mm``); otherwise they stay in pixels, and the result says so. Golden inputs are compared as masks, like segmentation.
 """
 from __future__ import annotations
 
 import dataclasses
 
 from ..cautions import ResultWarning
-from ..ellipse import HADLOCK_HC_CM, boundary_points, fit_ellipse, head_measurements
+from ..ellipse import HADLOCK_HC_CM, fit_ellipse, head_measurements, head_outline
 from ..errors import ConfigurationError, InvalidInputError
 from ..io import dicom
 from ..io.image import ImageStudy, read_image
@@ -64,7 +64,7 @@ class FetalHeadTask(SegmentationTask):
             warnings.append(ResultWarning("no_pixel_spacing", "no pixel spacing (DICOM (0028,0030) Pixel Spacing, (0018,6011) ultrasound regions, "
                             f"or {PIXEL_SIZE_OPTION}): lengths are in pixels, no gestational age"))
         try:
-            points = boundary_points(probability, threshold)
+            points = head_outline(probability, threshold)
             ellipse = fit_ellipse(points)
             measurements = head_measurements(points, spacing)
         except InvalidInputError as exc:  # no outline: the mask is still a result, without measurements

@@ -21,7 +21,7 @@ import numpy as np
 
 from medexport.engine.compare import bootstrap_ci, dice, iou
 from medexport.engine.errors import InvalidInputError
-from medexport.engine.ellipse import boundary_points, fit_ellipse, head_measurements
+from medexport.engine.ellipse import boundary_points, head_measurements, head_outline
 from medexport.engine.manifest import ImagePreprocess
 from medexport.engine.preprocess import image_to_tensor, map_to_source, resize
 
@@ -206,8 +206,13 @@ def evaluate(model, items, folder, spec, threshold: float = 0.5, n_boot: int = 2
         except InvalidInputError:  # no outline found: counted as a miss of the whole head
             pred = dict.fromkeys(("head_circumference_mm", "biparietal_diameter_mm", "occipitofrontal_diameter_mm"), 0.0)
         ref = head_measurements(boundary_points(truth.astype(np.float32)), (it.pixel_mm, it.pixel_mm))
+        try:  # before 1.2.0: every crossing of the threshold, second blobs and holes included
+            plain = head_measurements(boundary_points(prob, threshold), (it.pixel_mm, it.pixel_mm))["head_circumference_mm"]
+        except InvalidInputError:
+            plain = 0.0
         rows.append({"name": it.name, "dice": dice(prob >= threshold, truth), "iou": iou(prob >= threshold, truth),
-                     "hc_err": pred["head_circumference_mm"] - it.hc_mm,
+                     "hc_err": pred["head_circumference_mm"] - it.hc_mm, "plain_hc_err": plain - it.hc_mm,
+                     "pixel_mm": it.pixel_mm,
                      "bpd_err": pred["biparietal_diameter_mm"] - ref["biparietal_diameter_mm"],
                      "ofd_err": pred["occipitofrontal_diameter_mm"] - ref["occipitofrontal_diameter_mm"],
                      "truth_fit_hc_err": ref["head_circumference_mm"] - it.hc_mm})
@@ -227,6 +232,30 @@ def evaluate(model, items, folder, spec, threshold: float = 0.5, n_boot: int = 2
     out["hc_abs_error_mm_percentiles"] = {p: round(float(np.percentile(hc, int(p[1:]))), 2) for p in ("p50", "p90", "p99")}
     out["worst"] = sorted(({"name": r["name"], "hc_err_mm": round(r["hc_err"], 2), "dice": round(r["dice"], 4)}
                            for r in rows), key=lambda r: -abs(r["hc_err_mm"]))[:5]
+    plain = np.abs([r["plain_hc_err"] for r in rows])
+    lo, hi = bootstrap_ci(lambda a: a.mean(), plain, n=n_boot)
+    out["plain_outline_hc_mae_mm"] = {"value": round(float(plain.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)]}
+    lo, hi = bootstrap_ci(lambda a, b: a.mean() - b.mean(), plain, hc, n=n_boot)  # paired: the same resampled frames
+    out["largest_region_gain_mm"] = {"value": round(float(plain.mean() - hc.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)]}
+    out["shift"] = shift_check(rows, n_boot)
+    return out
+
+
+def shift_check(rows: list, n_boot: int = 2000) -> dict:
+    """HC MAE by acquisition setting: the held-out frames in thirds by pixel size (the machine's depth
+    and zoom setting: small pixels are zoomed-in, early heads), each against the other two thirds."""
+    px = np.array([r["pixel_mm"] for r in rows])
+    err = np.abs([r["hc_err"] for r in rows])
+    cuts = np.quantile(px, [1 / 3, 2 / 3])
+    group = np.digitize(px, cuts, right=True)
+    out = {}
+    for g, name in enumerate(("small pixels (zoomed in)", "middle", "large pixels (deep setting)")):
+        inside = err[group == g]
+        lo, hi = bootstrap_ci(lambda a: a.mean(), inside, n=n_boot)
+        rest = float(err[group != g].mean())
+        out[name] = {"n": int(len(inside)), "pixel_mm": [round(float(px[group == g].min()), 3), round(float(px[group == g].max()), 3)],
+                     "hc_mae_mm": {"value": round(float(inside.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)]},
+                     "gap_mm": round(float(inside.mean()) - rest, 4)}
     return out
 
 
@@ -248,7 +277,7 @@ def reevaluate() -> dict:
 
 def measure(probability: np.ndarray, pixel_mm: float, threshold: float = 0.5) -> dict:
     """The engine's measurement of a source-grid probability map (isotropic pixels of ``pixel_mm``)."""
-    return head_measurements(boundary_points(probability, threshold), (pixel_mm, pixel_mm))
+    return head_measurements(head_outline(probability, threshold), (pixel_mm, pixel_mm))
 
 
 def target_sentence(h: dict, r: dict) -> str:
@@ -314,6 +343,28 @@ outlines only part of the head (small, early heads and faint skull edges), and t
 {target_sentence(h, r)} HC18 publishes only HC,
 so the BPD/OFD references are our fit to the sonographer's outline. For scale: HC18 leaderboard
 leaders reach about 1.7-2 mm on the official test set (a different set; not comparable one to one).
+
+## What changed in 1.2.0 (same weights, postprocessing only)
+The ellipse is fitted to the outline of the largest region of the thresholded probability, its
+holes filled (engine/regions.py, numpy), instead of to every crossing of the threshold: a second
+blob (a limb, the placenta) or a dark hole inside the skull no longer bends the fit. On the same
+held-out frames: HC MAE {fmt(h['plain_outline_hc_mae_mm'])} mm before, {fmt(h['hc_mae_mm'])} mm after
+(paired gain {fmt(h['largest_region_gain_mm'])} mm). Tried and not kept (HC MAE on the held-out
+frames, threshold chosen on training frames): RANSAC on the outline 2.99-3.59 mm (it follows the
+larger of two touching blobs), the convex hull of the region 2.78-3.09 mm, the median of fits at
+thresholds 0.5/0.6/0.7 2.76 mm (no gain), a linear HC calibration 2.72 mm (not robust).
+
+## Shift-aware check (held-out frames in thirds by pixel size, i.e. the machine's depth/zoom setting)
+| pixel size | frames | HC MAE, mm | gap to the other two thirds, mm |
+|---|---|---|---|
+{chr(10).join(f"| {k}: {v['pixel_mm'][0]}-{v['pixel_mm'][1]} mm | {v['n']} | {fmt(v['hc_mae_mm'])} | {v['gap_mm']:+.2f} |" for k, v in h['shift'].items())}
+
+Validation and shift side by side: HC MAE {h['hc_mae_mm']['value']:.2f} mm on all held-out frames, the
+worst third {max(v['hc_mae_mm']['value'] for v in h['shift'].values()):.2f} mm. Robustness to photometric
+perturbations (below): at most 0.011 Dice. **Still short of the 2.0 mm target**: without the four
+worst frames the mean is about 2.2 mm, so the remaining error is the outline of ordinary frames (the
+model sees frames squashed to 256 x 176, 3 source pixels per input pixel); meeting the target needs
+retraining at a higher input resolution (the recipe took 3848 s at this one), not postprocessing.
 
 ## Limits
 - Standard transthalamic plane only; other planes, twins, or frames without a head give a
