@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medexport.engine import MedError, read_manifest
+from medexport.engine.results import SHIPPED_SOURCE, disclaimer_for
 from medexport.engine.signing import Signature, check_signature
 from medexport.engine.tasks import task_class
 
@@ -28,6 +29,12 @@ class BundleEntry:
     study_kind: str = "image"  # what the bundle's task reads: "image" | "ecg"
     rank: int = 0  # lower first when the viewer picks a default model for a study kind
     validated: bool = False  # its build measured the model on labelled validation data
+    source: str = SHIPPED_SOURCE  # the manifest's provenance.source: a shipped demo model, or the publisher's own
+
+    @property
+    def disclaimer(self) -> str:
+        """The stamp its results carry (engine/results.py ``disclaimer_for``)."""
+        return disclaimer_for(self.medical_device, self.source)
 
     @property
     def preference(self) -> tuple:
@@ -111,7 +118,7 @@ def served_entries(urls: list[str]) -> tuple[list[BundleEntry], list[str]]:
                 found.append(BundleEntry(url, p.model_id, p.model_version, remote.task_name, p.bundle_sha256,
                                          (f"served: {p.backend}-{p.precision}",), f"served by {url}", p.medical_device,
                                          None, Signature(False), remote.study_kind, task_class(remote.task_name).viewer_rank,
-                                         validated=True))
+                                         validated=True, source=p.source))
         except MedError as exc:
             problems.append(f"{url}: {exc}")
     return found, problems
@@ -148,5 +155,5 @@ def find_bundles(folders: list[Path], trust: dict | None = None) -> tuple[list[B
             found.append(BundleEntry(root, m.model_id, m.model_version, m.task, sha,
                                      tuple(a.key for a in m.artifacts), m.intended_use, m.medical_device,
                                      root / m.card if m.card else None, signature, task.study_kind, task.viewer_rank,
-                                     _validated(root, m)))
+                                     _validated(root, m), str(m.provenance.get("source", ""))))
     return found, problems

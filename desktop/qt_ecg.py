@@ -1,11 +1,14 @@
 """ECG paper view: 25 mm/s and 10 mm/mV on the standard 1 mm / 5 mm grid.
 
 12-lead records: the 3 x 4 layout (2.5 s per lead) plus a 10-s rhythm strip of lead II, fitted
-to the window's width (no scrolling to reach V4-V6). Other records: every lead, one row each, at
-full length, scrolled horizontally. Beat marks come from the result's R peaks, shaded by the
+to the window's width (no scrolling to reach V4-V6). Other records wrap like a printed rhythm
+strip: rows of about 10 s (as many seconds as the window's width holds), every lead in each row,
+scrolled down, never sideways (a 30-min Holter record is 181 rows). Beat marks come from the result's R peaks, shaded by the
 model's per-beat saliency (on the analysed lead's row).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
@@ -28,6 +31,7 @@ class EcgPaper(QWidget):
         self.mode = "auto"
         self.lead = None
         self.fit_width = None  # pixels available: a 12-lead page is scaled to fit them
+        self.view_width = 0  # the viewer's width: rows of other records wrap at it
         self._exposed = None  # the rectangle being painted
         self.setMinimumHeight(300)
 
@@ -50,9 +54,28 @@ class EcgPaper(QWidget):
         self._resize()
 
     def fit_to(self, width: int) -> None:
-        """Scale a 12-lead page to ``width`` pixels (the viewer's width), within readable limits."""
+        """Scale to ``width`` pixels (the viewer's width): 10 s across, within readable limits."""
         self.fit_width = width
         self._resize()
+
+    def set_view_width(self, width: int) -> None:
+        """The viewer's width: fitted to it unless the user zoomed; rows wrap at it."""
+        self.view_width = width
+        if self.fit_width is not None:
+            self.fit_width = width
+        self._resize()
+
+    @property
+    def row_seconds(self) -> float:
+        """Seconds of signal per wrapped row (records that are not 12-lead)."""
+        if not self.view_width:
+            return 10.0
+        return max(1.0, math.floor((self.view_width - 44) / (self.speed * self.px_per_mm) + 1e-6))
+
+    @property
+    def rows(self) -> int:
+        """Wrapped rows (each holding every lead) of a record that is not 12-lead."""
+        return max(1, math.ceil(self.record.duration / self.row_seconds)) if self.record is not None else 0
 
     def leads_shown(self) -> list[str]:
         """The rows of a record that is not a full 12-lead: every lead it has."""
@@ -67,15 +90,15 @@ class EcgPaper(QWidget):
     def _resize(self) -> None:
         if self.record is None:
             return
-        if self.twelve_lead() and self.fit_width:
+        if self.fit_width:
             self.px_per_mm = float(np.clip((self.fit_width - 44) / (10.0 * self.speed), 1.0, 8.0))
         mm = self.px_per_mm
         if self.twelve_lead():
             width = 10.0 * self.speed * mm + 40
             height = (4 * ROW_MM + 12) * mm
         else:
-            width = self.record.duration * self.speed * mm + 40
-            height = (len(self.leads_shown()) * ROW_MM + 16) * mm
+            width = min(self.record.duration, self.row_seconds) * self.speed * mm + 40
+            height = (self.rows * len(self.leads_shown()) * ROW_MM + 16) * mm
         self.setFixedSize(int(width), int(height))
         self.update()
 
@@ -96,11 +119,23 @@ class EcgPaper(QWidget):
             self._trace(p, self.result.lead if self.result else "II", 0, 10, 0,
                         top + 3.5 * ROW_MM * self.px_per_mm, beats=True)
         else:
-            analysed = normalise_lead(self.result.lead if self.result else self.record.lead(self.lead)[1])
-            for r, name in enumerate(self.leads_shown()):
-                self._trace(p, name, 0, self.record.duration, 0, top + (r + 0.5) * ROW_MM * self.px_per_mm,
-                            beats=normalise_lead(name) == analysed)
+            self._wrapped(p, top, event.rect())
         self._header(p)
+
+    def _wrapped(self, p: QPainter, top: float, exposed) -> None:
+        """Rows of ``row_seconds``, every lead in each; only the rows in ``exposed`` are drawn."""
+        analysed = normalise_lead(self.result.lead if self.result else self.record.lead(self.lead)[1])
+        names, span, row_px = self.leads_shown(), self.row_seconds, ROW_MM * self.px_per_mm
+        for k in range(self.rows):
+            for j, name in enumerate(names):
+                y0 = top + (k * len(names) + j + 0.5) * row_px
+                if y0 + row_px < exposed.top() or y0 - row_px > exposed.bottom():
+                    continue
+                self._trace(p, name, k * span, (k + 1) * span, 0, y0, beats=normalise_lead(name) == analysed)
+                if j == 0 and k:
+                    p.setFont(QFont("Sans", 8))
+                    p.setPen(QColor(90, 90, 90))
+                    p.drawText(QPointF(20, y0 + 0.45 * row_px), f"{k * span:.0f} s")
 
     def _grid(self, p: QPainter, area) -> None:
         mm = self.px_per_mm
@@ -171,6 +206,8 @@ class EcgPaper(QWidget):
         p.setFont(QFont("Sans", 10, QFont.Weight.Bold))
         p.setPen(QColor(30, 30, 30))
         text = f"{self.speed:g} mm/s   {self.gain:g} mm/mV   {self.record.fs:g} Hz   {self.record.duration:.1f} s"
+        if not self.twelve_lead() and self.rows > 1:
+            text += f" in {self.rows} rows of {self.row_seconds:.0f} s"
         if self.result is not None:
             st = self.result.stats
             hr = f"   HR {st['heart_rate_bpm']:.0f} bpm" if st.get("heart_rate_bpm") else ""
@@ -179,7 +216,7 @@ class EcgPaper(QWidget):
 
 
 class EcgView(QScrollArea):
-    """The paper inside a horizontal scroller."""
+    """The paper inside a scroller (sideways only when the user zooms a 12-lead page past the window)."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -189,11 +226,11 @@ class EcgView(QScrollArea):
         self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
 
     def set_study(self, study) -> None:
-        self.paper.fit_width = self.viewport().width()
+        self.paper.fit_width = self.paper.view_width = self.viewport().width()
         self.paper.set_record(study.load())
         self.horizontalScrollBar().setValue(0)
+        self.verticalScrollBar().setValue(0)
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        if self.paper.fit_width is not None:
-            self.paper.fit_to(self.viewport().width())
+        self.paper.set_view_width(self.viewport().width())

@@ -1,7 +1,9 @@
 """The ECG as it is printed: vectors at exactly 25 mm/s and 10 mm/mV on a true 1 mm / 5 mm grid,
 the standard 3 x 4 layout (2.5 s per lead) plus a 10-s rhythm strip, with 1 mV calibration pulses,
 on A4 landscape. A ruler on the paper gives the right intervals (the old report embedded a
-screenshot at about 18 mm/s)."""
+screenshot at about 18 mm/s). A record longer than 10 s that is not a 12-lead goes on in 10-s
+strips of the analysed lead, four to a page (at most ``MAX_STRIP_PAGES`` pages; the page says
+what was left out). Every page carries the patient header."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,12 +16,63 @@ SPEED_MM_S = 25.0
 GAIN_MM_MV = 10.0
 LAYOUT = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
 ROW_MM = 36.0
+STRIPS_PER_PAGE = 4
+MAX_STRIP_PAGES = 7  # continuation pages: 280 s more of a long record
 PAGE = QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Landscape,
                    QMarginsF(0, 0, 0, 0),
                    QPageLayout.Unit.Millimeter)
 
 
-def draw_ecg_page(p: QPainter, dots_per_mm: float, record, result, title: str, font) -> None:
+def strip_pages(record) -> list[float]:
+    """Start times (s) of the continuation pages of strips after the first page's 10 s."""
+    names = {normalise_lead(n) for n in record.leads}
+    if set(LEAD_ORDER) <= names or record.duration <= 10.0:
+        return []
+    span = STRIPS_PER_PAGE * 10.0
+    return [10.0 + i * span for i in range(MAX_STRIP_PAGES) if 10.0 + i * span < record.duration]
+
+
+def draw_strip_page(p: QPainter, dots_per_mm: float, record, result, start: float, title: str, header: str,
+                    font) -> None:
+    """A continuation page: 10-s strips of the analysed lead from ``start`` s, four to a page."""
+    p.save()
+    p.scale(dots_per_mm, dots_per_mm)
+    left, top = 15.0, 28.0
+    lead = result.lead if result is not None else list(record.leads)[0]
+    _grid(p, QRectF(left, top, 10.0 * SPEED_MM_S + 10.0, STRIPS_PER_PAGE * ROW_MM))
+    for r in range(STRIPS_PER_PAGE):
+        t0 = start + 10.0 * r
+        if t0 >= record.duration:
+            break
+        y0 = top + (r + 0.5) * ROW_MM
+        _calibration(p, left, y0, font, label=False)
+        _trace(p, record, lead, t0, t0 + 10.0, left + 10.0, y0, font)
+        p.setFont(font(1.8))
+        p.setPen(QColor(60, 60, 60))
+        p.drawText(QPointF(left + 10.0, y0 + ROW_MM / 2 - 1.0), f"from {t0:.0f} s")
+    end = min(start + STRIPS_PER_PAGE * 10.0, record.duration)
+    last = strip_pages(record)[-1] + STRIPS_PER_PAGE * 10.0
+    note = f"   (the printout stops at {last:.0f} s of {record.duration:.0f} s)" if last < record.duration else ""
+    _titles(p, left, title, f"{SPEED_MM_S:g} mm/s   {GAIN_MM_MV:g} mm/mV   lead {lead}, {start:.0f}-{end:.0f} s{note}",
+            header, result, font)
+    p.restore()
+
+
+def _titles(p: QPainter, left: float, title: str, scale: str, header: str, result, font) -> None:
+    """The patient header, the title, the scale line and the disclaimer above the paper."""
+    p.setFont(font(2.6, True))
+    p.setPen(QColor(20, 20, 20))
+    p.drawText(QPointF(left, 7.0), header)
+    p.setFont(font(3.2, True))
+    p.drawText(QPointF(left, 12.5), title)
+    p.setFont(font(2.6))
+    p.drawText(QPointF(left, 18.0), scale)
+    if result is not None and result.disclaimer:
+        p.setPen(QColor(170, 0, 20))
+        p.drawText(QPointF(left, 23.0), result.disclaimer)
+
+
+def draw_ecg_page(p: QPainter, dots_per_mm: float, record, result, title: str, font, header: str = "") -> None:
     """Draw one A4 landscape page in millimetres (the painter is scaled so 1 unit = 1 mm)."""
     p.save()
     p.scale(dots_per_mm, dots_per_mm)
@@ -40,15 +93,8 @@ def draw_ecg_page(p: QPainter, dots_per_mm: float, record, result, title: str, f
     _calibration(p, left, y0, font, label=False)
     _trace(p, record, rhythm, 0.0, 10.0, left + 10.0, y0, font)
     _seconds(p, left + 10.0, top + 3 * ROW_MM + 2.0, font)
-    p.setFont(font(3.2, True))
-    p.setPen(QColor(20, 20, 20))
-    p.drawText(QPointF(left, 12.0), title)
-    p.setFont(font(2.6))
-    p.drawText(QPointF(left, 18.0), f"{SPEED_MM_S:g} mm/s   {GAIN_MM_MV:g} mm/mV   grid 1 mm / 5 mm   "
-                                   f"{record.fs:g} Hz   rhythm strip: lead {rhythm}")
-    if result is not None and result.disclaimer:
-        p.setPen(QColor(170, 0, 20))
-        p.drawText(QPointF(left, 23.0), result.disclaimer)
+    _titles(p, left, title, f"{SPEED_MM_S:g} mm/s   {GAIN_MM_MV:g} mm/mV   grid 1 mm / 5 mm   {record.fs:g} Hz   "
+            f"rhythm strip: lead {rhythm}", header, result, font)
     p.restore()
 
 

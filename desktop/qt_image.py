@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
 from .imaging import IMAGE_PAINTERS, display_values, window_to_uint8
 
 
+FORMATS = {1: QImage.Format.Format_Grayscale8, 3: QImage.Format.Format_RGB888, 4: QImage.Format.Format_RGBA8888}
+
+
 def to_qimage(arr: np.ndarray) -> QImage:
+    """uint8 (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA as a QImage that owns its pixels."""
     arr = np.ascontiguousarray(arr)
-    if arr.ndim == 2:
-        img = QImage(arr.data, arr.shape[1], arr.shape[0], arr.strides[0], QImage.Format.Format_Grayscale8)
-    else:
-        img = QImage(arr.data, arr.shape[1], arr.shape[0], arr.strides[0], QImage.Format.Format_RGBA8888)
-    return img.copy()  # own the pixels
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    return QImage(arr.data, arr.shape[1], arr.shape[0], arr.strides[0], FORMATS[channels]).copy()
+
+
+def render_study(study, result, window: tuple | None = None, opacity: float = 0.5) -> QImage:
+    """The study as a document shows it: its pixels at their own resolution, windowed (``window``:
+    level, width, invert; default: the study's own window), with the result's overlay painted on."""
+    values, default, _ = display_values(study)
+    level, width, invert = window if window is not None else (*default, False)
+    picture = to_qimage(window_to_uint8(values, level, width, invert)).convertToFormat(QImage.Format.Format_RGB32)
+    overlay = result.overlay() if result is not None else None
+    if overlay is not None and overlay.kind in IMAGE_PAINTERS:
+        p = QPainter(picture)
+        p.drawImage(0, 0, to_qimage(IMAGE_PAINTERS[overlay.kind](overlay.data, opacity)))
+        p.end()
+    return picture
 
 
 class ImageView(QWidget):
     windowChanged = Signal()
+    lineMeasured = Signal(float)  # a line drawn in measuring mode: its length in image pixels
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -38,15 +54,28 @@ class ImageView(QWidget):
         self.corners = {}
         self._base = self._overlay = None
         self._drag = None
+        self.measuring = False  # True: a left drag draws a line of known length (see start_measuring)
+        self.line = None  # (start, end) in image pixels, while and after it is drawn
 
     # -- content ---------------------------------------------------------------------------------
     def set_study(self, study) -> None:
+        self.line = None
         self.values, self.default_window, self.unit = display_values(study)
         self.level, self.width_ = self.default_window
         self.overlay_spec = None
         self._overlay = None
         self.fit()
         self._render()
+
+    def start_measuring(self) -> None:
+        """The next left drag draws a line on the image; its length in pixels is emitted on release."""
+        self.measuring, self.line = True, None
+        self.setCursor(Qt.CursorShape.CrossCursor)
+
+    def to_image(self, pos: QPointF) -> QPointF:
+        """A widget position in image pixel coordinates."""
+        r = self.image_rect()
+        return QPointF((pos.x() - r.x()) / self.zoom, (pos.y() - r.y()) / self.zoom)
 
     def set_result_overlay(self, overlay) -> None:
         """What the shown result draws (an ``engine.results.Overlay``, or None), painted by
@@ -81,7 +110,7 @@ class ImageView(QWidget):
     def fit(self) -> None:
         if self.values is None:
             return
-        h, w = self.values.shape
+        h, w = self.values.shape[:2]
         self.zoom = min(self.width() / w, self.height() / h) if self.width() > 10 else 1.0
         self.pan = QPointF(0, 0)
         self.update()
@@ -99,7 +128,7 @@ class ImageView(QWidget):
         return self._overlay
 
     def image_rect(self) -> QRectF:
-        h, w = self.values.shape
+        h, w = self.values.shape[:2]
         cw, ch = w * self.zoom, h * self.zoom
         return QRectF((self.width() - cw) / 2 + self.pan.x(), (self.height() - ch) / 2 + self.pan.y(), cw, ch)
 
@@ -117,6 +146,10 @@ class ImageView(QWidget):
         overlay = self._overlay_image() if self.show_overlay else None
         if overlay is not None:
             p.drawImage(target, overlay)
+        if self.line is not None:
+            a, b = (QPointF(target.x() + q.x() * self.zoom, target.y() + q.y() * self.zoom) for q in self.line)
+            p.setPen(QPen(QColor(0, 255, 120), 2))
+            p.drawLine(a, b)
         self._corners(p)
 
     def _corners(self, p: QPainter) -> None:
@@ -142,11 +175,19 @@ class ImageView(QWidget):
 
     # -- interaction ------------------------------------------------------------------------------
     def mousePressEvent(self, e) -> None:
+        if self.measuring and self.values is not None and e.button() == Qt.MouseButton.LeftButton:
+            start = self.to_image(e.position())
+            self.line, self._drag = (start, start), ("line",)
+            return
         pan = e.button() == Qt.MouseButton.MiddleButton or e.modifiers() & Qt.KeyboardModifier.ShiftModifier
         self._drag = ("pan" if pan else "wl", e.position(), self.level, self.width_, QPointF(self.pan))
 
     def mouseMoveEvent(self, e) -> None:
         if not self._drag or self.values is None:
+            return
+        if self._drag[0] == "line":
+            self.line = (self.line[0], self.to_image(e.position()))
+            self.update()
             return
         mode, start, level, width, pan = self._drag
         d = e.position() - start
@@ -158,6 +199,13 @@ class ImageView(QWidget):
             self.set_window(level - d.y() * span / 500.0, max(width + d.x() * span / 500.0, span / 1000.0))
 
     def mouseReleaseEvent(self, e) -> None:
+        if self._drag and self._drag[0] == "line":
+            self.measuring = False
+            self.unsetCursor()
+            a, b = self.line
+            length = float(np.hypot(b.x() - a.x(), b.y() - a.y()))
+            if length >= 2:  # a click is not a line
+                self.lineMeasured.emit(length)
         self._drag = None
 
     def mouseDoubleClickEvent(self, e) -> None:

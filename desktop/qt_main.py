@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QEventLoop, QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QIcon, QImage, QKeySequence, QPixmap
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
+from PySide6.QtGui import QAction, QIcon, QKeySequence, QPixmap
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QInputDialog, QLabel, QListWidget,
                                QListWidgetItem, QMainWindow, QPushButton, QSlider, QStackedWidget, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -14,7 +14,7 @@ from medexport.engine import MedError
 from medexport.engine.studies import write_batch_csv
 
 from . import qt_dialogs
-from .imaging import dicom_date, person_name, window_presets, window_to_uint8
+from .imaging import dicom_date, display_values, person_name, window_presets, window_to_uint8
 from .paths import reports_dir
 from .qt_ecg import EcgView
 from .qt_image import ImageView, to_qimage
@@ -79,6 +79,9 @@ class MainWindow(QMainWindow):
         self.model_panel.cancelClicked.connect(self.cancel)
         self.model_panel.cardClicked.connect(self.show_card)
         self.model_panel.leadChosen.connect(self._lead_chosen)
+        self.model_panel.pixelSizeChosen.connect(lambda mm: self.set_pixel_size(mm or None))
+        self.model_panel.measureClicked.connect(self.measure_line)
+        self.image.lineMeasured.connect(self._line_measured)
         self.result_panel = ResultPanel()
         self.result_panel.overlayToggled.connect(lambda on: self.image.set_overlay(visible=on))
         self.result_panel.opacityChanged.connect(lambda v: self.image.set_overlay(opacity=v))
@@ -172,10 +175,10 @@ class MainWindow(QMainWindow):
         if study.kind != "image":
             return QIcon()
         try:
-            pixels = study.load().pixels
+            pixels = display_values(study)[0] if not study.header else study.load().pixels  # pictures in colour
         except MedError:
             return QIcon()
-        step = max(1, max(pixels.shape) // 96)
+        step = max(1, max(pixels.shape[:2]) // 96)
         return QIcon(QPixmap.fromImage(to_qimage(window_to_uint8(pixels[::step, ::step], 0.5, 1.0))))
 
     def _show_current(self) -> None:
@@ -223,7 +226,7 @@ class MainWindow(QMainWindow):
                                             dicom_date(h.get("StudyDate", ""))]))
         top_right = "\n".join(filter(None, [h.get("Modality", "") or (image.kind.upper() if image else ""),
                                             h.get("SeriesDescription", "")]))
-        shape = image.pixels.shape if image else ("?", "?")
+        shape = image.pixels.shape[:2] if image else ("?", "?")
         bottom_right = f"{shape[1]} x {shape[0]}" + (f"\nframe {study.frame + 1}/{study.frames}" if study.frames > 1 else "")
         return {"top_left": top_left, "top_right": top_right, "bottom_right": bottom_right}
 
@@ -240,27 +243,58 @@ class MainWindow(QMainWindow):
     def _lead_chosen(self, text: str) -> None:
         study = self.state.study
         if study is not None and study.kind == "ecg":
-            study.lead = None if text.startswith("default") else text
-            self.statusBar().showMessage(f"Lead {study.lead or 'II (default)'}: run again to analyse it", 6000)
+            study.lead = text or None  # "": automatic, the leads with the best signal quality decide
+            self.statusBar().showMessage(f"Lead {study.lead or 'automatic (best signal quality)'}: run again to analyse it",
+                                         6000)
 
     def _refresh_model(self) -> None:
         study = self.state.study
         leads = list(study.data.leads) if study is not None and study.kind == "ecg" and study.data is not None else []
-        self.model_panel.set_leads(leads, study.lead if study is not None else None)
+        self.model_panel.set_leads(leads, study.lead if study is not None else None, self.state.result_of(study))
         kind = study.kind if study else "image"
         entries = self.state.models_for(kind)
         chosen = self.state.chosen.get(kind)
         self.model_panel.set_entries(entries, chosen)
+        picture = study is not None and study.kind == "image" and not study.header  # PNG/JPEG: no stated spacing
+        self.model_panel.set_pixel_size(picture and self.state.takes_pixel_size(chosen),
+                                        self.state.pixel_sizes.get(study.path) if study is not None else None)
         if chosen is not None:
             try:
                 runtime = self.state.runtime_of(chosen)
                 self.model_panel.set_runtime(f"Runs on: {runtime}\n{chosen.signed_by}\n{chosen.intended_use}",
-                                             chosen.medical_device)
+                                             chosen.disclaimer)
             except MedError as exc:
-                self.model_panel.set_runtime(f"Cannot run here: {exc}", chosen.medical_device)
+                self.model_panel.set_runtime(f"Cannot run here: {exc}", chosen.disclaimer)
+
+    def set_pixel_size(self, mm: float | None) -> None:
+        """The open picture's pixel size (mm, None: not given); a measuring result is run again in mm."""
+        study = self.state.study
+        if study is None:
+            return
+        try:
+            self.state.set_pixel_size(study, mm)
+        except MedError as exc:
+            qt_dialogs.show_error(self, "Pixel size not accepted", str(exc))
+            return
+        if self.state.result_of(study) is not None and self.state.takes_pixel_size(self.state.chosen.get(study.kind)):
+            self.run_current()
+
+    def measure_line(self) -> None:
+        """Draw a line of known length (a ruler, a calliper mark) to set the pixel size."""
+        self.image.start_measuring()
+        self.statusBar().showMessage("Drag along something of known length (e.g. the ruler); then give its length", 10000)
+
+    def _line_measured(self, pixels: float) -> None:
+        mm, ok = QInputDialog.getDouble(self, "Length of the line", f"The line is {pixels:.1f} pixels long.\n"
+                                        "Its real length in mm:", 10.0, 0.001, 100000.0, 3)
+        if ok:
+            self.set_pixel_size(mm / pixels)
 
     def _show_result(self, result) -> None:
         self.result_panel.show_result(result)
+        study = self.state.study
+        if study is not None and study.kind == "ecg" and study.data is not None:
+            self.model_panel.set_leads(list(study.data.leads), study.lead, result)
         if self.stack.currentWidget() is self.image:
             self.image.set_result_overlay(result.overlay() if result is not None else None)
         else:
@@ -377,10 +411,11 @@ class MainWindow(QMainWindow):
             qt_dialogs.show_error(self, "Nothing to save", "Run the model on this study first (Ctrl+R).")
         return study, result
 
-    def picture(self) -> QImage:
-        """What the user sees in the centre (image with overlay, or the ECG paper)."""
-        widget = self.image if self.stack.currentWidget() is self.image else self.ecg.paper
-        return widget.grab().toImage()
+    def shown_window(self) -> tuple | None:
+        """(level, width, invert) the user looks at an image with, for the report; None for an ECG."""
+        if self.stack.currentWidget() is not self.image or self.image.values is None:
+            return None
+        return self.image.level, self.image.width_, self.image.invert
 
     def save_pdf(self, path: str | None = None) -> Path | None:
         study, result = self._need_result()
@@ -394,7 +429,7 @@ class MainWindow(QMainWindow):
         from .qt_report import save_pdf
 
         entry = self.state.model_for(study)
-        written = save_pdf(Path(path), study, result, self.picture(), entry.intended_use)
+        written = save_pdf(Path(path), study, result, entry.intended_use, window=self.shown_window())
         self.statusBar().showMessage(f"Saved {written}", 8000)
         return written
 

@@ -23,13 +23,13 @@ COLUMNS = [("Patient", "PatientName"), ("Patient ID", "PatientID"), ("Date", "St
 
 
 class PacsPanel(QWidget):
-    """``openPaths`` asks the window to open retrieved files; ``outgoing()`` gives the objects to send."""
+    """``openPaths`` asks the window to open retrieved files; ``outgoing(node)`` gives the objects to send."""
 
     openPaths = Signal(list)
 
     def __init__(self, outgoing=None, parent=None):
         super().__init__(parent)
-        self.outgoing = outgoing  # () -> list of datasets (the current result as SR/SEG/PDF), raises MedError
+        self.outgoing = outgoing  # (node) -> the current result as SR/SEG/PDF/overlay datasets; raises MedError
         self.worker = None
         self.rows: list[dict] = []
         self.node = QComboBox()
@@ -183,13 +183,13 @@ class PacsPanel(QWidget):
         if self.outgoing is None:
             return False
         try:
-            objects = self.outgoing()
+            objects = self.outgoing(self.current_node())
         except MedError as exc:
             self._message(f"Nothing to send: {exc}", error=True)
             return False
         return self._start("Send", lambda node, cancel, progress: scu.send(node, objects, cancel=cancel,
                                                                             progress=progress),
-                           lambda uids: self._message(f"Sent {len(uids)} objects (SR / SEG / PDF report)."))
+                           lambda uids: self._message(f"Sent {len(uids)} objects (SR / SEG / PDF report / overlay)."))
 
     def cancel(self) -> None:
         if self.worker is not None and self.worker.isRunning():
@@ -204,8 +204,9 @@ class PacsPanel(QWidget):
         QApplication.processEvents()
 
 
-def current_result_objects(window) -> list:
-    """The current study's result as DICOM objects for the PACS: SR / SEG and the PDF report (Encapsulated PDF)."""
+def current_result_objects(window, node=None) -> list:
+    """The current study's result as DICOM objects for the PACS: SR / SEG, the PDF report (Encapsulated
+    PDF) and, unless ``node`` says ``send_overlay: false``, the overlay as a secondary capture."""
     from medexport.engine.errors import InvalidInputError
     from medexport.engine.pacs.objects import result_objects
 
@@ -217,15 +218,16 @@ def current_result_objects(window) -> list:
         raise InvalidInputError("no result on the open study", fix="run the model first (Ctrl+R)")
     entry = window.state.model_for(study)
     with tempfile.TemporaryDirectory(prefix="medexport-pdf-") as tmp:
-        pdf = save_pdf(Path(tmp) / "report.pdf", study, result, window.picture(), entry.intended_use).read_bytes()
-    return result_objects(result, study.path, pdf=pdf)
+        pdf = save_pdf(Path(tmp) / "report.pdf", study, result, entry.intended_use,
+                       window=window.shown_window()).read_bytes()
+    return result_objects(result, study.path, pdf=pdf, overlay=node is None or node.send_overlay)
 
 
 def install(window) -> PacsPanel:
     """Add the panel to the main window as a dock, and File > PACS... to show it."""
     from PySide6.QtGui import QAction
 
-    panel = PacsPanel(lambda: current_result_objects(window), window)
+    panel = PacsPanel(lambda node: current_result_objects(window, node), window)
     panel.openPaths.connect(window.open_paths)
     dock = window._dock("PACS", panel, Qt.DockWidgetArea.BottomDockWidgetArea)
     dock.hide()

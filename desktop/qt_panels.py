@@ -2,10 +2,22 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                               QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QHeaderView)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
+                               QPushButton, QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QHeaderView, QWidget)
 
-from medexport.engine.results import DISCLAIMER
+from .imaging import legend
+from .result_table import result_table
+
+AUTO_LEAD = "automatic (best signal quality)"
+
+
+def auto_lead_text(result) -> str:
+    """The lead box's first entry: which leads decide when the user picks none (after a run: the
+    result's ``leads`` and ``lead_choice``; before: how they will be chosen)."""
+    if result is None or not getattr(result, "leads", ()) or result.lead_choice == "requested":
+        return AUTO_LEAD
+    n = len(result.leads)
+    return f"automatic: {', '.join(result.leads)} decide{'s' if n == 1 else ''} ({result.lead_choice})"
 
 
 
@@ -15,6 +27,8 @@ class ModelPanel(QGroupBox):
     runClicked = Signal()
     cancelClicked = Signal()
     cardClicked = Signal()
+    pixelSizeChosen = Signal(float)  # 0: not given
+    measureClicked = Signal()
 
     def __init__(self, parent=None):
         super().__init__("Model", parent)
@@ -22,7 +36,7 @@ class ModelPanel(QGroupBox):
         self.combo.currentIndexChanged.connect(self._chosen)
         self.runtime = QLabel("-")
         self.runtime.setWordWrap(True)
-        self.notice = QLabel(f"<b>{DISCLAIMER}</b>")
+        self.notice = QLabel("")
         self.notice.setWordWrap(True)
         self.notice.setStyleSheet("color: #b00020; background: #fff0f0; border: 1px solid #e0a0a0; padding: 4px;")
         self.run = QPushButton("Run  (Ctrl+R)")
@@ -33,9 +47,27 @@ class ModelPanel(QGroupBox):
         self.card = QPushButton("Model card")
         self.card.clicked.connect(self.cardClicked)
         self.lead = QComboBox()
-        self.lead.setToolTip("ECG lead to analyse (default: the model's, lead II)")
-        self.lead.textActivated.connect(self.leadChosen)
+        self.lead.setToolTip("ECG lead to analyse (automatic: the leads with the best signal quality decide)")
+        self.lead.textActivated.connect(lambda text: self.leadChosen.emit("" if text == self.lead.itemText(0) else text))
         self.lead_label = QLabel("Lead")
+        self.pixel_size = QDoubleSpinBox()  # pictures (PNG/JPEG) state no pixel size: the user gives it
+        self.pixel_size.setRange(0.0, 10.0)
+        self.pixel_size.setDecimals(4)
+        self.pixel_size.setSingleStep(0.01)
+        self.pixel_size.setSpecialValueText("not given")
+        self.pixel_size.setSuffix(" mm/pixel")
+        self.pixel_size.setToolTip("Pixel size of this picture, for lengths in mm (a DICOM states its own)")
+        self.pixel_size.editingFinished.connect(lambda: self.pixelSizeChosen.emit(self.pixel_size.value()))
+        self.measure = QPushButton("Draw a line...")
+        self.measure.setToolTip("Draw a line of known length on the image (e.g. along the ruler) to set the pixel size")
+        self.measure.clicked.connect(self.measureClicked)
+        self.pixel_row = QWidget()
+        pixel_layout = QHBoxLayout(self.pixel_row)
+        pixel_layout.setContentsMargins(0, 0, 0, 0)
+        pixel_layout.addWidget(QLabel("Pixel size"))
+        pixel_layout.addWidget(self.pixel_size, 1)
+        pixel_layout.addWidget(self.measure)
+        self.pixel_row.setVisible(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -49,6 +81,7 @@ class ModelPanel(QGroupBox):
         lead_row.addWidget(self.lead_label)
         lead_row.addWidget(self.lead, 1)
         layout.addLayout(lead_row)
+        layout.addWidget(self.pixel_row)
         layout.addWidget(self.runtime)
         layout.addWidget(self.notice)
         layout.addLayout(buttons)
@@ -68,19 +101,28 @@ class ModelPanel(QGroupBox):
         if not self._entries:
             self.runtime.setText("No installed model fits this study.")
 
-    def set_runtime(self, text: str, medical_device: bool) -> None:
+    def set_runtime(self, text: str, disclaimer: str) -> None:
+        """What the chosen model runs on, and the stamp its results carry (none: a medical device)."""
         self.runtime.setText(text)
-        self.notice.setVisible(not medical_device)
+        self.notice.setText(f"<b>{disclaimer}</b>")
+        self.notice.setVisible(bool(disclaimer))
 
-    def set_leads(self, leads: list[str], current: str | None) -> None:
-        """Show the lead choice for multi-lead ECGs only."""
+    def set_leads(self, leads: list[str], current: str | None, result=None) -> None:
+        """Show the lead choice for multi-lead ECGs only; the first entry says which leads decide."""
         show = len(leads) > 1
         self.lead.setVisible(show)
         self.lead_label.setVisible(show)
         self.lead.clear()
-        self.lead.addItems(["default (II)", *leads] if show else [])
+        self.lead.addItems([auto_lead_text(result), *leads] if show else [])
         if current in leads:
             self.lead.setCurrentText(current)
+
+    def set_pixel_size(self, shown: bool, value: float | None) -> None:
+        """Offer the pixel size for a picture the chosen model measures; ``value`` in mm or None."""
+        self.pixel_row.setVisible(shown)
+        self.pixel_size.blockSignals(True)
+        self.pixel_size.setValue(value or 0.0)
+        self.pixel_size.blockSignals(False)
 
     def busy(self, on: bool) -> None:
         self.run.setEnabled(not on and bool(self._entries))
@@ -117,6 +159,9 @@ class ResultPanel(QGroupBox):
         self.opacity.setRange(0, 100)
         self.opacity.setValue(50)
         self.opacity.valueChanged.connect(lambda v: self.opacityChanged.emit(v / 100))
+        self.legend = QLabel("")  # one coloured swatch per label the overlay draws
+        self.legend.setVisible(False)
+        self.legend_entries = []  # (label, RGB) shown in it
         self.details = QLabel("")
         self.details.setWordWrap(True)
         self.details.setStyleSheet("color: #555;")
@@ -129,6 +174,7 @@ class ResultPanel(QGroupBox):
         row.addWidget(QLabel("opacity"))
         row.addWidget(self.opacity)
         layout.addLayout(row)
+        layout.addWidget(self.legend)
         layout.addWidget(self.details)
 
     def show_result(self, result) -> None:
@@ -139,6 +185,8 @@ class ResultPanel(QGroupBox):
             self.decision.setText("Not run yet")
             self.table.setRowCount(0)
             self.details.setText("")
+            self.legend_entries = []
+            self.legend.setVisible(False)
             return
         self.decision.setText(result.headline() + (f"\nModel's answer, not vouched for: {result.decision()}"
                                                    if result.not_assessed else ""))
@@ -146,15 +194,19 @@ class ResultPanel(QGroupBox):
                                     + (" color: #6b4b00;" if result.not_assessed else ""))
         overlay = result.overlay()
         self.overlay.setToolTip(overlay.note if overlay is not None else "This result draws nothing over the study")
-        rows = result.score_rows()
-        self.table.setRowCount(len(rows))
-        for i, row in enumerate(rows):
-            cells = [row.label, f"{row.score:.3f}", "-" if row.threshold is None else f"{row.threshold:.3f}"]
+        table = result_table(result)
+        self.table.setHorizontalHeaderLabels(list(table.headers))
+        self.table.setRowCount(len(table.rows))
+        for i, (cells, hit) in enumerate(zip(table.rows, table.hits)):
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if row.hit:  # a flagged study's hits are not findings: grey, not red
+                if hit:  # a flagged study's hits are not findings: grey, not red
                     item.setForeground(Qt.GlobalColor.darkGray if result.not_assessed else Qt.GlobalColor.darkRed)
                 self.table.setItem(i, j, item)
+        self.legend_entries = legend(overlay)
+        self.legend.setText("&nbsp;&nbsp;".join(f'<span style="color: rgb{tuple(rgb)}; font-size: 16px;">&#9632;</span> '
+                                                f"{label}" for label, rgb in self.legend_entries))
+        self.legend.setVisible(bool(self.legend_entries))
         t = result.timings_ms
         lines = [f"{result.model_id} {result.model_version} on {result.backend} {result.precision}",
                  f"bundle {result.bundle_sha256[:16]}...", f"{t['total']:.0f} ms (inference {t['infer']:.1f} ms)"]

@@ -87,9 +87,9 @@ def _sr(result, source: Path, folder: Path):
 
 
 def _pdf(study, result, folder: Path, entry):
-    from PySide6.QtGui import QGuiApplication, QImage
+    from PySide6.QtGui import QGuiApplication
 
     from .qt_report import save_pdf
 
     app = QGuiApplication.instance() or QGuiApplication(["medexport-selftest"])  # noqa: F841 (kept alive)
-    return save_pdf(folder / "report.pdf", study, result, QImage(), entry.intended_use)
+    return save_pdf(folder / "report.pdf", study, result, entry.intended_use)

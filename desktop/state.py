@@ -32,6 +32,7 @@ class AppState:
     bundle_problems: list = field(default_factory=list)
     chosen: dict = field(default_factory=dict)  # study kind -> BundleEntry
     results: dict = field(default_factory=dict)  # study path -> result
+    pixel_sizes: dict = field(default_factory=dict)  # study path -> mm per pixel the user gave (pictures)
     _listeners: list = field(default_factory=list)
     _models: dict = field(default_factory=dict)  # bundle path -> open engine Model
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -102,6 +103,32 @@ class AppState:
         note = " (engine built for this GPU on the first run, then cached)" if cls.name == "tensorrt" else ""
         return f"{cls.name} {artifact.precision}{note}"
 
+    @staticmethod
+    def takes_pixel_size(entry: BundleEntry | None) -> bool:
+        """Whether the bundle's task measures lengths from a given pixel size (``pixel_size_mm``)."""
+        from dataclasses import fields
+
+        from medexport.engine.tasks import task_class
+
+        return entry is not None and "pixel_size_mm" in {f.name for f in fields(task_class(entry.task).options_type)}
+
+    def set_pixel_size(self, study: Study, mm: float | None) -> None:
+        """The pixel size of a picture (PNG/JPEG state none), in mm; None forgets it. Checked as
+        the engine checks it (a ConfigurationError names the accepted range)."""
+        from medexport.engine.tasks.base import MeasureOptions
+
+        if mm is None:
+            self.pixel_sizes.pop(study.path, None)
+        else:
+            MeasureOptions(pixel_size_mm=mm)
+            self.pixel_sizes[study.path] = float(mm)
+        self.emit("model")
+
+    def options_for(self, study: Study, entry: BundleEntry) -> dict:
+        """The study's predict options, with the pixel size the user gave where the model measures."""
+        size = self.pixel_sizes.get(study.path)
+        return study.predict_options | ({"pixel_size_mm": size} if size and self.takes_pixel_size(entry) else {})
+
     # -- studies -------------------------------------------------------------------------------
     def open(self, paths) -> list[str]:
         studies, problems = open_paths(paths)
@@ -131,7 +158,7 @@ class AppState:
         model = self.engine(entry)
         if cancel is not None and cancel.is_set():
             raise Cancelled()
-        result = model.predict(study.path, **study.predict_options)
+        result = model.predict(study.path, **self.options_for(study, entry))
         if cancel is not None and cancel.is_set():
             raise Cancelled()
         audit.record(result)
@@ -151,12 +178,14 @@ class AppState:
         def predict(study: Study):
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            return self.engine(self.model_for(study)).predict(study.path, **study.predict_options)
+            entry = self.model_for(study)
+            return self.engine(entry).predict(study.path, **self.options_for(study, entry))
 
         def prepare(study: Study):
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            return self.engine(self.model_for(study)).prepare(study.path, **study.predict_options)
+            entry = self.model_for(study)
+            return self.engine(entry).prepare(study.path, **self.options_for(study, entry))
 
         kinds, only = {s.kind for s in targets}, None
         if len(kinds) == 1:

@@ -19,6 +19,9 @@ from .ood import OodScore
 from .codes import BLOOD_CELLS, ECG_RHYTHMS, IMAGE_FINDINGS
 
 DISCLAIMER = "Demo model, not a medical device: not for diagnosis or treatment decisions."
+OWN_MODEL_DISCLAIMER = ("Not validated by medexport: the publisher's own model, not marked as a medical device; "
+                        "check its intended use and validation before relying on it.")
+SHIPPED_SOURCE = "registered"  # a manifest's provenance.source for the models medexport ships (models/zoo.py)
 LOOKED_NOTE = "where the model looked; not a localisation"
 MAX_BOX_LINES = 60  # detection boxes listed in detail lines (a smear holds ~20-40)
 
@@ -32,6 +35,15 @@ class Provenance:
     precision: str
     device: str
     medical_device: bool = False
+    source: str = SHIPPED_SOURCE  # the manifest's provenance.source: "registered" (shipped demo) or "onnx" (a user's)
+
+
+def disclaimer_for(medical_device: bool, source: str) -> str:
+    """The stamp on every output: none for a medical device, "Demo model" for the models medexport
+    ships, and "not validated by medexport" for a publisher's own model."""
+    if medical_device:
+        return ""
+    return DISCLAIMER if source == SHIPPED_SOURCE else OWN_MODEL_DISCLAIMER
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,7 @@ class Result:
 
     @property
     def disclaimer(self) -> str:
-        return "" if self.provenance.medical_device else DISCLAIMER
+        return disclaimer_for(self.provenance.medical_device, self.provenance.source)
 
     @property
     def top_label(self) -> str:

@@ -17,7 +17,6 @@ from .atomic import write_new
 from .cautions import NOT_ASSESSED
 from .errors import InvalidInputError
 from .header_safe import refusing, safe_header
-from .results import DISCLAIMER
 
 
 def _code(code: tuple):
@@ -198,7 +197,8 @@ def _build(result, safe):
         algorithm_id=algorithm, measurements=measurements or None,
         qualitative_evaluations=finding_items(result) + evaluations + warning_items(pairs),
         source_images=sources or None)
-    group[0].ContentSequence.extend(text_items(texts + [message for _, message in pairs]))
+    stamp = [result.disclaimer] if result.disclaimer else []  # whole: ContentDescription holds 64 characters
+    group[0].ContentSequence.extend(text_items(texts + [message for _, message in pairs] + stamp))
     groups = _writer(GROUP_WRITERS, result, lambda *a: [])(result, algorithm, sources)
     overlay = result.overlay()
     regions = REGION_WRITERS[overlay.kind](overlay.data, ds, algorithm, _code(c.NO_UNITS), result.label_codes) \
@@ -209,9 +209,9 @@ def _build(result, safe):
         evidence=[ds], content=report[0], series_instance_uid=generate_uid(), series_number=990,
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer="medexport",
         is_complete=True, is_final=False, is_verified=False)
-    sr.SeriesDescription = "medexport AI result - demo, not for diagnosis"[:64]
+    sr.SeriesDescription = "medexport AI result" + (" - not for diagnosis" if result.disclaimer else "")
     sr.ContentLabel = "AIRESULT"
-    sr.ContentDescription = DISCLAIMER[:64]
+    sr.ContentDescription = (result.disclaimer or f"{result.model_id} {result.model_version}")[:64]
     return sr
 
 

@@ -41,13 +41,11 @@ def test_open_run_heatmap_and_pdf(qtbot, window, cxr, tmp_path):
 
     from dataclasses import replace
 
-    from PySide6.QtGui import QImage
-
     from medexport.desktop.qt_report import save_pdf
 
     result = window.state.result_of(window.state.study)
     fake = replace(result, provenance=replace(result.provenance, bundle_sha256="00ff" * 16))  # 'ff': a ligature
-    pdf = save_pdf(tmp_path / "ligatures.pdf", window.state.study, fake, QImage(), "test")
+    pdf = save_pdf(tmp_path / "ligatures.pdf", window.state.study, fake, "test")
     text = PdfReader(str(pdf)).pages[0].extract_text().replace("\n", " ")
     assert "00ff" * 16 in text and result.input_sha256 in text  # copied hashes are the hashes
 
@@ -159,8 +157,8 @@ def test_half_hour_ecg_with_every_beat_marked(qtbot, window, shared, ecg_bundle)
     result = window.state.result_of(window.state.study)
     assert result is not None and len(result.beats) > 2000
     paper = window.ecg.paper
-    assert paper.width() > 100_000  # 1805 s at 25 mm/s
-    window.ecg.horizontalScrollBar().setValue(paper.width() // 2)
+    assert paper.rows > 100 and paper.height() >= paper.rows * 2 * 30 * paper.px_per_mm  # 1805 s, wrapped into rows
+    window.ecg.verticalScrollBar().setValue(paper.height() // 2)
     image = window.ecg.viewport().grab().toImage()
     blue = sum(1 for x in range(0, image.width(), 3) for y in range(0, image.height(), 3)
                if image.pixelColor(x, y).blue() > 150 and image.pixelColor(x, y).red() < 60)

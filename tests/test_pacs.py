@@ -184,10 +184,10 @@ def test_viewer_finds_retrieves_runs_and_sends_back(qtbot, orthanc, stored, dcm,
     assert panel.send()
     qtbot.waitUntil(lambda: not panel.worker.isRunning(), timeout=60000)
     qtbot.wait(50)
-    assert "Sent 2 objects" in panel.status.text(), panel.status.text()
+    assert "Sent 3 objects" in panel.status.text(), panel.status.text()  # SR, PDF and the overlay capture
     study = orthanc.find("Study", StudyInstanceUID=cxr.StudyInstanceUID)[0]
     kinds = {orthanc.rest(f"/series/{s}")["MainDicomTags"]["Modality"] for s in study["Series"]}
-    assert kinds == {"CR", "DOC", "SR"}
+    assert kinds == {"CR", "DOC", "SR", "OT"}
     from pacs_fixtures import free_port
 
     panel.node.addItem("dead", Node("dead", ae_title="NOBODY", host="127.0.0.1", port=free_port()))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 from datetime import datetime, timezone
 
-from medexport.engine.results import DISCLAIMER
 
 LINES_PER_PAGE, WIDTH = 56, 92
 
@@ -20,7 +19,7 @@ def report_lines(result, header, intended_use: str = "") -> list[str]:
         safe = safe_header(header)
         header, notes = safe.dataset, safe.notes
     who = " ".join(filter(None, [str(header.get("PatientName", "")), str(header.get("PatientID", ""))]))
-    lines = ["medexport result report (listener)", "", DISCLAIMER, "",
+    lines = ["medexport result report (listener)", "", *([result.disclaimer, ""] if result.disclaimer else []),
              f"Patient: {who or '-'}   Study date: {header.get('StudyDate', '') or '-'}   "
              f"Modality: {header.get('Modality', '') or '-'}",
              f"Study UID: {header.get('StudyInstanceUID', '')}", f"Object UID: {header.get('SOPInstanceUID', '')}",
