@@ -189,3 +189,24 @@ def det_bundle(tmp_path_factory, cache_dir, shared):
     return _bundle(tmp_path_factory, "blood-cell-det",
                    BuildOptions(targets=["onnxruntime"],
                                 precisions=["fp32"], val=f"{shared / 'detection' / 'bccd'}:val:12"))
+
+
+# Markers chosen from what a test uses (`make check` runs the rest): a bundle built by torch from the
+# shipped weights -> slow; the real Orthanc -> pacs; the real Triton server -> serve (and slow).
+_SLOW_FIXTURES = {"pneumonia_bundle", "ecg_bundle", "seg_bundle", "fetal_bundle", "det_bundle", "signed_bundle",
+                  "user_bundle_unvalidated", "cache_dir"}
+_MARK_BY_FIXTURE = {"orthanc": "pacs", "server": "serve"}
+_SLOW_MODULES = {"test_models", "test_installer", "test_robustness", "test_quantization", "test_serve", "test_fuzz",
+                 "test_listener", "test_listener_kinds", "test_listener_robust", "test_listener_service",
+                 "test_decode_speed", "test_ecg_speed", "test_threads", "test_triton_repo", "test_offline"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in _MARK_BY_FIXTURE.items():
+            if fixture in used:
+                item.add_marker(getattr(pytest.mark, marker))
+        if used & _SLOW_FIXTURES or item.module.__name__.rsplit(".", 1)[-1] in _SLOW_MODULES \
+                or any(m in item.keywords for m in ("pacs", "serve", "load", "gpu")):
+            item.add_marker(pytest.mark.slow)
