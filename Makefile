@@ -8,7 +8,7 @@ BUNDLES ?= bundles
 
 INSTALLER_VENV ?= .venv-installer
 
-.PHONY: run test install bundles bench bench-serve installer clean fuzz calibration-study orthanc robustness
+.PHONY: run test check install bundles bench bench-serve installer clean fuzz calibration-study orthanc robustness soak
 
 # `medexport serve` (Triton through pytriton) runs on Linux x86_64 only. pytriton 0.7.0 declares
 # numpy<2 but runs beside numpy 2 (engine/serve/stub_env.py): it is installed without its pins, and
@@ -43,6 +43,18 @@ orthanc:
 test: install orthanc
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+# The fast loop beside the full suite: the import contracts and every test that needs no bundle built
+# by torch, no Orthanc, no Triton server and no load (tests/conftest.py marks the others `slow` from the
+# fixtures they use); a few minutes on 2 cores.
+check: install
+	$(VENV)/bin/lint-imports
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
+
+# The listener soak (tests/soak_listener.py, not part of make test; about 10 min, root for its tmpfs spool):
+# 200 mixed studies from 4 senders, the forward PACS down 5 min, the spool's disk full 30 s, one kill -9.
+soak: install orthanc
+	MEDEXPORT_SOAK=1 QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -s tests/soak_listener.py
 
 # The readers' fuzz suite at length (tests/test_fuzz.py, figures in docs/fuzzing.md): inputs per format
 # (6 formats: 17000 each is 102,000 inputs, about an hour on 2 cores).

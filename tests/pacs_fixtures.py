@@ -62,11 +62,13 @@ class Orthanc:
             urllib.request.urlopen(urllib.request.Request(f"{self.http}/patients/{pid}", method="DELETE"), timeout=30)
 
 
-def start_orthanc(folder: Path) -> Orthanc:
+def start_orthanc(folder: Path, ports: tuple[int, int] | None = None) -> Orthanc:
+    """Orthanc on loopback with its storage in ``folder``; ``ports`` (DICOM, HTTP) to restart one
+    where it was, else free ones."""
     exe = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not Path(exe).exists():
         pytest.fail("Orthanc is not installed: `make test` installs it (apt-get install -y orthanc orthanc-dicomweb)")
-    dicom_port, http_port = free_port(), free_port()
+    dicom_port, http_port = ports or (free_port(), free_port())
     config = {
         "Name": "medexport-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
         "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port,

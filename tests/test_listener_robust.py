@@ -157,8 +157,12 @@ def test_a_full_disk_answers_out_of_resources_workers_wait_and_resume(orthanc, l
     assert scu.send(node(ls), [second]) == [second.SOPInstanceUID]
     wait_for(lambda: ls.queue.is_done(job_key(second.SOPInstanceUID)), timeout=60)
     assert results_in_orthanc(orthanc, "DISKFULL1")["SR"] == 2
-    events = [e["event"] for e in audit(ls.queue.root)]  # every line whole JSON (audit() parses each)
+    lines = audit(ls.queue.root)  # every line whole JSON (audit() parses each)
+    events = [e["event"] for e in lines]
     assert "probe" not in events and events.count("done") == 2
+    # what could not be written is counted once space returns: the refusals and the probe are not lost silently
+    gaps = [e["lines_lost"] for e in lines if e["event"] == "audit-gap"]
+    assert gaps and sum(g.get("probe", 0) for g in gaps) == 1 and sum(g.get("refused", 0) for g in gaps) >= 1
 
 
 class Proxy(socketserver.ThreadingTCPServer):

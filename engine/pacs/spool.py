@@ -33,22 +33,33 @@ def describe(exc: BaseException) -> str:
 
 class AuditLog:
     """One JSON line per event (UIDs, hashes, AE titles; never a patient attribute), appended whole
-    and fsynced; a line that cannot be written (full disk) is dropped whole and logged to stderr."""
+    and fsynced; a line that cannot be written (full disk) is dropped whole and logged to stderr,
+    and the next line written is preceded by an ``audit-gap`` line counting the lost ones by event."""
 
     def __init__(self, path: Path):
         self.path, self.lock = Path(path), threading.Lock()
+        self.lost: dict[str, int] = {}  # event -> lines not written since the last line that was
 
     def __call__(self, event: str, **fields) -> bool:
-        line = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
-        data = (json.dumps(line, sort_keys=True) + "\n").encode()
+        data = _line(event, fields)
         with self.lock:
             try:
-                _append_whole(self.path, data)
+                if self.lost:
+                    _append_whole(self.path, _line("audit-gap", {"lines_lost": dict(self.lost)}) + data)
+                    self.lost = {}
+                else:
+                    _append_whole(self.path, data)
             except OSError as exc:
+                self.lost[event] = self.lost.get(event, 0) + 1
                 log.warning("audit line %s not written (%s)", event, describe(exc))
                 return False
         log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
         return True
+
+
+def _line(event: str, fields: dict) -> bytes:
+    line = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
+    return (json.dumps(line, sort_keys=True) + "\n").encode()
 
 
 def _append_whole(path: Path, data: bytes) -> None:
