@@ -7,9 +7,10 @@ UIDs; never by a file name or a path.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
+
+from medexport.engine.jsonl import JsonLines
 
 from .paths import data_dir
 
@@ -34,13 +35,18 @@ def entry(result, *, user_action: str = "predict") -> dict:
 
 
 def record(result, *, user_action: str = "predict") -> dict:
-    """Append one line for ``result``, flushed to disk."""
+    """Append one line for ``result``, whole and on disk (engine/jsonl.py: the listener's writer too)."""
     line = entry(result, user_action=user_action)
-    with open(audit_path(), "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(line, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    _log(audit_path()).append(line)
     return line
+
+
+_LOGS: dict = {}
+
+
+def _log(path: Path) -> JsonLines:
+    """One writer per file, so that lines lost to a full disk are counted across calls."""
+    return _LOGS.setdefault(path, JsonLines(path, kind="action"))
 
 
 def read_all() -> list[dict]:

@@ -1,5 +1,7 @@
 """The viewer's Qt-free core: studies, model choice, runs, audit log, batch, SR."""
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -236,3 +238,32 @@ def test_install_bundle_and_the_default_model_has_evidence(shared, user_bundle_u
     assert reports_dir() == Path.home() / "medexport reports"  # no Documents folder: the home folder's
     (Path.home() / "Documents").mkdir(exist_ok=True)
     assert reports_dir() == Path.home() / "Documents" / "medexport reports" and reports_dir().is_dir()
+
+
+def test_the_viewer_audit_writes_whole_lines_and_counts_what_a_full_disk_lost(tmp_path):
+    """The viewer and the listener share one durable JSON-lines writer (engine/jsonl.py)."""
+    from medexport.engine.jsonl import JsonLines
+
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tmp_path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a tiny tmpfs")
+    try:
+        log = JsonLines(tmp_path / "audit.jsonl", kind="action")
+        log.append({"action": "predict", "n": 0})
+        filler = tmp_path / "filler"
+        with open(filler, "wb", buffering=0) as fh:  # the disk fills up
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass
+        with pytest.raises(OSError):
+            log.append({"action": "predict", "n": 1, "pad": "x" * 8192})
+        assert [json.loads(x)["n"] for x in (tmp_path / "audit.jsonl").read_text().splitlines()] == [0]
+        filler.unlink()
+        log.append({"action": "save", "n": 2})
+        lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        assert [x["action"] for x in lines] == ["predict", "audit-gap", "save"]
+        assert lines[1]["lines_lost"] == {"predict": 1}
+    finally:
+        subprocess.run(["umount", str(tmp_path)], capture_output=True)

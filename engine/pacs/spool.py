@@ -1,8 +1,8 @@
 """The listener's spool beyond the queue: the audit log, retention of received objects, the backlog summary.
 
-``audit.jsonl`` lines are written whole or not at all (one ``os.write``, truncated back on
-failure). Received objects are patient data: a delivered job's object is deleted at once, a
-skipped or failed one kept ``keep_days`` after it ended, then purged. :func:`status` is what
+``audit.jsonl`` lines are written whole or not at all (engine/jsonl.py, the viewer's writer too).
+Received objects are patient data: a delivered job's object is deleted at once, a skipped or
+failed one kept ``keep_days`` after it ended, then purged. :func:`status` is what
 ``medexport listen status`` prints.
 """
 from __future__ import annotations
@@ -10,13 +10,11 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
-import threading
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 
+from ..jsonl import JsonLines, now_iso
 from .queue import STATES, JobQueue
 
 log = logging.getLogger("medexport.listen")
@@ -32,49 +30,22 @@ def describe(exc: BaseException) -> str:
 
 
 class AuditLog:
-    """One JSON line per event (UIDs, hashes, AE titles; never a patient attribute), appended whole
-    and fsynced; a line that cannot be written (full disk) is dropped whole and logged to stderr,
-    and the next line written is preceded by an ``audit-gap`` line counting the lost ones by event."""
+    """One JSON line per event (UIDs, hashes, AE titles; never a patient attribute), through the one
+    durable writer (engine/jsonl.py): whole or not at all; a line lost to a full disk is logged to
+    stderr and counted in the ``audit-gap`` line written before the next one."""
 
     def __init__(self, path: Path):
-        self.path, self.lock = Path(path), threading.Lock()
-        self.lost: dict[str, int] = {}  # event -> lines not written since the last line that was
+        self.lines = JsonLines(path, kind="event")
+        self.path = self.lines.path
 
     def __call__(self, event: str, **fields) -> bool:
-        data = _line(event, fields)
-        with self.lock:
-            try:
-                if self.lost:
-                    _append_whole(self.path, _line("audit-gap", {"lines_lost": dict(self.lost)}) + data)
-                    self.lost = {}
-                else:
-                    _append_whole(self.path, data)
-            except OSError as exc:
-                self.lost[event] = self.lost.get(event, 0) + 1
-                log.warning("audit line %s not written (%s)", event, describe(exc))
-                return False
+        try:
+            self.lines.append({"time": now_iso(), "event": event, **fields})
+        except OSError as exc:
+            log.warning("audit line %s not written (%s)", event, describe(exc))
+            return False
         log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
         return True
-
-
-def _line(event: str, fields: dict) -> bytes:
-    line = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
-    return (json.dumps(line, sort_keys=True) + "\n").encode()
-
-
-def _append_whole(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        size = os.fstat(fd).st_size
-        try:
-            if os.write(fd, data) != len(data):
-                raise OSError(errno.ENOSPC, "short write")
-            os.fsync(fd)
-        except OSError:
-            os.ftruncate(fd, size)
-            raise
-    finally:
-        os.close(fd)
 
 
 def purge(queue: JobQueue, keep_s: float, now: float | None = None) -> list[str]:
