@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .header_safe import refusing, safe_header
+from .io.syntaxes import EXPLICIT
 from .overlay_paint import IMAGE_PAINTERS, burn
 
 OPACITY = {"heatmap": 0.5, "mask": 0.5, "ellipse": 0.5, "boxes": 1.0}  # boxes solid: thin lines
@@ -69,7 +70,7 @@ def _capture(result, ds, pixels: np.ndarray):
         ds, pixels, hd.PhotometricInterpretationValues.RGB, 8, hd.CoordinateSystemNames.PATIENT,
         series_instance_uid=generate_uid(), series_number=SERIES_NUMBER, sop_instance_uid=generate_uid(),
         instance_number=1, manufacturer="medexport", patient_orientation=_orientation(ds) or ("L", "F"),
-        transfer_syntax_uid="1.2.840.10008.1.2.1")
+        transfer_syntax_uid=EXPLICIT)
     if _orientation(ds) is None:  # highdicom wants one; Patient Orientation is type 2: empty = unknown
         sc.PatientOrientation = None
     ref = Dataset()

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import os
 
-JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
-J2K = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
-JPEG_LS = ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81")
-RLE = "1.2.840.10008.1.2.5"
+from .syntaxes import J2K, JPEG_BASELINE, JPEG_LS, RLE
 
 PREFERRED = {JPEG_BASELINE: "pillow", RLE: "pylibjpeg", **{u: "pyjpegls" for u in JPEG_LS},
              **{u: "pillow" for u in J2K}}

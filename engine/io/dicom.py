@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import limits
 from ..errors import InvalidInputError
+from .syntaxes import DEFLATED
 
 GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 FIX = "check that the file was copied completely, or re-export it from the PACS"
@@ -54,7 +55,6 @@ def greyscale_photometric(ds, path: str) -> str:
 DEFER_BYTES = 1 << 16  # elements this large (pixel data) are read from the bytes when first used
 PIXEL_DATA = 0x7FE00010
 UNDEFINED = 0xFFFFFFFF
-DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 def read_dataset(path: str, data: bytes | None = None):

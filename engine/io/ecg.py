@@ -18,6 +18,7 @@ from .. import limits
 from ..checksums import sha256_file, sha256_files
 from ..errors import InvalidInputError
 from . import wfdb
+from .syntaxes import NATIVE
 
 LEAD_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3, "nv": 1e-6}
@@ -197,7 +198,7 @@ def lean_waveform(data: bytes) -> LeanDataset | None:
             return None
         start = 144 + _U32.unpack_from(data, 140)[0]
         syntax = _meta_syntax(data[144:start])
-        if syntax not in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"):
+        if syntax not in NATIVE:
             return None
         return _lean_dataset(data, start, len(data), syntax.endswith(".1"))[0]
     except (struct.error, NotLean):

@@ -32,10 +32,8 @@ import numpy as np
 
 from .codecs import use_all_cores_for_jpeg2000
 from .dicom import pixel_bytes, single_frame
+from .syntaxes import J2K, JPEG_BASELINE, NATIVE
 
-NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit / explicit VR little endian
-J2K = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
-JPEG_BASELINE = ("1.2.840.10008.1.2.4.50",)
 MAX_REDUCE = 5
 # what Pillow raises when a codestream does not decode the way this module asks
 PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
@@ -107,7 +105,7 @@ def reduced_frame(ds, rows: int, columns: int, frames: int, index: int | None,
     if need is None:
         return None
     syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
-    if syntax not in NATIVE + J2K + JPEG_BASELINE or ds.get("PixelRepresentation", 0) != 0 or "PixelData" not in ds:
+    if syntax not in (*NATIVE, *J2K, JPEG_BASELINE) or ds.get("PixelRepresentation", 0) != 0 or "PixelData" not in ds:
         return None
     if levels_for((rows, columns), need) == 0:
         return None

@@ -17,16 +17,10 @@ from medexport.engine.errors import BackendUnavailableError, ConfigurationError
 
 from . import PacsError
 from .files import durable_copy, durable_replace
+from ..io.syntaxes import NETWORK_ORDER
 from .nodes import Node
 
-# uncompressed first: what every peer takes; then each compressed family pydicom can decode
-TRANSFER_SYNTAXES = [
-    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99",  # explicit, implicit LE; deflated
-    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",  # JPEG
-    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",  # JPEG-LS lossless, near-lossless
-    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",  # JPEG 2000 lossless, lossy
-    "1.2.840.10008.1.2.5",  # RLE
-]
+TRANSFER_SYNTAXES = list(NETWORK_ORDER)  # uncompressed first, then each compressed family
 UNCOMPRESSED = TRANSFER_SYNTAXES[:2]
 MAX_CONTEXTS = 128  # DICOM's limit on presentation contexts in one association
 QUERY_KEYS = {  # what the user asks by -> the C-FIND / QIDO attribute
