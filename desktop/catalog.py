@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medexport.engine import MedError, read_manifest
+from medexport.engine.commissioning import check_commissioned
 from medexport.engine.results import SHIPPED_SOURCE, disclaimer_for
 from medexport.engine.signing import Signature, check_signature
 from medexport.engine.tasks import task_class
 
 from .paths import data_dir
-from .trust import open_options
+from .trust import commissioning_folder, open_options
 
 @dataclass(frozen=True)
 class BundleEntry:
@@ -138,6 +139,7 @@ def find_bundles(folders: list[Path], trust: dict | None = None) -> tuple[list[B
     except MedError as exc:
         return [], [str(exc)]
     found, problems, seen = [], [], set()
+    reports = commissioning_folder()
     for folder in folders:
         if not folder.is_dir():
             continue
@@ -149,6 +151,8 @@ def find_bundles(folders: list[Path], trust: dict | None = None) -> tuple[list[B
                 m, sha, root = read_manifest(path)
                 signature = check_signature(root, **trust)
                 task = task_class(m.task)
+                if reports is not None:  # require_commissioning=true: not offered, and the problem says why
+                    check_commissioned(reports, sha, m.model_id)
             except MedError as exc:
                 problems.append(f"{path.name}: {exc}")
                 continue

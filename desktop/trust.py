@@ -46,6 +46,15 @@ def policy() -> TrustPolicy:
     return trust_policy(sorted(SHIPPED.glob("*.pem")), allow_unsigned=allow, required=True)
 
 
+def commissioning_folder() -> Path | None:
+    """Where commissioning reports are required from: ``require_commissioning=true`` in viewer.ini
+    makes the viewer run only bundles a current, passing report commissions (engine/commissioning.py),
+    read from ``commissioning_reports`` (default ``<data folder>/commissioning``); None: not required."""
+    if not setting("require_commissioning", False):
+        return None
+    return Path(_general("commissioning_reports") or data_dir() / "commissioning")
+
+
 def open_options() -> dict:
     """Keyword arguments for ``open_bundle`` / ``check_signature`` under the viewer's policy."""
     return {"trust": policy()}

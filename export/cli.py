@@ -17,6 +17,7 @@ from .cli_calibrate import add_parser as add_calibrate, cmd_calibrate
 from . import cli_serve
 from . import cli_pacs
 from . import cli_trust
+from . import cli_commission
 
 
 def _csv(text: str) -> list[str]:
@@ -133,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the manifest and reports as JSON")
 
     cli_trust.add_parsers(sub)  # verify, sign
+    cli_commission.add_parsers(sub)  # commission, shadow
 
     k = sub.add_parser("keygen", help="create an ECDSA P-256 key pair for signing bundles")
     k.add_argument("-o", "--out", required=True, help="folder for NAME.key.pem (private) and NAME.pub.pem (public)")
@@ -420,7 +422,8 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"demo": cmd_demo, "bench": cmd_bench, "build": cmd_build, "predict": cmd_predict, "inspect": cmd_inspect, "selftest": cmd_selftest,
             "doctor": cmd_doctor, "models": cmd_models, "keygen": cmd_keygen,
-            "calibrate": cmd_calibrate, **cli_serve.COMMANDS, **cli_trust.COMMANDS, **cli_pacs.COMMANDS}
+            "calibrate": cmd_calibrate, **cli_serve.COMMANDS, **cli_trust.COMMANDS, **cli_pacs.COMMANDS,
+            **cli_commission.COMMANDS}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -88,6 +88,8 @@ def add_parsers(sub) -> None:
     li.add_argument("--tls-key", help="its private key (PEM)")
     li.add_argument("--tls-ca", help="CA bundle: senders must present a certificate it signed")
     li.add_argument("--allow-unsigned", action="store_true", help="run unsigned bundles even with a trust store")
+    li.add_argument("--require-commissioning", metavar="DIR",
+                    help="run only bundles a current, passing report in DIR commissions ('medexport commission')")
     li.add_argument("--failed", action="store_true", help="with requeue: every job in failed/")
     li.add_argument("--json", action="store_true", help="with status: print JSON")
 
@@ -231,7 +233,8 @@ def cmd_listen(args) -> int:
                         max_backoff_s=args.max_backoff, send_deadline_s=args.send_deadline * 3600,
                         keep_days=args.keep_days, idle_timeout_s=args.idle_timeout, max_per_peer=args.max_per_peer,
                         max_object_mb=args.max_object_mb, write_pdf=not args.no_pdf,
-                        open_options={"trust": trust_policy(allow_unsigned=args.allow_unsigned, required=True)})
+                        open_options={"trust": trust_policy(allow_unsigned=args.allow_unsigned, required=True)},
+                        require_commissioning=args.require_commissioning)
     stop = threading.Event()
     reload = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -73,9 +73,7 @@ class Listener:
                  tls: Node | None = None, workers: int = 1, max_attempts: int = 0, backoff_s: float = 2.0,
                  max_backoff_s: float = 300.0, send_deadline_s: float = DAY, keep_days: float = 7.0,
                  idle_timeout_s: float = 30.0, max_per_peer: int = 8, max_object_mb: float = 512.0,
-                 write_pdf: bool = True, open_options: dict | None = None):
-        from medexport.engine import open_bundle
-
+                 write_pdf: bool = True, open_options: dict | None = None, require_commissioning=None):
         self.ae_title = check_ae(ae_title, "--ae-title")
         self.allow = [check_ae(a, "--allow") for a in allow or []]
         for name, value in (("--idle-timeout", idle_timeout_s), ("--max-object-mb", max_object_mb),
@@ -93,7 +91,8 @@ class Listener:
         self.idle_timeout_s, self.max_per_peer = idle_timeout_s, int(max_per_peer)
         self.max_object_bytes = int(max_object_mb * (1 << 20))
         self.open_options = open_options or {}
-        self.models = [open_bundle(b, **self.open_options) for b in bundles]
+        self.require_commissioning = require_commissioning  # a folder of commissioning reports, or None
+        self.models = [self._open(b) for b in bundles]
         self.retired: list = []  # models replaced by reload(): a running job may still hold one
         self.stopping = threading.Event()
         self.wake = threading.Event()
@@ -341,13 +340,11 @@ class Listener:
 
     def reload(self, bundles: list) -> bool:
         """Open ``bundles`` afresh (SIGHUP) and run them on the next jobs; True when done. Any bundle
-        that cannot open (or is not trusted) keeps the old set running, and says why in the audit."""
-        from medexport.engine import open_bundle
-
+        that cannot open (or is not trusted, or not commissioned) keeps the old set running, and says why in the audit."""
         opened = []
         try:
             for b in bundles:
-                opened.append(open_bundle(b, **self.open_options))
+                opened.append(self._open(b))
         except MedError as exc:
             for m in opened:
                 m.close()
@@ -359,6 +356,20 @@ class Listener:
         self.audit("reloaded", bundles=[m.manifest.model_id for m in opened],
                    bundle_sha256=[m.sha256 for m in opened])
         return True
+
+    def _open(self, bundle):
+        """Open one bundle; with ``require_commissioning``, only one a current, passing report commissions."""
+        from medexport.engine import open_bundle
+        from medexport.engine.commissioning import check_commissioned
+
+        model = open_bundle(bundle, **self.open_options)
+        if self.require_commissioning is not None:
+            try:
+                check_commissioned(self.require_commissioning, model.sha256, model.manifest.model_id)
+            except MedError:
+                model.close()
+                raise
+        return model
 
     def stop(self) -> None:
         self.stopping.set()
