@@ -11,8 +11,10 @@ runtimes_offline()
 from .bundle import Model, open_bundle, read_manifest
 from .errors import (BackendUnavailableError, BundleError, ConfigurationError, ExportError,
                      InvalidInputError, MedError, ValidationError)
+from .io.volume import read_volume
 from .results import DISCLAIMER, ClassificationResult
+from .volume import VolumeStudy
 
 __all__ = ["open_bundle", "read_manifest", "Model", "ClassificationResult", "DISCLAIMER", "MedError",
            "InvalidInputError", "BundleError", "BackendUnavailableError", "ConfigurationError",
-           "ExportError", "ValidationError"]
+           "ExportError", "ValidationError", "read_volume", "VolumeStudy"]

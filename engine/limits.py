@@ -7,6 +7,8 @@ refuses beyond them with the limit in the message. Together they keep one predic
 """
 from __future__ import annotations
 
+import math
+
 from .errors import InvalidInputError
 
 # -- files --------------------------------------------------------------------------------
@@ -78,3 +80,21 @@ def check_samples(n_samples: int, fs: float, where: str) -> None:
                                 expected=f"at most {MAX_SAMPLES_PER_LEAD:,} samples and {MAX_DURATION_S:,.0f} s "
                                          "per lead (engine/limits.py)",
                                 fix="analyse a shorter excerpt of the record")
+
+
+# -- volumes (engine/io/volume.py) ----------------------------------------------------------
+MAX_VOLUME_VOXELS = 512 * 512 * 512  # 134 M voxels: 512 MiB as float32, inside the 1 GB of a prediction
+MAX_VOLUME_BYTES = 1 << 30  # the files of one series (or one NIfTI's decompressed data), read into memory
+MAX_SERIES_FILES = 4096  # files given as one series (each header is read before any pixel is decoded)
+
+
+def check_volume(shape: tuple, stored_bytes: int, where: str) -> None:
+    """Refuse a volume beyond :data:`MAX_VOLUME_VOXELS` voxels or :data:`MAX_VOLUME_BYTES` stored
+    bytes (checked from the headers, before decoding)."""
+    voxels = math.prod(int(n) for n in shape)
+    if voxels > MAX_VOLUME_VOXELS or stored_bytes > MAX_VOLUME_BYTES:
+        raise InvalidInputError(f"{where}: the volume is {' x '.join(map(str, shape))} = {voxels:,} voxels, "
+                                f"{stored_bytes:,} bytes",
+                                expected=f"at most {MAX_VOLUME_VOXELS:,} voxels and {MAX_VOLUME_BYTES:,} bytes "
+                                         "(engine/limits.py)",
+                                fix="crop or downsample the volume before analysis")
