@@ -23,13 +23,12 @@ class Table:
 
 
 def result_table(result) -> Table:
-    """The table for ``result``: measurements (a result with ``measurements``), detections (one with
-    ``detections``) or findings with their scores and operating thresholds."""
-    measurements = getattr(result, "measurements", None)
-    if measurements is not None:
-        rows = [_measurement(key, value) for key, value in measurements.items()]
+    """The table for ``result`` by its ``table_kind``: measurements and units, detections and counts,
+    or findings with their scores and operating thresholds."""
+    if result.table_kind == "measurements":
+        rows = [_measurement(key, value) for key, value in result.measurements.items()]
         return Table(MEASUREMENT_HEADERS, tuple(rows), (False,) * len(rows))
-    headers = DETECTION_HEADERS if hasattr(result, "detections") else FINDING_HEADERS
+    headers = DETECTION_HEADERS if result.table_kind == "detections" else FINDING_HEADERS
     score_rows = result.score_rows()
     rows = tuple((r.label, f"{r.score:.3f}", "-" if r.threshold is None else f"{r.threshold:.3f}") for r in score_rows)
     return Table(headers, rows, tuple(r.hit for r in score_rows))

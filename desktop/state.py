@@ -170,7 +170,7 @@ class AppState:
         The next studies decode on worker threads while the model runs (engine/pipeline.py): when
         one local model takes them all, the studies already read go through it together
         (``predicted``); results are recorded here, in order."""
-        from medexport.engine.pipeline import ordered, predicted
+        from medexport.engine.pipeline import run
 
         rows = []
         targets = [s for s in self.studies if s.kind in self.chosen]
@@ -193,8 +193,7 @@ class AppState:
                 only = self.engine(self.chosen[kinds.pop()])
             except MedError:
                 only = None  # each study gets the bundle's error as its row, as below
-        stream = predicted(only, targets, prepare, cancel=cancel) if hasattr(only, "complete_many") \
-            else ordered(predict, targets, cancel=cancel)
+        stream = run(only, targets, prepare, predict, cancel=cancel)  # batched as the runner runs best
         try:
             for i, (study, result, error) in enumerate(stream):
                 if cancel is not None and cancel.is_set():

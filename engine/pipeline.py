@@ -68,6 +68,17 @@ def ordered(fn: Callable, items: Iterable, *, workers: int | None = None, ahead:
         yield from group
 
 
+def run(runner, items: Iterable, prepare: Callable, predict: Callable, *, stats: BatchStats | None = None,
+        cancel=None) -> Iterator[tuple[object, object, str | None]]:
+    """The one way studies go through a model, batched as ``runner`` runs best (engine/runner.py):
+    a local bundle (``batches_locally``) reads on worker threads and runs what is read in one runtime
+    pass (``predicted``); a served model, or none that opened, gets one ``predict`` per study on
+    worker threads (``ordered``: the server batches)."""
+    if runner is not None and runner.batches_locally:
+        return predicted(runner, items, prepare, stats=stats, cancel=cancel)
+    return ordered(predict, items, stats=stats, cancel=cancel)
+
+
 def predicted(model, items: Iterable, prepare: Callable, *, workers: int | None = None,
               stats: BatchStats | None = None, cancel=None, batch: int = 8) -> Iterator[tuple[object, object, str | None]]:
     """(item, result, None) or (item, None, error message) for each item, in order: ``prepare(item)``

@@ -57,9 +57,19 @@ def parse_url(url: str) -> tuple[str, int, str]:
 
 
 class RemoteModel:
-    """The client side of one served model: ``predict``, ``infer``, ``scores`` like :class:`Model`."""
+    """The client side of one served model: a Runner (engine/runner.py) like :class:`Model`, plus
+    ``infer`` and ``scores``; the server reads, batches and screens."""
 
-    def __init__(self, url: str, *, timeout: float = TIMEOUT_S, connect_timeout: float = CONNECT_TIMEOUT_S):
+    batches_locally = False  # one request per study; Triton's dynamic batcher groups them
+
+    def prepare(self, source, **options):
+        raise ConfigurationError("a served model reads its studies on the server", expected="predict()",
+                                 fix="call predict(); engine.pipeline.run() chooses the right path")
+
+    complete_many = prepare
+
+    def __init__(self, url: str, *, timeout: float = TIMEOUT_S, connect_timeout: float = CONNECT_TIMEOUT_S,
+                 strict: bool | None = None):
         try:
             import tritonclient.http  # noqa: F401
         except ImportError:
@@ -68,6 +78,9 @@ class RemoteModel:
         self.host, self.port, self.name = parse_url(url)
         self.url = f"{SCHEME}://{self.host}:{self.port}/{self.name}"
         self.timeout, self.connect_timeout = float(timeout), float(connect_timeout)
+        from .screening import strict_default
+
+        self.strict = strict_default() if strict is None else bool(strict)
         self._local = threading.local()
         self._check_ready()
         info = self._call({"kind": "info"}, b"-")["info"]  # pytriton cannot pass an empty bytes item
@@ -93,6 +106,7 @@ class RemoteModel:
             raise InvalidInputError(f"the study is a {type(source).__name__}", expected="a file path or an array")
         reply = self._call(header | {"options": options}, payload)
         result = reply["result"]
+        refuse_outside_intended_use(result, self.strict)
         timings = dict(result.timings_ms) | {"round_trip": (time.perf_counter() - t0) * 1e3}
         return dataclasses.replace(result, provenance=self.provenance, timings_ms=timings,
                                    source=shown if shown is not None else result.source)
@@ -208,10 +222,22 @@ def open_remote(url: str, backend: str = "auto", precision: str = "auto", **opti
         raise ConfigurationError(f"backend={backend!r}, precision={precision!r} for a served model",
                                  expected="'auto': the server chose when it opened the bundle",
                                  fix="choose them when starting the server (medexport serve --backend ...)")
-    allowed = {"timeout", "connect_timeout"}
+    allowed = {"timeout", "connect_timeout", "strict"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigurationError(f"option(s) {', '.join(unknown)} for a served model",
-                                 expected="only timeout= and connect_timeout=",
+                                 expected="only timeout=, connect_timeout= and strict=",
                                  fix="signature and trust checks happen on the server")
     return RemoteModel(url, **options)
+
+
+def refuse_outside_intended_use(result, strict: bool) -> None:
+    """Strict mode for a served model: the server answers with its intended-use warning, and the
+    client refuses the study (the server has run the model once; the answer is never shown)."""
+    from .intended_use import OutsideIntendedUseError
+
+    flagged = [w.message for w in result.warnings if w.code == "outside_intended_use"]
+    if strict and flagged:
+        raise OutsideIntendedUseError("; ".join(flagged), expected="a study the model is for",
+                                      fix="open a study this model is for, or run without strict mode "
+                                          "(the answer will carry a warning)")

@@ -91,6 +91,7 @@ class Result:
     sr_procedure: ClassVar[tuple | None] = ("363679005", "SCT", "Imaging")
     sr_references_image: ClassVar[bool] = True
     label_codes: ClassVar[dict] = {}  # label -> standard code (engine/codes.py); others stay private
+    table_kind: ClassVar[str] = "findings"  # what its score table holds: findings, detections or measurements
 
     model_id = property(lambda self: self.provenance.model_id)
     model_version = property(lambda self: self.provenance.model_version)
@@ -355,6 +356,7 @@ class DetectionResult(Result):
     image_shape: tuple  # (H, W) of the source
 
     saves: ClassVar[tuple] = ("boxes",)
+    table_kind: ClassVar[str] = "detections"
     sr_procedure: ClassVar[tuple | None] = ("363679005", "SCT", "Imaging")
     label_codes: ClassVar[dict] = BLOOD_CELLS
 
@@ -418,6 +420,8 @@ class FetalHeadResult(SegmentationResult):
     measurements from it: HC (the ellipse's perimeter, the HC18 convention), BPD (minor axis),
     OFD (major axis) in mm and GA in weeks (Hadlock 1984, refused outside its range); in pixels,
     without GA, when the study gives no pixel spacing (``spacing_source`` == "none")."""
+
+    table_kind: ClassVar[str] = "measurements"
 
     ellipse: object = None  # engine.ellipse.Ellipse, or None when none could be fitted
     measurements: dict = field(default_factory=dict)  # head_circumference_mm ... or *_px

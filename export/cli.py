@@ -225,7 +225,7 @@ def cmd_build(args) -> int:
 def cmd_predict(args) -> int:
     from medexport.engine import open_bundle
     from medexport.engine.io.fast_decode import reduced_resolution
-    from medexport.engine.pipeline import BatchStats, ordered, predicted
+    from medexport.engine.pipeline import BatchStats, run
     from medexport.engine.studies import batch_row, write_batch_csv
 
     from .render import render_result
@@ -238,9 +238,9 @@ def cmd_predict(args) -> int:
                                  fix="choose another name, or add --overwrite to replace it")
     failures, results, rows = 0, [], []
     with open_bundle(args.bundle, backend=args.backend, precision=args.precision, strict=args.strict) as model:
-        studies, skipped = _studies(args.inputs, model.task.study_kind)
+        studies, skipped = _studies(args.inputs, model.study_kind)
         if skipped:
-            print(f"skipped {skipped} file(s) in the folder(s) that are not {model.task.study_kind} studies",
+            print(f"skipped {skipped} file(s) in the folder(s) that are not {model.study_kind} studies",
                   file=sys.stderr)
         progress = _Progress(len(studies), enabled=args.csv is not None or len(studies) > 1)
         stats = BatchStats()
@@ -256,10 +256,9 @@ def cmd_predict(args) -> int:
             with reduced_resolution(decode):
                 return model.predict(study.path, **opts)
 
-        # the next studies decode on worker threads while the model runs those already read, in
-        # batches (engine/pipeline.py); a model served by Triton batches on the server
-        stream = predicted(model, studies, prepare, stats=stats) if hasattr(model, "complete_many") \
-            else ordered(predict, studies, stats=stats)
+        # a local bundle decodes the next studies on worker threads while it runs those already read
+        # in one pass; a model served by Triton batches on the server (engine/pipeline.run)
+        stream = run(model, studies, prepare, predict, stats=stats)
         for study, result, error in stream:
             progress.step(study.path)
             extra = {}

@@ -460,3 +460,32 @@ def test_the_server_refuses_unsigned_bundles_without_a_trust_store(pneumonia_bun
                            str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
                           capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 2 and "no trust store is configured" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_cli_predicts_with_a_served_model_as_with_a_bundle(server, pneumonia_bundle, cxr, dcm, tmp_path, capsys):
+    """One runner interface (engine/runner.py): `medexport predict triton://...` takes files and folders,
+    writes the table, and --strict refuses a study outside intended use, as for a local bundle."""
+    import csv
+    import shutil
+
+    from medexport.export import cli
+
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    for study in cxr[:2]:
+        shutil.copy(study, folder)
+    shutil.copy(dcm("RG3_UNCR.dcm"), folder / "leg.dcm")  # a leg film: outside the chest model's intended use
+    url = server.url("pneumonia-cxr")
+    assert cli.main(["predict", url, str(folder), "--csv", str(tmp_path / "remote.csv")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(url) == 0 and out.count("pneumonia-cxr") >= 3 and "Not assessed: outside" in out
+    remote = {r["file"]: r for r in csv.DictReader(open(tmp_path / "remote.csv"))}
+    assert cli.main(["predict", str(pneumonia_bundle), str(folder), "--backend", "onnxruntime",
+                     "--csv", str(tmp_path / "local.csv")]) == 0
+    local = {r["file"]: r for r in csv.DictReader(open(tmp_path / "local.csv"))}
+    assert remote.keys() == local.keys() and len(remote) == 3
+    assert all(remote[f]["decision"] == local[f]["decision"] for f in remote)
+    assert all(abs(float(remote[f]["score_pneumonia"]) - float(local[f]["score_pneumonia"])) < 1e-3 for f in remote)
+    capsys.readouterr()
+    assert cli.main(["predict", url, str(folder / "leg.dcm"), "--strict"]) == 1
+    assert "EXTREMITY" in capsys.readouterr().err
