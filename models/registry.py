@@ -24,8 +24,8 @@ class ModelConfig:
     activation: str  # softmax | sigmoid
     positive_labels: tuple  # labels that carry an operating threshold
     intended_use: str
-    recipe: str | None = None
-    intended_for: dict = field(default_factory=dict)  # engine.manifest.IntendedUse fields: the header check  # module that trains it, e.g. "medexport.models.recipes.pneumonia_cxr"
+    recipe: str | None = None  # module that trains it, e.g. "medexport.models.recipes.pneumonia_cxr"
+    intended_for: dict = field(default_factory=dict)  # engine.manifest.IntendedUse fields: the header check
     trained: bool = True  # False: random weights, for speed work only
     default_threshold: float = 0.5
     input_name: str = "image"
