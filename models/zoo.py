@@ -13,7 +13,7 @@ NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass
 PNEUMONIA_CXR = ModelConfig(
     intended_for={"modalities": ("CR", "DX"), "body_parts": ("CHEST",), "view_positions": ("AP",),
                   "age_years": (1, 5), "note": "paediatric AP chest radiographs, one hospital in Guangzhou (Kermany 2018)"},
-    name="pneumonia-cxr", version="2.0.0", task="classification", labels=("normal", "pneumonia"),
+    name="pneumonia-cxr", version="2.1.0", task="classification", labels=("normal", "pneumonia"),
     input_shape=(1, 224, 224),
     preprocess={"size": (224, 224), "channels": 1, "crop": "center_square", "resample": "bilinear",
                 "mean": (0.5,), "std": (0.25,)},
