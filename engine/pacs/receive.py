@@ -2,6 +2,7 @@
 named, a size limit; and the association rules (idle timeout, called AE, connections per peer)."""
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from medexport.engine.errors import InvalidInputError
@@ -16,14 +17,19 @@ def check_object(path: Path, affected_uid: str | None = None):
     """Decode a received object completely (``path``: the file pynetdicom streamed it to); refuse it
     (InvalidInputError) when it cannot be understood or is not the instance the C-STORE named."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
+    from pydicom.uid import UID
 
     try:
         ds = pydicom.dcmread(path)
         for _ in ds.iterall():  # every element and sequence item decodes
             pass
-    except (InvalidDicomError, ValueError, TypeError, KeyError, EOFError, OverflowError, NotImplementedError,
-            AttributeError, IndexError) as exc:
+        for _ in ds.file_meta.iterall() if getattr(ds, "file_meta", None) is not None else ():  # the meta too
+            pass
+    except (InvalidDicomError, BytesLengthException, ValueError, TypeError, KeyError, EOFError, OverflowError,
+            NotImplementedError, AttributeError, IndexError, struct.error, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the object (pydicom's own
+            raise  # "No tag to read" OSError has no errno: the c-store fuzz target found it, with the length errors)
         raise InvalidInputError(f"the object cannot be decoded ({describe(exc)})",
                                 expected="a well-formed DICOM dataset") from None
     for key, tag in (("SOPClassUID", "(0008,0016)"), ("SOPInstanceUID", "(0008,0018)")):
@@ -35,17 +41,34 @@ def check_object(path: Path, affected_uid: str | None = None):
                                 fix="fix the sender: it must name the instance it sends")
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if syntax is None or not syntax.is_transfer_syntax:
+    if not isinstance(syntax, UID) or not syntax.is_transfer_syntax:  # absent, or several values (fuzz: 4965)
         raise InvalidInputError("(0002,0010) Transfer Syntax UID is missing or not a transfer syntax",
                                 expected="a DICOM transfer syntax UID in the file meta",
                                 fix="fix the sender: its file meta information is damaged")
     if "PixelData" in ds and not syntax.is_compressed:
-        need = (int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * int(ds.get("SamplesPerPixel", 1))
-                * int(ds.get("BitsAllocated", 8)) // 8 * int(ds.get("NumberOfFrames", 1) or 1))
+        sizes = [_count(ds, k, d) for k, d in (("Rows", 0), ("Columns", 0), ("SamplesPerPixel", 1),
+                                               ("BitsAllocated", 8), ("NumberOfFrames", 1))]
+        need = sizes[0] * sizes[1] * sizes[2] * sizes[3] // 8 * (sizes[4] or 1)
         if len(ds.PixelData) < need:
             raise InvalidInputError(f"(7FE0,0010) Pixel Data has {len(ds.PixelData):,} bytes",
                                     expected=f"{need:,} bytes for its Rows, Columns, Samples, Bits and Frames")
     return ds
+
+
+def _count(ds, keyword: str, default: int) -> int:
+    """A pixel-size attribute as a non-negative integer, or the refusal that names it."""
+    from pydicom.datadict import tag_for_keyword
+
+    value = ds.get(keyword, default)
+    try:
+        number = int(value if value not in (None, "") else default)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0:
+        tag = tag_for_keyword(keyword)
+        raise InvalidInputError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword} is not a whole number",
+                                expected="a non-negative integer", fix="fix the sender: the image header is damaged")
+    return number
 
 
 def make_ae(ae_title: str, allow: list[str], idle_s: float, max_associations: int):
