@@ -19,6 +19,7 @@ from .paths import reports_dir
 from .qt_ecg import EcgView
 from .qt_image import ImageView, to_qimage
 from .qt_panels import ModelPanel, ResultPanel
+from .qt_volume import VolumeView
 from .qt_worker import RunWorker
 from .state import AppState, recent_paths
 
@@ -46,6 +47,8 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.image)
         self.stack.addWidget(self.ecg)
+        self.volume = VolumeView()
+        self.stack.addWidget(self.volume)
         self.frame_slider = QSlider(Qt.Orientation.Horizontal)
         self.frame_slider.valueChanged.connect(self._frame_changed)
         self.play = QPushButton("Play")
@@ -83,8 +86,9 @@ class MainWindow(QMainWindow):
         self.model_panel.measureClicked.connect(self.measure_line)
         self.image.lineMeasured.connect(self._line_measured)
         self.result_panel = ResultPanel()
-        self.result_panel.overlayToggled.connect(lambda on: self.image.set_overlay(visible=on))
-        self.result_panel.opacityChanged.connect(lambda v: self.image.set_overlay(opacity=v))
+        for view in (self.image, self.volume):
+            self.result_panel.overlayToggled.connect(lambda on, v=view: v.set_overlay(visible=on))
+            self.result_panel.opacityChanged.connect(lambda o, v=view: v.set_overlay(opacity=o))
         side = QWidget()
         side_col = QVBoxLayout(side)
         side_col.addWidget(self.model_panel)
@@ -125,6 +129,7 @@ class MainWindow(QMainWindow):
         self.recent_menu = f.addMenu("Recent")
         self._fill_recent()
         f.addSeparator()
+        self._action(f, "Open label map for this volume...", self.open_label_map)
         self._action(f, "Install bundle...", self.install_bundle)
         self._action(f, "Save PDF report...", self.save_pdf, "Ctrl+P")
         self._action(f, "Save DICOM SR...", self.save_sr, "Ctrl+Shift+S")
@@ -159,6 +164,8 @@ class MainWindow(QMainWindow):
             self._show_current()
         elif event in ("bundles", "model"):
             self._refresh_model()
+        elif event == "labels":
+            self._show_result(self.state.result_of(self.state.study))
 
     def _fill_studies(self) -> None:
         self.studies.blockSignals(True)
@@ -193,6 +200,11 @@ class MainWindow(QMainWindow):
                 self.ecg.set_study(study)
                 self.stack.setCurrentWidget(self.ecg)
                 self.frame_bar.hide()
+            elif study.kind == "volume":
+                self.volume.set_study(study)
+                self._fill_presets(study)
+                self.stack.setCurrentWidget(self.volume)
+                self.frame_bar.hide()
             else:
                 self.image.set_study(study)
                 self.image.corners = self._corner_text(study)
@@ -213,11 +225,11 @@ class MainWindow(QMainWindow):
         for act in self.presets_menu.actions():
             self.removeAction(act)
         self.presets_menu.clear()
-        self._action(self.presets_menu, "Default (from the file)",
-                     lambda: self.image.set_window(*self.image.default_window), "0")
+        view = self.volume if study.kind == "volume" else self.image
+        self._action(self.presets_menu, "Default (from the file)", lambda: view.set_window(*view.default_window), "0")
         for i, (name, level, width) in enumerate(window_presets(study.header)[:9], start=1):
             self._action(self.presets_menu, f"{name}: W {width:g} L {level:g}",
-                         lambda _=False, lv=level, wd=width: self.image.set_window(lv, wd), str(i))
+                         lambda _=False, lv=level, wd=width: view.set_window(lv, wd), str(i))
 
     def _corner_text(self, study) -> dict:
         h = study.header
@@ -266,6 +278,30 @@ class MainWindow(QMainWindow):
             except MedError as exc:
                 self.model_panel.set_runtime(f"Cannot run here: {exc}", chosen.disclaimer)
 
+    def _show_labels(self, study, result) -> None:
+        """A volume result's labels, else a label map the user opened for this volume, else none."""
+        overlay = result.overlay() if result is not None else None
+        if overlay is not None:
+            self.volume.set_result_overlay(overlay)
+        else:
+            self.volume.set_labels(*self.state.label_maps.get(study.path, (None, None)))
+
+    def open_label_map(self, path: str | None = None) -> None:
+        """Show a label map (NIfTI or DICOM series, on this volume's grid) in the three views."""
+        study = self.state.study
+        if study is None or study.kind != "volume":
+            qt_dialogs.show_error(self, "No volume open", "Open a CT or MR series (a folder) or a NIfTI file first.")
+            return
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Label map for this volume", str(Path(study.path).parent),
+                                                  "Label maps (*.nii *.nii.gz *.dcm);;All files (*)")
+        if not path:
+            return
+        try:
+            self.state.open_label_map(study, path)
+        except MedError as exc:
+            qt_dialogs.show_error(self, "Cannot show this label map", str(exc))
+
     def set_pixel_size(self, mm: float | None) -> None:
         """The open picture's pixel size (mm, None: not given); a measuring result is run again in mm."""
         study = self.state.study
@@ -297,6 +333,8 @@ class MainWindow(QMainWindow):
             self.model_panel.set_leads(list(study.data.leads), study.lead, result)
         if self.stack.currentWidget() is self.image:
             self.image.set_result_overlay(result.overlay() if result is not None else None)
+        elif self.stack.currentWidget() is self.volume:
+            self._show_labels(study, result)
         else:
             self.ecg.paper.set_result(result)
 

@@ -33,6 +33,7 @@ class AppState:
     chosen: dict = field(default_factory=dict)  # study kind -> BundleEntry
     results: dict = field(default_factory=dict)  # study path -> result
     pixel_sizes: dict = field(default_factory=dict)  # study path -> mm per pixel the user gave (pictures)
+    label_maps: dict = field(default_factory=dict)  # volume study path -> (labels, names) the user opened
     _listeners: list = field(default_factory=list)
     _models: dict = field(default_factory=dict)  # bundle path -> open engine Model
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -52,7 +53,7 @@ class AppState:
             self.bundles, self.bundle_problems = served_entries(served)
         else:
             self.bundles, self.bundle_problems = find_bundles(default_folders(self.bundle_folders))
-        for kind in ("image", "ecg"):
+        for kind in ("image", "ecg", "volume"):
             if kind not in self.chosen:
                 fitting = sorted(self.models_for(kind), key=lambda b: b.preference)
                 if fitting:
@@ -138,6 +139,21 @@ class AppState:
             self.emit("studies")
             self.emit("current")
         return problems
+
+    def open_label_map(self, study: Study, path) -> None:
+        """A label map (NIfTI, or a DICOM series) on the volume study's voxel grid, to show in its
+        views; the file is only read. Refused (InvalidInputError) on another grid or non-label values."""
+        from medexport.engine import read_volume
+
+        from .volume_view import check_same_grid, labels_from
+
+        if study.kind != "volume":
+            raise MedError(f"{study.title} is a {study.kind}", expected="a volume (a CT / MR series or NIfTI file)",
+                           fix="open the volume first, then its label map")
+        labels = read_volume(path)
+        check_same_grid(study.load(), labels, str(path))
+        self.label_maps[study.path] = (labels_from(labels.voxels, str(path)), {})
+        self.emit("labels")
 
     def select(self, index: int) -> None:
         if 0 <= index < len(self.studies) and index != self.current:
