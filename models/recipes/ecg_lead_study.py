@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -28,25 +27,13 @@ from medexport.engine.errors import InvalidInputError
 from medexport.engine.io.ecg import normalise_lead, read_ecg
 
 from ..data import shared_data
+from .ecg_shift import proportion as rate  # k of n with a Wilson 95 % CI
 
 LIMB = ("I", "II", "III", "aVR", "aVL", "aVF")
 DEFAULT = "default"
 AF_CODES = {"164889003", "164890007"}  # atrial fibrillation, atrial flutter
 PAC = "284470004"
 AF_WORDS = {"af", "a", "1", "afib", "atrial fibrillation"}
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
-
-
-def rate(k: int, n: int) -> dict:
-    lo, hi = wilson(k, n)
-    return {"k": k, "n": n, "value": round(k / n, 3) if n else None, "ci95": [round(lo, 3), round(hi, 3)]}
 
 
 def dx_codes(record) -> set:

@@ -6,8 +6,11 @@ Every record goes through the engine's own preprocessing (resample to 250 Hz, ba
 gradient-method R peaks, beat tokens). 5-fold stratified cross-validation gives the card's numbers
 (record level, pooled out-of-fold predictions, bootstrap CIs); the shipped model is then
 trained on all 300 records and checked on ECGs from other devices, rates and leads.
-Augmentation: beat amplitude and noise, heart-rate scaling of the RR features, random
-crops of 8-32 beats (so that 10-s records are not out of distribution). Class imbalance: class-weighted cross-entropy.
+Augmentation: shifted copies of each record as other recorders would take it (200/250/360 Hz,
+0.25-1.0 mV, 0-40 µV noise; ``ecg_shift``), beat amplitude and noise, heart-rate scaling of the RR
+features, random crops of 8-32 beats (so that 10-s records are not out of distribution). Class
+imbalance: class-weighted cross-entropy. Shift check: the out-of-fold predictions again on every
+record re-recorded at 200 or 360 Hz on a 0.34-mV lead with 20 or 40 µV noise (a Holter's lead I).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from medexport.engine.tasks.ecg_rhythm import EcgRhythmTask
 from ..data import shared_data
 from ..registry import create_model, get_config
 
+from . import ecg_shift
 from .common import fmt_metric, publish, save_weights, seed_everything, stratified_split, training_environment
 
 NAME = "ecg-rhythm"
@@ -39,22 +43,26 @@ def spec() -> EcgPreprocess:
     return EcgPreprocess(**get_config(NAME).preprocess)
 
 
-def load_cinc2017() -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """Beat tokens per record, labels, names."""
+def load_cinc2017() -> tuple[list[tuple[np.ndarray, float]], np.ndarray, list[str]]:
+    """(signal in mV, fs) per record, labels, names."""
     folder = shared_data() / "ecg" / "cinc2017-af"
     with open(folder / "REFERENCE.csv") as fh:
         rows = [r for r in csv.reader(fh) if r]
-    tokens, labels, names = [], [], []
-    s = spec()
+    signals, labels, names = [], [], []
     for name, code in rows:
         record = read_ecg(folder / f"{name}.hea")
-        tokens.append(ecg_beats.beats_of(record.signals[0], record.fs, s).tokens)
+        signals.append((record.signals[0].astype(np.float64), record.fs))
         labels.append(CODES[code])
         names.append(name)
-    return tokens, np.array(labels), names
+    return signals, np.array(labels), names
 
 
-def batch_of(token_list, rng, s: EcgPreprocess, augment: bool) -> np.ndarray:
+def batch_of(token_list, rng, s: EcgPreprocess, augment: bool, copies=None) -> np.ndarray:
+    """Training batch; with ``copies`` (shifted copies per record) a record is swapped for one of
+    its copies in 1 - ``KEEP_ORIGINAL`` of the draws."""
+    if augment and copies is not None:
+        token_list = [tok if rng.random() < ecg_shift.KEEP_ORIGINAL else alt[int(rng.integers(len(alt)))]
+                      for tok, alt in zip(token_list, copies)]
     t, width = s.beats, s.beat_samples + len(ecg_beats.RR_FEATURES)
     out = np.zeros((len(token_list), t, width + 1), np.float32)
     for i, tok in enumerate(token_list):
@@ -86,7 +94,7 @@ def record_probs(model, token_list, s: EcgPreprocess) -> np.ndarray:
     return np.array(out)
 
 
-def fit(token_list, labels, epochs: int, seed: int, s: EcgPreprocess, emit=print):
+def fit(token_list, labels, epochs: int, seed: int, s: EcgPreprocess, emit=print, copies=None):
     import torch
 
     seed_everything(seed)
@@ -103,7 +111,8 @@ def fit(token_list, labels, epochs: int, seed: int, s: EcgPreprocess, emit=print
         order = rng.permutation(np.repeat(np.arange(len(labels)), crops))
         for i in range(0, len(order), batch):
             idx = order[i:i + batch]
-            x = torch.from_numpy(batch_of([token_list[j] for j in idx], rng, s, augment=True))
+            x = torch.from_numpy(batch_of([token_list[j] for j in idx], rng, s, augment=True,
+                                          copies=None if copies is None else [copies[j] for j in idx]))
             loss = loss_fn(model(x), torch.from_numpy(labels[idx]))
             opt.zero_grad()
             loss.backward()
@@ -145,24 +154,8 @@ def cross_source(model, s: EcgPreprocess) -> dict:
     pred = record_probs(model, pieces, s).argmax(1)
     out["mitdb_100"] = {"what": f"MIT-BIH 100, lead {lead}, 360 Hz, 30-s windows (sinus rhythm, a few ectopic beats)",
                         "n": len(pred), "called_af": int((pred == 1).sum()), "called_normal": int((pred == 0).sum())}
-    recs = sorted((root / "cinc2021-12lead").glob("*.hea"))
-    toks, sinus, af_true, pac = [], [], [], []
-    for h in recs:
-        r = read_ecg(h)
-        dx = next((c.split(":", 1)[1].strip() for c in r.meta["comments"] if c.startswith("Dx")), "")
-        toks.append(ecg_beats.beats_of(r.lead()[0], r.fs, s).tokens)
-        codes = set(dx.split(","))
-        sinus.append(bool(codes & SINUS_SNOMED))
-        af_true.append(AF_SNOMED in codes)
-        pac.append(PAC_SNOMED in codes)
-    pred = record_probs(model, toks, s).argmax(1)
-    sinus, pac = np.array(sinus), np.array(pac)
-    called_af = pred == 1
-    out["cinc2021"] = {"what": "CinC 2021 12-lead sample, lead II, 500 Hz, 10 s (none coded AF)",
-                       "n": len(pred), "coded_af": int(sum(af_true)), "called_af": int(called_af.sum()),
-                       "called_af_coded_pac": int((called_af & pac).sum()), "coded_pac": int(pac.sum()),
-                       "no_pac_called_af": int((called_af & ~pac).sum()), "no_pac": int((~pac).sum()),
-                       "sinus_records": int(sinus.sum()), "sinus_called_normal": int((pred[sinus] == 0).sum())}
+    out["cinc2021"] = cinc2021(model, s, "II", None)
+    out["cinc2021_lead_I_200hz"] = cinc2021(model, s, "I", 200.0)
     from pydicom.data import get_testdata_file
 
     for key, path, what in (("ptb_s0010", root / "ptbdb" / "s0010_re.hea", "PTB s0010 (MI, sinus), lead ii, 1000 Hz"),
@@ -175,13 +168,46 @@ def cross_source(model, s: EcgPreprocess) -> dict:
     return out
 
 
+def cinc2021(model, s: EcgPreprocess, lead: str, rate: float | None) -> dict:
+    """AF calls on one lead of the CinC 2021 12-lead sample (500 Hz, 10 s), resampled to ``rate`` if given."""
+    toks, sinus, af_true, pac = [], [], [], []
+    for h in sorted((shared_data() / "ecg" / "cinc2021-12lead").glob("*.hea")):
+        r = read_ecg(h)
+        dx = next((c.split(":", 1)[1].strip() for c in r.meta["comments"] if c.startswith("Dx")), "")
+        sig, fs = r.lead(lead)[0].astype(np.float64), r.fs
+        toks.append(ecg_beats.beats_of(sig if rate is None else ecg_shift.resample(sig, fs, rate), rate or fs, s).tokens)
+        codes = set(dx.split(","))
+        sinus.append(bool(codes & SINUS_SNOMED))
+        af_true.append(AF_SNOMED in codes)
+        pac.append(PAC_SNOMED in codes)
+    pred = record_probs(model, toks, s).argmax(1)
+    sinus, pac = np.array(sinus), np.array(pac)
+    called_af = pred == 1
+    return {"what": f"CinC 2021 12-lead sample, lead {lead}, {rate or 500:.0f} Hz, 10 s (none coded AF)",
+            "n": len(pred), "coded_af": int(sum(af_true)), "called_af": int(called_af.sum()),
+            "called_noisy": int((pred == 3).sum()),
+            "called_af_coded_pac": int((called_af & pac).sum()), "coded_pac": int(pac.sum()),
+            "no_pac_called_af": int((called_af & ~pac).sum()), "no_pac": int((~pac).sum()),
+            "sinus_records": int(sinus.sum()), "sinus_called_normal": int((pred[sinus] == 0).sum())}
+
+
+def shift_check(labels: np.ndarray, oof: dict) -> dict:
+    """CinC F1 (bootstrap CI) and AF / noisy rates (Wilson CI) of the out-of-fold predictions per condition."""
+    return {name: {"f1": with_ci(labels, p.argmax(1)), **ecg_shift.af_rates(labels, p.argmax(1))}
+            for name, p in oof.items()}
+
+
 def train(epochs: int = 60, folds: int = 5, seed: int = 0) -> dict:
 
     start = time.time()
     s = spec()
-    tokens, labels, names = load_cinc2017()
-    print(f"preprocessed {len(labels)} records in {time.time() - start:.0f} s", flush=True)
-    oof = np.zeros((len(labels), 4))
+    signals, labels, names = load_cinc2017()
+    conditions = ecg_shift.condition_tokens(signals, s)
+    tokens = conditions["as recorded"]
+    rng = np.random.default_rng(seed + 1)
+    copies = [ecg_shift.training_copies(x, fs, s, rng) for x, fs in signals]
+    print(f"preprocessed {len(labels)} records (and shifted copies) in {time.time() - start:.0f} s", flush=True)
+    oof = {name: np.zeros((len(labels), 4)) for name in conditions}
     remaining = np.arange(len(labels))
     fold_of = np.zeros(len(labels), int)
     for f in range(folds):  # stratified folds from repeated stratified splits of what remains
@@ -195,26 +221,32 @@ def train(epochs: int = 60, folds: int = 5, seed: int = 0) -> dict:
     for f in range(folds):
         tr, te = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
         print(f"fold {f + 1}/{folds}: train {len(tr)}, test {len(te)}", flush=True)
-        model = fit([tokens[i] for i in tr], labels[tr], epochs, seed + f, s)
-        oof[te] = record_probs(model, [tokens[i] for i in te], s)
-    pred = oof.argmax(1)
+        model = fit([tokens[i] for i in tr], labels[tr], epochs, seed + f, s, copies=[copies[i] for i in tr])
+        for name, toks in conditions.items():
+            oof[name][te] = record_probs(model, [toks[i] for i in te], s)
+    pred = oof["as recorded"].argmax(1)
     cv = with_ci(labels, pred)
+    shifts = shift_check(labels, oof)
+    print(ecg_shift.markdown(shifts), flush=True)
     confusion = np.zeros((4, 4), int)
     for y, p in zip(labels, pred):
         confusion[y, p] += 1
     print("CV F1: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in cv.items()), flush=True)
-    model = fit(tokens, labels, epochs, seed, s)
+    model = fit(tokens, labels, epochs, seed, s, copies=copies)
     config = get_config(NAME)
     weights_sha = save_weights(model, config)
     checks = cross_source(model, s)
     record = {"model": NAME, "version": config.version, "thresholds": {},
               "decision_rule": "argmax of the record's mean window probabilities",
               "cross_validation": {"folds": folds, "f1": cv, "confusion": confusion.tolist(),
-                                   "labels": list(CODES)}, "cross_source": checks,
+                                   "labels": list(CODES)}, "shift_check": shifts, "cross_source": checks,
               "data": {"folder": "ecg/cinc2017-af", "records": int(len(labels)),
                        "per_class": {k: int((labels == v).sum()) for k, v in CODES.items()}},
               "recipe": {"epochs": epochs, "seed": seed, "crops_per_record": 4, "loss": "class-weighted CE",
-                         "augmentation": "beat amplitude x0.8-1.2, gaussian noise, heart rate x0.85-1.15, random crops of 8-32 beats"},
+                         "augmentation": (f"{ecg_shift.COPIES} shifted copies per record (200/250/360 Hz, 0.25-1.0 mV, "
+                                          f"0-40 µV noise) replacing the record in {1 - ecg_shift.KEEP_ORIGINAL:.0%} of draws, "
+                                          "beat amplitude x0.8-1.2, gaussian noise, heart rate x0.85-1.15, "
+                                          "random crops of 8-32 beats")},
               "parameters": int(sum(p.numel() for p in model.parameters())),
               "weights_sha256": weights_sha, "training_seconds": round(time.time() - start, 1),
               "environment": training_environment()}
@@ -233,8 +265,9 @@ def model_card(config, r: dict) -> str:
 
 ## What it does
 Classifies the rhythm of one ECG lead as `normal` (sinus rhythm), `af` (atrial fibrillation),
-`other` rhythm or `noisy`. Multi-lead records run on lead II by default (configurable); the
-result says which lead was used, and gives R peaks, heart rate, RR irregularity (CV, normalised
+`other` rhythm or `noisy`. Multi-lead records: by default the engine checks every lead's signal
+quality and the best up to 3 leads decide together (their windows pooled, beat-weighted); `lead=` picks one. The
+result says which lead(s) decided (see Leads below), and gives R peaks, heart rate, RR irregularity (CV, normalised
 RMSSD, pNN50) and a per-beat saliency (where the model looked; not a localisation).
 
 Intended use: {config.intended_use}
@@ -249,6 +282,8 @@ with their RR features; per-beat scores are averaged into the window's logits. R
 into windows of 32 beats (stride 16); the record's scores are the beat-weighted mean. {r['parameters'] / 1000:.0f} k
 parameters. Why beats and RR intervals: RR irregularity is device-agnostic, raw morphology is
 not (see the project's ECG modelling notes).
+
+{changes_120(r)}
 
 Changes in 1.1.0: preprocessing without scipy or wfdb (so the clinic app ships without them),
 retrained. Version 1.0.0 used scipy filters and wfdb's XQRS: CinC score 0.718 (0.667-0.764), `other`
@@ -277,8 +312,11 @@ Confusion (rows true, columns predicted N A O ~):
 
 The challenge winners reached 0.83 on the hidden test set with 8528 training records (28x more).
 
+{shift_section(r)}
+
 ## Other devices, rates and leads (shipped model)
 - {xs['mitdb_100']['what']}: {xs['mitdb_100']['called_af']} of {xs['mitdb_100']['n']} windows called AF, {xs['mitdb_100']['called_normal']} called normal.
+- {xs['cinc2021_lead_I_200hz']['what']}: {xs['cinc2021_lead_I_200hz']['called_af']} of {xs['cinc2021_lead_I_200hz']['n']} records called AF ({xs['cinc2021_lead_I_200hz']['called_af_coded_pac']} of them coded PACs), {xs['cinc2021_lead_I_200hz']['called_noisy']} called noisy.
 - {xs['cinc2021']['what']}: {xs['cinc2021']['called_af']} of {xs['cinc2021']['n']} records called AF, and {xs['cinc2021']['called_af_coded_pac']} of those are coded premature atrial contractions (SNOMED 284470004; {xs['cinc2021']['coded_pac']} records carry that code); {xs['cinc2021']['no_pac_called_af']} of the {xs['cinc2021']['no_pac']} records without PACs were called AF. {xs['cinc2021']['sinus_called_normal']} of {xs['cinc2021']['sinus_records']} sinus-coded records were called normal (many carry other findings too).
 - {xs['ptb_s0010']['what']}: {xs['ptb_s0010']['label']}.
 - {xs['pydicom_waveform']['what']}: {xs['pydicom_waveform']['label']}.
@@ -290,11 +328,67 @@ The challenge winners reached 0.83 on the hidden test set with 8528 training rec
   must read any AF call on the trace (P waves); the viewer shows beats and RR intervals for that.
 - 300 training records from one device; "other rhythm" is a mixed bag and the weakest class.
 - Depends on R-peak detection: very noisy leads, pacing and wide-complex rhythms are outside what it has seen.
-- Needs at least 4 detectable beats; it says so instead of guessing.
+- Needs at least 4 detectable beats in the deciding lead; it says so instead of guessing.
 - Scores are not calibrated probabilities.
 
 Weights SHA-256: `{r['weights_sha256']}`
 """
+
+
+def changes_120(r: dict) -> str:
+    """What 1.2.0 changed and what it bought (the 2-fold old-vs-new comparison is static: it trains twice)."""
+    return f"""Changes in 1.2.0: trained with shifted copies of each record (see Shift check below). What it
+bought, {COMPARISON['what']} (record counts; CinC F1 with bootstrap 95 % CI):
+
+| condition | recipe | AF sensitivity | AF called noisy | non-AF called AF | noisy recall | CinC F1 |
+|---|---|---|---|---|---|---|
+""" + "\n".join(f"| {k} | {v} | " + " | ".join(cells) + " |" for k, rows in COMPARISON["rows"].items()
+                for v, cells in rows.items()) + "\n\n" + COMPARISON["note"]
+
+
+def shift_section(r: dict) -> str:
+    if "shift_check" not in r:
+        return ""
+    sc = r["shift_check"]
+    worst = min(sc, key=lambda k: sc[k]["af_sensitivity"]["value"])
+    return f"""## Shift check (same out-of-fold predictions as above, bootstrap / Wilson 95 % CI)
+Every CinC 2017 record re-recorded as a low-amplitude limb lead of another recorder would take it
+(`models/recipes/ecg_shift.py`: resampled, rescaled to a 1st-99th percentile range of 0.34 mV, the
+median of an external Holter's lead I, plus white recorder noise; noise seeded per record), then
+predicted by the fold model that did not train on it. Gap: CinC F1 minus the as-recorded value.
+
+{ecg_shift.markdown(sc)}
+
+Lowest AF sensitivity: {worst}, {sc[worst]['af_sensitivity']['value']:.3f} ({sc[worst]['af_called_noisy']} AF records called noisy).
+{MISS_NOTE}"""
+
+
+COMPARISON = {  # /tmp/h8/ecg_c.py-style run: 2 stratified folds of 150 (seed 0), 50 epochs, old vs new recipe
+    "what": "2-fold cross-validation on CinC 2017 (150 / 150 records, same folds and seeds, 1.1.0 recipe vs 1.2.0 recipe)",
+    "rows": {
+        "as recorded": {"1.1.0": ("39/50", "4", "9/250", "24/30", "0.673 (0.618-0.725)"),
+                        "1.2.0": ("39/50", "6", "14/250", "20/30", "0.673 (0.617-0.726)")},
+        "200 Hz, 0.34 mV, 20 µV noise": {"1.1.0": ("22/50", "19", "3/250", "25/30", "0.599 (0.533-0.656)"),
+                                         "1.2.0": ("38/50", "7", "10/250", "19/30", "0.677 (0.618-0.731)")},
+        "360 Hz, 0.34 mV, 20 µV noise": {"1.1.0": ("30/50", "13", "3/250", "26/30", "0.665 (0.604-0.719)"),
+                                         "1.2.0": ("41/50", "5", "12/250", "23/30", "0.690 (0.636-0.742)")},
+        "200 Hz, 0.34 mV, 40 µV noise": {"1.1.0": ("7/50", "29", "0/250", "30/30", "0.403 (0.337-0.471)"),
+                                         "1.2.0": ("38/50", "7", "13/250", "19/30", "0.661 (0.604-0.716)")},
+    },
+    "note": ("Unseen data, same fold models (fold 0 + fold 1 of 50 records each): CinC 2021 lead I at 200 Hz called AF "
+             "10 + 4 (1.1.0) vs 11 + 11 (1.2.0), lead II at 200 Hz 12 + 4 vs 9 + 8, every one coded premature atrial "
+             "contractions; MIT-BIH 100 at 360 Hz, 60 windows per lead: 0 called AF on MLII and V5 with both recipes "
+             "(called normal, MLII: 50 + 20 vs 57 + 39). The AF decision no longer breaks on a low, noisy lead; the "
+             "price: genuinely noisy records are called noisy less often (as recorded 24/30 -> 20/30 here; the "
+             "shipped 5-fold run below keeps 25/30 as recorded but 17/30 with 40 µV added), a few more non-AF "
+             "records called AF, and more PAC records called AF on lead I."),
+}
+MISS_NOTE = ("Remaining miss: the issue's target is AF sensitivity >= 0.95 by default and >= 0.90 on any limb lead "
+             "on an external Holter; out of fold here, even as recorded, it is below 0.90 (1.1.0's 5-fold run: 42/50 as "
+             "recorded, not measured shifted; the 2-fold comparison above: 39/50 as recorded with either recipe). With 50 AF training "
+             "records, the AF/other boundary (irregular rhythms with PACs, short 10-s records) and records whose "
+             "R peaks are lost in noise cost the rest; more AF data, not more augmentation, is what would close it. "
+             "The external Holter numbers are measured outside the project and are not reproduced here.")
 
 
 def refresh_card() -> dict:
