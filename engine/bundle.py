@@ -23,7 +23,8 @@ from .errors import BundleError, ConfigurationError, InvalidInputError, MedError
 from .io.image import sha256_of
 from .manifest import MAX_MANIFEST_BYTES, RESERVED, Manifest, relative_path
 from .results import Provenance
-from .screening import load_ood_reference, screen_answer, screen_borderline, screen_study, strict_default
+from .screening import (climbed, flagged_rows, ladder_flags, load_ood_reference, screen_answer, screen_borderline,
+                        screen_study, strict_default)
 from .trust_policy import check_signature
 from .tasks import task_for
 
@@ -264,7 +265,10 @@ class Prepared:
 
 
 class Model:
-    """An opened bundle bound to one backend and artifact. Use as a context manager."""
+    """An opened bundle bound to one backend and artifact (a Runner: engine/runner.py). Use as a context manager."""
+
+    batches_locally = True  # prepare on worker threads, complete_many in one runtime pass here
+    study_kind = property(lambda self: self.task.study_kind)
 
     def __init__(self, path, backend: str = "auto", precision: str = "auto", *,
                  threads: int | None = None, verify: bool = True, trust=None, allow_unsigned: bool = False,
@@ -276,13 +280,13 @@ class Model:
         files = {role: self.path / rel for role, rel in self.artifact.files.items()}
         self.runtime = cls(files, precision=self.artifact.precision, threads=threads, **backend_options)
         self.task = task_for(self.manifest, self.artifact)
-        self.ood = load_ood_reference(self.manifest, self.path)
-        self._float = None  # the fp32 artifact, opened on the first borderline answer (False: the bundle has none)
+        self.ood_spec, self.ood = load_ood_reference(self.manifest, self.path, self.artifact)
+        self._float = None  # the fp32 rung, opened on the first flagged answer (False: the bundle has none)
         self._float_lock = threading.Lock()
         self.runtime.load()
         self.provenance = Provenance(self.manifest.model_id, self.manifest.model_version, self.sha256,
                                      cls.name, self.artifact.precision, self.runtime.device,
-                                     self.manifest.medical_device)
+                                     self.manifest.medical_device, str(self.manifest.provenance.get("source", "")))
 
     backend = property(lambda self: self.provenance.backend)
     precision = property(lambda self: self.provenance.precision)
@@ -335,18 +339,34 @@ class Model:
                         {"read": (t1 - t0) * 1e3, "preprocess": (time.perf_counter() - t1) * 1e3})
 
     def finish(self, prepared: "Prepared", outputs: dict, infer_ms: float):
-        """The result of a prepared study from its runtime outputs: postprocess, explanation, screening."""
+        """The result of a prepared study from its runtime outputs: postprocess, explanation, screening.
+
+        The precision ladder: a quantized artifact answers only the studies its screening passes; a
+        flagged one (``LADDER_FLAGS``) is answered by the bundle's fp32 artifact from the same
+        prepared feeds (one more inference), and the result says so (``answered_at_fp32``)."""
         t0 = time.perf_counter()
         p = prepared
+        fields = self._screened(p, outputs)
+        answered, flags = self, ladder_flags(self, fields)
+        rung = self.float_model() if flags else None
+        if rung is not None:
+            t1 = time.perf_counter()
+            again = rung._run(p.feeds)
+            rerun = (time.perf_counter() - t1) * 1e3
+            infer_ms, t0 = infer_ms + rerun, t0 + rerun / 1e3
+            fields, answered = climbed(self, rung, flags, fields, rung._screened(p, again)), rung
+        timings = dict(p.timings, infer=infer_ms, postprocess=(time.perf_counter() - t0) * 1e3)
+        timings["total"] = sum(timings.values())
+        return self.task.result_type(provenance=answered.provenance, source=p.source, input_sha256=sha256_of(p.digest),
+                                     timings_ms=timings, input_meta=p.input_meta, **fields)
+
+    def _screened(self, p: "Prepared", outputs: dict) -> dict:
+        """This artifact's answer fields for its outputs: postprocess, explanation, OOD, borderline."""
         fields = self.task.postprocess(outputs, p.meta)
         if self.task.explains(p.options):
             fields = self.task.explain(self.infer, p.feeds, fields)
         fields = screen_answer(self, outputs, fields | {"warnings": p.warnings + tuple(fields.get("warnings", ()))})
-        fields = screen_borderline(self, p.feeds, p.meta, fields)
-        timings = dict(p.timings, infer=infer_ms, postprocess=(time.perf_counter() - t0) * 1e3)
-        timings["total"] = sum(timings.values())
-        return self.task.result_type(provenance=self.provenance, source=p.source, input_sha256=sha256_of(p.digest),
-                                     timings_ms=timings, input_meta=p.input_meta, **fields)
+        return screen_borderline(self, fields)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs for an already-preprocessed (N, ...) float32 batch."""
@@ -366,7 +386,25 @@ class Model:
         return in_chunks(lambda x: self.runtime.infer({name: x}), inputs, self.manifest.input.shape[0], MAX_BATCH)
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
-        return self.task.scores(self.infer(batch))
+        """Scores of preprocessed rows as this model answers them: a quantized artifact's rows that
+        its own screening flags without a header (OOD, borderline) come from the fp32 rung."""
+        outputs = self.infer(batch)
+        scores = self.task.scores(outputs)
+        rung = self.float_model() if self.precision != "fp32" else None
+        if rung is None:
+            return scores
+        moved = self.flagged_rows(outputs, scores)
+        if moved.any():
+            scores = np.array(scores, copy=True)
+            scores[moved] = rung.scores(np.asarray(batch)[moved])
+        return scores
+
+    def flagged_rows(self, outputs: dict, scores: np.ndarray) -> np.ndarray:
+        """Which rows this artifact's screening flags without a header (see screening.flagged_rows)."""
+        m = self.manifest
+        return flagged_rows(outputs, scores, ood_spec=self.ood_spec if self.task.ood_applies else None, ood=self.ood,
+                            band=self.artifact.borderline, thresholds=m.postprocess.thresholds, labels=tuple(m.labels),
+                            thresholded=self.task.thresholded_scores)
 
     def self_test(self, threads: int = 4):
         """The bundle's golden inputs run here against the source model's stored scores, also
@@ -376,8 +414,9 @@ class Model:
         return run_self_test(self, threads)
 
     def float_model(self) -> "Model | None":
-        """The bundle's fp32 artifact (this backend first), opened once, for a second answer on a
-        borderline study; None when this is fp32 already or the bundle has none that runs here."""
+        """The bundle's fp32 artifact (this backend first), opened once: the rung that answers the
+        studies a quantized artifact's screening flags; None when this is fp32 already or the bundle
+        has none that runs here."""
         if self.precision == "fp32":
             return None
         with self._float_lock:  # studies on worker threads: one opening, and every thread waits for it

@@ -19,6 +19,7 @@ CODES = {
     "no_measurement": "no outline could be measured on this image",
     "outside_formula_range": "a measurement lies outside the range its formula is valid for",
     "header_corrected": "a source header value was malformed or absent: corrected or left empty in the result objects",
+    "answered_at_fp32": "a quantized artifact's screening flagged the study, so the bundle's fp32 artifact answered it",
 }
 
 # the flags under which a model does not vouch for its answer: every headline says "Not assessed: ..."

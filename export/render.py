@@ -43,6 +43,8 @@ def artifact_table(manifest, root, reports: dict) -> list[str]:
         lines.append(f"{a.key:<18} {size:6.2f} {agreement:>28} "
                      f"{'-' if corr is None else f'{corr:.3f}':>9} {f'+-{a.borderline:.3f}':>10} "
                      f"{f'>={a.decode_margin}x' if a.decode_margin else 'full':>6}  {describe_report(rep.get('validation'))}")
+    for a in manifest.artifacts:
+        lines += proof_lines(a.key, reports.get(a.key, {}).get("proof"))
     for r in manifest.provenance.get("refused_artifacts", []):
         lines.append(f"{r['artifact']:<18} REFUSED at build time, not in the bundle: {r['reason']}")
     measures = {g.get("measure") for g in (r.get("golden", {}) for r in reports.values()) if g.get("measure")}
@@ -54,6 +56,22 @@ def artifact_table(manifest, root, reports: dict) -> list[str]:
                      "its input, where the build showed scores stay within the tolerance (reports/<artifact>.json, "
                      "reduced_decode; predict --full-decode to opt out)")
     return lines
+
+
+def proof_lines(key: str, p: dict | None) -> list[str]:
+    """What the build proved of a quantized artifact (export/steps/proof.py), in three lines."""
+    if not p:
+        return []
+    i, c, a = p["in_distribution"], p["coverage"], p["answered_itself"]
+    agree = p.get("ood_agreement", {})
+    return [f"{key:<18} in distribution: worst {i['max_disagreement']:.1e} (tolerance {p['tolerance']:.0e}) on "
+            f"{i['golden']} golden + {i['validation']} validation studies, worst {i['worst_item']}",
+            f"{'':<18} coverage: {c['flagged']} of {c['beyond_tolerance']} beyond the tolerance flagged by its own "
+            f"screening ({c['n']} rows unlike the training data, other kinds, perturbed)",
+            f"{'':<18} answered itself: {a['agreement_set']:.0%} of the agreement set, {a['validation']:.0%} of "
+            f"validation (the rest at fp32)"
+            + (f"; OOD decisions agree with fp32 on {agree.get('agreement_set', float('nan')):.0%} of the agreement set, "
+               f"{agree.get('validation', float('nan')):.0%} of validation" if agree else "")]
 
 
 def robustness_lines(reports: dict) -> list[str]:

@@ -93,8 +93,10 @@ def test_tasks_have_one_home():
     import re
     from pathlib import Path
 
+    from medexport.engine.tasks import TASKS
+
     repo = Path(__file__).resolve().parent.parent
-    names = "|".join(["classification", "ecg_rhythm", "segmentation"])
+    names = "|".join(TASKS)
     compared = re.compile(rf"""[=!]=\s*["']({names})["']|["']({names})["']\s*[=!]=|in\s*\(["']({names})""")
     offenders = []
     for layer in ("engine", "export", "desktop", "models"):

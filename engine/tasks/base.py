@@ -75,6 +75,7 @@ class Task:
     from_onnx: ClassVar[bool] = False  # a user's ONNX file can be built as this task (export/source.py)
     viewer_rank: ClassVar[int] = 0  # lower first when the viewer picks a default model for a study kind
     ood_applies: ClassVar[bool] = True  # False: signal quality plays the out-of-distribution role (ECG)
+    thresholded_scores: ClassVar[bool] = False  # each row's scores are per-label probabilities with thresholds
 
     def __init__(self, manifest, decode_margin: int = 0):
         self.manifest = manifest

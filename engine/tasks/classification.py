@@ -22,6 +22,7 @@ class ClassificationTask(Task):
     result_type = ClassificationResult
     metrics = ("auroc", "f1")
     from_onnx = True
+    thresholded_scores = True
 
     def read(self, source, options: ImageOptions) -> ImageStudy:
         return read_image(source, frame=options.frame, min_size=decode_size(self.spec, self.decode_margin))

@@ -40,23 +40,31 @@ def with_features(source, work: Path):
     return dataclasses.replace(source, onnx_path=copy, outputs=(*source.outputs, TensorSpec(FEATURES, (-1, width))))
 
 
-def study_features(source, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Per-study mean features and scores of the float source graph (ONNX Runtime)."""
-    import onnxruntime as ort
+def study_features(source, data: Dataset, run=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-study mean features and scores: of ``run`` (an artifact's runtime: outputs for a batch),
+    else of the float source graph (ONNX Runtime)."""
+    if run is None:
+        import onnxruntime as ort
 
-    session = ort.InferenceSession(str(source.onnx_path), providers=["CPUExecutionProvider"])
-    names = [FEATURES, source.postprocess.score_output]
+        session = ort.InferenceSession(str(source.onnx_path), providers=["CPUExecutionProvider"])
+        names = [FEATURES, source.postprocess.score_output]
+
+        def run(x):
+            return dict(zip(names, session.run(names, {source.input.name: x})))
     feats, scores = [], []
     for i in range(0, len(data.inputs), 16):
-        f, s = session.run(names, {source.input.name: data.inputs[i:i + 16]})
+        out = run(data.inputs[i:i + 16])
+        f, s = out[FEATURES], out[source.postprocess.score_output]
         feats.append(f.reshape(len(f), -1))
         scores.append(s.reshape(len(s), -1))
     return data.item_scores(np.concatenate(feats)), data.item_scores(np.concatenate(scores))
 
 
-def fit_ood(source, calib: Dataset, val: Dataset | None, log) -> tuple[OodSpec, bytes]:
-    """The reference fitted on ``calib``, its threshold and its report."""
-    feats, scores = study_features(source, calib)
+def fit_ood(source, calib: Dataset, val: Dataset | None, log, run=None, file: str = OOD_FILE,
+            label: str = "") -> tuple[OodSpec, bytes]:
+    """The reference fitted on ``calib``, its threshold and its report: in the float source's
+    features, or with ``run`` in an artifact's own (a quantized network's features differ)."""
+    feats, scores = study_features(source, calib, run)
     if len(feats) < MIN_STUDIES:
         raise ConfigurationError(f"--calib gave {len(feats)} studies, too few to fit the out-of-distribution "
                                  "reference (it holds a quarter out to set its threshold)",
@@ -68,7 +76,7 @@ def fit_ood(source, calib: Dataset, val: Dataset | None, log) -> tuple[OodSpec, 
         fit_f, fit_s, id_f, id_from = feats[~held], scores[~held], feats[held], "a quarter of the calibration studies"
     else:
         fit_f, fit_s = feats, scores
-        id_f, id_from = study_features(source, val)[0], "the validation studies"
+        id_f, id_from = study_features(source, val, run)[0], "the validation studies"
     reference = fit_reference(fit_f, fit_s.argmax(1) if fit_s.shape[1] > 1 else (fit_s[:, 0] > 0).astype(int))
     id_d = reference.distances(id_f)
     half = np.arange(len(id_d)) % 2 == 0
@@ -79,7 +87,7 @@ def fit_ood(source, calib: Dataset, val: Dataset | None, log) -> tuple[OodSpec, 
     others = []
     for kind, (modality, paths) in other_kinds(source).items():
         data, refused = _readable(paths, source.preprocess)
-        d = np.zeros(0) if data is None else reference.distances(study_features(source, data)[0])
+        d = np.zeros(0) if data is None else reference.distances(study_features(source, data, run)[0])
         others.append(d)
         report["other_kinds"][kind] = {"modality": modality, "n": len(d) + refused, "refused_by_reader": refused,
                                        "flag_rate": round(float((np.sum(d > threshold) + refused) / (len(d) + refused)), 4)}
@@ -90,9 +98,9 @@ def fit_ood(source, calib: Dataset, val: Dataset | None, log) -> tuple[OodSpec, 
     if report["other_kinds"]:
         caught = sum(v["flag_rate"] * v["n"] for v in report["other_kinds"].values())
         report["other_flag_rate"] = round(caught / sum(v["n"] for v in report["other_kinds"].values()), 4)
-    spec = OodSpec(FEATURES, OOD_FILE, threshold, fitted_on=f"{len(fit_f)} calibration studies",
+    spec = OodSpec(FEATURES, file, threshold, fitted_on=f"{len(fit_f)} calibration studies",
                    threshold_rule=f"{PERCENTILE} th percentile of {int(half.sum())} of {id_from}", report=report)
-    log.emit(f"[build]   OOD: threshold {threshold:.2f}; in-distribution flagged "
+    log.emit(f"[build]   OOD{label}: threshold {threshold:.2f}; in-distribution flagged "
              f"{report['in_distribution']['flag_rate']:.1%} of {int((~half).sum())}; "
              + ", ".join(f"{k} {v['flag_rate']:.0%} of {v['n']}" for k, v in report["other_kinds"].items()))
     return spec, reference.to_bytes()
@@ -122,9 +130,21 @@ def _in(folder, *names) -> list[str]:
     return [str(folder / n) for n in names if folder is not None and (folder / n).is_file()]
 
 
+_READ: dict = {}  # (paths, preprocessing) -> what _readable gave: each artifact's own fit reads them again
+
+
 def _readable(paths: list[str], preprocess) -> tuple[Dataset | None, int]:
     """The studies the engine reads, and how many it refuses (colour for a grey model, too small):
     a refused study never gets an answer, so it counts as caught."""
+    key = (tuple(paths), repr(preprocess))
+    if key not in _READ:
+        if len(_READ) >= 16:  # a few kinds of one model's studies at a time
+            _READ.clear()
+        _READ[key] = _read(paths, preprocess)
+    return _READ[key]
+
+
+def _read(paths: list[str], preprocess) -> tuple[Dataset | None, int]:
     parts, refused = [], 0
     for p in paths:
         try:
