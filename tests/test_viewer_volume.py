@@ -78,6 +78,7 @@ def test_a_series_folder_and_a_nifti_open_as_volumes(volumes, dcm, tmp_path):
 def test_three_views_keep_the_true_aspect_and_the_chest_ct_opens_fast_and_small(qtbot, window, volumes):
     import psutil
 
+    before = psutil.Process().memory_info().rss  # the test process holds other tests' memory: count what opening adds
     wall, cpu = time.perf_counter(), time.process_time()
     window.open_paths([str(volumes["ct"])])
     qtbot.wait(1)
@@ -94,10 +95,10 @@ def test_three_views_keep_the_true_aspect_and_the_chest_ct_opens_fast_and_small(
         r = widget.image_rect()
         assert r.height() / r.width() == pytest.approx(rows * row_mm / (cols * col_mm), rel=0.01)  # not squashed
     window.open_label_map(str(volumes["ct_mask"]))
-    rss = psutil.Process().memory_info().rss
-    print(f"chest CT open: {wall:.2f} s wall, {cpu:.2f} s CPU; RSS with its label map {rss / 2**20:.0f} MiB")
+    added = psutil.Process().memory_info().rss - before
+    print(f"chest CT open: {wall:.2f} s wall, {cpu:.2f} s CPU; RSS added with its label map {added / 2**20:.0f} MiB")
     assert cpu <= 2.0 and wall <= 4.0  # goal 2 s wall: CPU time is what this process spent (the machine is shared)
-    assert rss < 1024**3
+    assert added < 800 * 2**20  # the viewer itself starts at ~200 MiB: under 1 GB in all
 
 
 def test_orientation_is_the_patients(qtbot, window, volumes):
