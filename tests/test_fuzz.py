@@ -848,7 +848,10 @@ def _contradict(data: bytes, rng: random.Random) -> tuple[bytes | None, str]:
     """One slice's geometry, size, rescale or identity changed (to another real value or nonsense)."""
     import pydicom
 
-    ds, pending = pydicom.dcmread(io.BytesIO(data)), []
+    try:
+        ds, pending = pydicom.dcmread(io.BytesIO(data)), []
+    except Exception:  # noqa: BLE001 - an earlier mutation already broke this slice: leave it broken
+        return data, "a slice already unreadable"
     what = rng.choice(["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "RescaleSlope",
                        "SeriesInstanceUID", "SOPInstanceUID", "GantryDetectorTilt", "NumberOfFrames", "delete"])
     if what in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
