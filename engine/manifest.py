@@ -237,6 +237,40 @@ class DetectionPreprocess:
 
 
 @dataclass(frozen=True)
+class VolumePreprocess:
+    """3-D segmentation on the source voxel grid: axes turned to ``orientation`` by the affine, each
+    volume z-scored (its own mean and standard deviation), padded to at least ``patch`` (centred,
+    0 once normalised) and read in ``patch`` windows overlapping by ``overlap`` (a fraction),
+    blended with a Gaussian importance map (sigma = ``sigma_scale`` x patch), as MONAI's
+    sliding_window_inference; nothing is resampled."""
+
+    patch: tuple = (48, 64, 48)  # window (array axes after reorientation)
+    overlap: float = 0.5
+    sigma_scale: float = 0.125
+    orientation: str = "RAS"  # nibabel axis codes the arrays are turned to before the model
+    normalize: str = "zscore"
+    kind: str = "volume"
+
+    def __post_init__(self):
+        if not isinstance(self.patch, (list, tuple)) or len(self.patch) != 3:
+            _bad("preprocess.patch", self.patch, "[depth, height, width] of the network's window")
+        object.__setattr__(self, "patch", tuple(_int(f"preprocess.patch[{i}]", v, 8, 512) for i, v in enumerate(self.patch)))
+        object.__setattr__(self, "overlap", _real("preprocess.overlap", self.overlap, 0.0, 0.9))
+        object.__setattr__(self, "sigma_scale", _real("preprocess.sigma_scale", self.sigma_scale, 0.01, 1.0))
+        code = self.orientation
+        if not isinstance(code, str) or len(code) != 3 or sorted(code.translate(str.maketrans("LPI", "RAS"))) != ["A", "R", "S"]:
+            _bad("preprocess.orientation", code, "three axis codes, one of L/R, A/P, S/I each (e.g. 'RAS')")
+        if self.normalize != "zscore":
+            _bad("preprocess.normalize", self.normalize, "'zscore'")
+
+    def describe(self) -> str:
+        p = "x".join(str(v) for v in self.patch)
+        return (f"volume turned to {self.orientation} axes -> z-score per volume -> padded to at least {p} (0) -> "
+                f"{p} windows overlapping {self.overlap:g}, Gaussian blending (sigma {self.sigma_scale:g} x window); "
+                "labels mapped back onto the source voxel grid")
+
+
+@dataclass(frozen=True)
 class Postprocess:
     """Scores from outputs; decisions from thresholds on the listed labels."""
 
@@ -490,4 +524,4 @@ def _no_duplicates(pairs: list) -> dict:
 
 
 PREPROCESS_KINDS: dict[str, Any] = {"image": ImagePreprocess, "ecg": EcgPreprocess, "tiles": TilePreprocess,
-                                    "detect": DetectionPreprocess}
+                                    "detect": DetectionPreprocess, "volume": VolumePreprocess}

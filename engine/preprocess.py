@@ -239,3 +239,101 @@ def check_aspect(h: int, w: int) -> None:
         raise InvalidInputError(f"the image is {w} x {h} pixels (aspect ratio {max(h, w) / min(h, w):.1f})",
                                 expected=f"an aspect ratio up to {limits.MAX_ASPECT_RATIO:g}:1 (engine/limits.py)",
                                 fix="crop the region of interest first")
+
+
+# -- volumes (VolumePreprocess): reorientation, z-score, sliding windows with Gaussian blending ---------
+_RAS_OF_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def reorientation(affine: np.ndarray, code: str) -> tuple[tuple, tuple]:
+    """(perm, flips) that turn an array with voxel-to-LPS ``affine`` to nibabel axis ``code`` (e.g.
+    'RAS'): ``np.flip(voxels.transpose(perm), flips)``. Each array axis goes to the world axis it
+    lies closest to (the largest direction cosine first, as nibabel's io_orientation)."""
+    ras = np.abs(_RAS_OF_LPS @ np.asarray(affine, np.float64)[:3, :3])
+    signs = np.sign(_RAS_OF_LPS @ np.asarray(affine, np.float64)[:3, :3])
+    world_of = {}
+    free = ras.copy()
+    for _ in range(3):
+        w, j = np.unravel_index(np.argmax(free), free.shape)
+        world_of[int(j)] = int(w)
+        free[w, :], free[:, j] = -1.0, -1.0
+    axis_of_world = {w: j for j, w in world_of.items()}
+    perm, flips = [], []
+    for k, letter in enumerate(code):
+        w = "RAS".index(letter.translate(str.maketrans("LPI", "RAS")))
+        j = axis_of_world[w]
+        perm.append(j)
+        if (signs[w, j] > 0) != (letter in "RAS"):
+            flips.append(k)
+    return tuple(perm), tuple(flips)
+
+
+def to_model_axes(voxels: np.ndarray, turn: tuple) -> np.ndarray:
+    perm, flips = turn
+    return np.flip(np.transpose(voxels, perm), flips) if flips else np.transpose(voxels, perm)
+
+
+def from_model_axes(array: np.ndarray, turn: tuple) -> np.ndarray:
+    """Undo ``to_model_axes`` on the last three axes of ``array``."""
+    perm, flips = turn
+    lead = array.ndim - 3
+    out = np.flip(array, tuple(lead + k for k in flips)) if flips else array
+    return np.transpose(out, tuple(range(lead)) + tuple(lead + int(i) for i in np.argsort(perm)))
+
+
+def zscore(voxels: np.ndarray) -> np.ndarray:
+    """float32 (x - mean) / std over the whole volume (std at least 1e-6)."""
+    v = np.asarray(voxels, np.float32)
+    mean, std = float(v.mean(dtype=np.float64)), float(v.std(dtype=np.float64))
+    return (v - np.float32(mean)) / np.float32(max(std, 1e-6))
+
+
+def pad_to_patch(volume: np.ndarray, patch: tuple) -> tuple[np.ndarray, tuple]:
+    """Pad (centred, constant 0, as MONAI's sliding window) to at least ``patch``; return the array
+    and each axis's slice of the original inside it."""
+    before = [max(0, p - s) // 2 for s, p in zip(volume.shape, patch)]
+    widths = [(b, max(0, p - s) - b) for s, p, b in zip(volume.shape, patch, before)]
+    inner = tuple(slice(b, b + s) for b, s in zip(before, volume.shape))
+    return (np.pad(volume, widths) if any(sum(w) for w in widths) else volume), inner
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """MONAI's scan: a step of patch x (1 - overlap) (whole patch when it fills the axis), the last
+    window flush with the end."""
+    if size <= patch:
+        return [0]
+    step = max(1, int(patch * (1 - overlap)))
+    count = int(np.ceil((size - patch) / step)) + 1
+    return sorted({min(i * step, size - patch) for i in range(count)})
+
+
+def volume_windows(shape: tuple, spec) -> list[tuple]:
+    """Every window's origin (z, y, x) on a padded volume of ``shape``."""
+    starts = [window_starts(s, p, spec.overlap) for s, p in zip(shape, spec.patch)]
+    return [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
+
+
+def gaussian_importance(patch: tuple, sigma_scale: float) -> np.ndarray:
+    """Separable Gaussian centred on each window (index patch // 2, sigma = sigma_scale x patch),
+    peak 1, floored at 1e-3 so every voxel has weight."""
+    weight = np.ones((1, 1, 1), np.float32)
+    for axis, p in enumerate(patch):
+        x = np.arange(p, dtype=np.float64) - p // 2
+        g = np.exp(-0.5 * (x / (sigma_scale * p)) ** 2).astype(np.float32)
+        weight = weight * g.reshape([-1 if a == axis else 1 for a in range(3)])
+    return np.maximum(weight / weight.max(), np.float32(1e-3))
+
+
+def blend_windows(maps, origins: list, shape: tuple, spec) -> np.ndarray:
+    """Gaussian-weighted average of (C, *patch) window maps (any iterable) onto a (C, *shape) grid;
+    holds one accumulator and one weight volume, not every window."""
+    weight = gaussian_importance(spec.patch, spec.sigma_scale)
+    acc, norm = None, np.zeros(shape, np.float32)
+    for m, (z, y, x) in zip(maps, origins):
+        d, h, w = spec.patch
+        if acc is None:
+            acc = np.zeros((m.shape[0], *shape), np.float32)
+        acc[:, z:z + d, y:y + h, x:x + w] += m * weight
+        norm[z:z + d, y:y + h, x:x + w] += weight
+    acc /= np.maximum(norm, 1e-6)
+    return acc

@@ -82,7 +82,7 @@ class Result:
     input_meta: dict = field(default_factory=dict)
     warnings: tuple[ResultWarning, ...] = ()  # never dropped: every consumer shows them
     ood: OodScore | None = None  # out-of-distribution score; None: the bundle has no reference
-    second_opinion: dict | None = None  # a borderline answer re-run on the fp32 artifact: its decision and scores
+    second_opinion: dict | None = None  # the quantized answer the ladder did not use: precision, flags, scores
     created: str = field(default_factory=_now)
 
     saves: ClassVar[tuple] = ()  # the files save_outputs() writes: "mask", "heatmap"
@@ -486,3 +486,55 @@ class FetalHeadResult(SegmentationResult):
             "ellipse": None if self.ellipse is None else self.ellipse.to_dict(),
             "measurements": dict(self.measurements), "pixel_spacing_mm": self.pixel_spacing_mm,
             "spacing_source": self.spacing_source, "units": "mm" if self.in_mm else "pixels"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeSegmentationResult(Result):
+    """Labels on the source voxel grid (a series: slices x rows x columns in sorted order, each
+    slice's SOP Instance UID in ``slice_uids``; NIfTI: nibabel's array) and each label's volume
+    in mL (voxel count x the voxel volume from the affine)."""
+
+    mask: np.ndarray  # uint8: 0 background, i + 1 for labels[i]
+    labels: tuple  # the bundle's labels, in mask order from 1
+    measurements: dict  # "<label>_volume_ml" for each label, "total_volume_ml"
+    voxel_volume_ml: float
+    spacing_mm: tuple  # along each array axis
+    affine: np.ndarray  # array index -> LPS mm
+    slice_uids: tuple = ()
+    volume_kind: str = "nifti"  # dicom | dicom-enhanced | nifti
+    windows: int = 1
+
+    table_kind: ClassVar[str] = "measurements"
+    sr_procedure: ClassVar[tuple | None] = None  # DICOM SEG / SR (TID 1500) of volumes: not written yet
+
+    @property
+    def scores(self) -> dict:
+        """The volumes in mL (tables, audit log)."""
+        return dict(self.measurements)
+
+    def decision(self) -> str:
+        return ", ".join(f"{k.removesuffix('_volume_ml')} {v:.2f} mL" for k, v in self.measurements.items())
+
+    def score_rows(self) -> list[ScoreRow]:
+        return [ScoreRow(k, float(v), None, False) for k, v in self.measurements.items()]
+
+    def detail_lines(self) -> list[str]:
+        shape = " x ".join(map(str, self.mask.shape))
+        spacing = " x ".join(f"{s:.3g}" for s in self.spacing_mm)
+        return [f"labels on the source grid: {shape} voxels of {spacing} mm ({self.voxel_volume_ml * 1000:.3g} mm^3 each; "
+                f"{self.volume_kind}); {self.windows} window(s)",
+                "volume = voxel count x voxel volume from the affine"]
+
+    def finding_labels(self) -> list[str]:
+        return [k for i, k in enumerate(self.labels) if (self.mask == i + 1).any()]
+
+    def overlay(self) -> Overlay:
+        """The labels on the voxel grid, one colour per label (the viewer's three volume views)."""
+        return Overlay("labels", (self.mask, {i + 1: k for i, k in enumerate(self.labels)}),
+                       "Overlay: the model's labels, one colour per label.")
+
+    def to_dict(self) -> dict:
+        return super().to_dict() | {"measurements": dict(self.measurements), "labels": list(self.labels),
+                                    "mask_shape": list(self.mask.shape), "voxel_volume_ml": self.voxel_volume_ml,
+                                    "spacing_mm": list(self.spacing_mm), "volume_kind": self.volume_kind,
+                                    "slices": len(self.slice_uids), "windows": self.windows}

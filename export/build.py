@@ -276,7 +276,7 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
             answered = scores
             if precision != "fp32" and rung is not None:  # what the ladder answers: the self-test's reference
                 moved = proof.row_flags(source, task, outputs, scores, spec, own_ref, band)
-                answered = np.where(moved[:, None] if scores.ndim == 2 else moved, rung["scores"], scores)
+                answered = np.where(moved.reshape((-1,) + (1,) * (scores.ndim - 1)), rung["scores"], scores)
             if precision == "fp32":
                 rungs[name] = {"outputs": outputs, "scores": scores, "val": val_out}
             golden_arrays[f"scores_{key}"] = answered[stored].astype(np.float32)

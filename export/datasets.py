@@ -71,6 +71,21 @@ def subset(total: int, limit: int | None, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
 
 
+def _volume_dataset(spec, preprocess, labels, limit, perturb) -> Dataset:
+    from .volume_data import volume_dataset
+
+    return volume_dataset(spec, preprocess, limit, perturb)
+
+
+# preprocessing kinds with their own labelled-data reader (the others: pictures, DICOM, .npz, HC18)
+_KIND_READERS = {
+    "ecg": lambda spec, pp, labels, limit, perturb: _ecg_dataset(Path(spec), pp, labels, limit, perturb),
+    "tiles": lambda spec, pp, labels, limit, perturb: _tile_dataset(Path(spec), pp, limit, perturb),
+    "detect": lambda spec, pp, labels, limit, perturb: _detection_dataset(str(spec), pp, labels, limit, perturb),
+    "volume": _volume_dataset,
+}
+
+
 def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None = None, perturb=None) -> Dataset:
     """Read ``spec`` (see module doc; a list of specs is concatenated), preprocess every item as
     the engine will; ``limit`` keeps a seeded random subset. ``perturb`` (``robustness.Perturb``)
@@ -80,12 +95,9 @@ def load_dataset(spec: str, preprocess, *, labels: tuple = (), limit: int | None
             return load_dataset(spec[0], preprocess, labels=labels, limit=limit, perturb=perturb)
         parts = [load_dataset(s, preprocess, labels=labels, perturb=perturb) for s in spec]
         return _limit(concat(parts), limit)
-    if getattr(preprocess, "kind", "image") == "ecg":
-        return _ecg_dataset(Path(spec), preprocess, labels, limit, perturb)
-    if getattr(preprocess, "kind", "image") == "tiles":
-        return _tile_dataset(Path(spec), preprocess, limit, perturb)
-    if getattr(preprocess, "kind", "image") == "detect":
-        return _detection_dataset(str(spec), preprocess, labels, limit, perturb)
+    reader = _KIND_READERS.get(getattr(preprocess, "kind", "image"))
+    if reader is not None:
+        return reader(spec, preprocess, labels, limit, perturb)
     hc18 = _hc18_spec(str(spec))
     if hc18 is not None:
         return _hc18_dataset(*hc18, preprocess, limit, perturb)

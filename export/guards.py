@@ -353,3 +353,68 @@ def describe_report(data: dict | None) -> str:
     if not data:
         return "- (build with --val to measure)"
     return GUARDS_BY_REPORT[data["metric"]].describe(data)
+
+
+class VolumeDiceGuard(Guard):
+    """Volume segmentation: the mean Dice of the labels (each label's Dice, averaged) may drop by
+    ``max_drop`` (default 0.01) and the mean absolute total-volume error (a share of the true total)
+    may rise by ``VOLUME_BUDGET`` (0.01), label maps blended from windows exactly as the engine does."""
+
+    name = report_metric = "dice_volume"
+    default_budget = 0.01
+    VOLUME_BUDGET = 0.01
+
+    def _measure(self, val, rows) -> tuple[np.ndarray, np.ndarray, list]:
+        """Per volume: mean Dice over the labels, |total - true total| / true total, the label map."""
+        from medexport.engine.tasks.volume_segmentation import labels_from
+
+        x, n = val.extras, len(self.labels)
+        dices, errors, maps = [], [], []
+        for k, (meta, truth) in enumerate(zip(x["metas"], x["masks"])):
+            pred = labels_from(iter(rows[val.groups == k]), meta, self.preprocess)
+            maps.append(pred)
+            dices.append(np.mean([dice(pred == i + 1, truth == i + 1) for i in range(n)]))
+            true_total = max(int((truth > 0).sum()), 1)
+            errors.append(abs(int((pred > 0).sum()) - int((truth > 0).sum())) / true_total)
+        return np.array(dices), np.array(errors), maps
+
+    def value(self, val, rows):
+        return float(self._measure(val, rows)[0].mean())
+
+    def report(self, val, source_rows, rows):
+        (sd, se, sm), (ad, ae, am) = self._measure(val, source_rows), self._measure(val, rows)
+
+        def summary(values: np.ndarray) -> dict:
+            lo, hi = bootstrap_ci(lambda v: v.mean(), values, n=self.n_boot)
+            return {"value": round(float(values.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)]}
+
+        src, art = {"dice": summary(sd), "volume_error": summary(se)}, {"dice": summary(ad), "volume_error": summary(ae)}
+        drop = round(src["dice"]["value"] - art["dice"]["value"], 4)
+        rise = round(art["volume_error"]["value"] - src["volume_error"]["value"], 4)
+        problems = []
+        if self.max_drop is not None and drop > self.max_drop:
+            problems.append(f"on validation Dice drops by {drop:.4f} (budget {self.max_drop})")
+        if self.max_drop is not None and rise > self.VOLUME_BUDGET:
+            problems.append(f"on validation the mean total-volume error rises by {rise * 100:.2f} % of the volume "
+                            f"(budget {self.VOLUME_BUDGET * 100:g} %)")
+        changed = [float((a != b).mean()) for a, b in zip(sm, am)]
+        data = {"metric": "dice_volume", "n": len(val.names), "source": src, "artifact": art, "dice_drop": drop,
+                "volume_error_increase": rise, "max_drop": self.max_drop,
+                "max_volume_error_increase": None if self.max_drop is None else self.VOLUME_BUDGET,
+                "passed": not problems, "changed_voxels": round(float(np.mean(changed)), 5),
+                "n_flips": int(sum(c > 0 for c in changed)),
+                "decision_flips": [{"item": n, "changed_voxels": round(c, 5)}
+                                   for n, c in zip(val.names, changed) if c > 0]}
+        return GuardReport("dice_volume", not problems, tuple(problems), data)
+
+    @classmethod
+    def describe(cls, v):
+        budget = ("" if v.get("max_drop") is None
+                  else f"; budget Dice {v['max_drop']}, volume error +{v['max_volume_error_increase'] * 100:g} %")
+        return (f"Dice {v['source']['dice']['value']:.4f}->{v['artifact']['dice']['value']:.4f}, volume error "
+                f"{v['source']['volume_error']['value'] * 100:.2f}->{v['artifact']['volume_error']['value'] * 100:.2f} %, "
+                f"{v['changed_voxels'] * 100:.3f} % voxels changed, n={v['n']}{budget}")
+
+
+GUARDS[VolumeDiceGuard.name] = VolumeDiceGuard
+GUARDS_BY_REPORT[VolumeDiceGuard.report_metric] = VolumeDiceGuard

@@ -163,8 +163,8 @@ HIPPOCAMPUS_MR = ModelConfig(
                   "note": "T1 MR crops around one hippocampus (about 35 x 51 x 35 voxels at 1 mm), adults"},
     name="hippocampus-mr", version="1.0.0", task="volume_segmentation", labels=("anterior", "posterior"),
     input_shape=(1, 40, 56, 40), input_name="volume",
-    # predict on one NIfTI crop, 2 threads, busy 2-core AVX2 host: OpenVINO INT8 28 ms median, OpenVINO
-    # FP32 48 ms, ONNX Runtime FP32 ~80 ms, ONNX Runtime INT8 128 ms
+    # predict on one NIfTI crop (35x51x35), 2 threads, 2-core EPYC with AVX-512 VNNI: OpenVINO INT8 8.4 ms
+    # median, OpenVINO FP32 14.9 ms, ONNX Runtime FP32 26.3 ms (ORT INT8 was slower than its FP32)
     backend_preference=("openvino", "onnxruntime"),
     # every volume z-scored on its own, padded to at least the window, read in 40 x 56 x 40 windows
     # (half overlap, Gaussian blending); axes turned to RAS by the affine (the training NIfTIs are RAS)

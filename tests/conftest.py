@@ -119,6 +119,14 @@ def fetal_bundle(tmp_path_factory, cache_dir, shared):
                                 precisions=["fp32"], val=f"{shared / 'segmentation' / 'hc18'}:val:12"))
 
 
+@pytest.fixture(scope="session")
+def hippo_bundle(tmp_path_factory, cache_dir):
+    """hippocampus-mr from the recipe's saved weights, ONNX Runtime fp32, golden inputs from its validation list."""
+    from medexport.export.build import BuildOptions
+
+    return _bundle(tmp_path_factory, "hippocampus-mr", BuildOptions(targets=["onnxruntime"], precisions=["fp32"]))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def clinic_allows_unsigned_bundles():
     """The session's bundles are built unsigned: the test clinic's viewer settings allow them
@@ -194,7 +202,7 @@ def det_bundle(tmp_path_factory, cache_dir, shared):
 # Markers chosen from what a test uses (`make check` runs the rest): a bundle built by torch from the
 # shipped weights -> slow; the real Orthanc -> pacs; the real Triton server -> serve (and slow).
 _SLOW_FIXTURES = {"pneumonia_bundle", "ecg_bundle", "seg_bundle", "fetal_bundle", "det_bundle", "signed_bundle",
-                  "user_bundle_unvalidated", "cache_dir"}
+                  "user_bundle_unvalidated", "cache_dir", "hippo_bundle"}
 _MARK_BY_FIXTURE = {"orthanc": "pacs", "server": "serve"}
 _SLOW_MODULES = {"test_models", "test_installer", "test_robustness", "test_quantization", "test_serve", "test_fuzz",
                  "test_listener", "test_listener_kinds", "test_listener_robust", "test_listener_service",

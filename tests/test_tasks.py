@@ -9,8 +9,9 @@ from medexport.export.guards import AurocGuard, DiceGuard, F1Guard, guard_class
 
 
 def test_registry_names_every_task_once():
-    assert set(TASKS) == {"classification", "ecg_rhythm", "segmentation", "detection", "fetal_head"}
-    assert {t.study_kind for t in TASKS.values()} == {"image", "ecg"}
+    assert set(TASKS) == {"classification", "ecg_rhythm", "segmentation", "detection", "fetal_head",
+                          "volume_segmentation"}
+    assert {t.study_kind for t in TASKS.values()} == {"image", "ecg", "volume"}
     for name, cls in TASKS.items():
         assert cls.name == name and cls.metrics and set(cls.golden_tolerance) == {"fp32", "fp16", "int8"}
 

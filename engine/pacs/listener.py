@@ -46,6 +46,8 @@ def bundle_accepts(manifest, ds) -> bool:
     kind = task_class(manifest.task).study_kind
     if kind == "ecg":
         return "WaveformSequence" in ds
+    if kind == "volume":  # a series arrives one instance at a time: gathering series is not built yet
+        return False
     ours = str(ds.get("Manufacturer", "")) == "medexport"
     modalities = manifest.intended_for.modalities
     modality_ok = not modalities or str(ds.get("Modality", "")).upper() in modalities

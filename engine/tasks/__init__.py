@@ -8,9 +8,10 @@ from .detection import DetectionTask
 from .ecg_rhythm import EcgRhythmTask
 from .fetal_head import FetalHeadTask
 from .segmentation import SegmentationTask
+from .volume_segmentation import VolumeSegmentationTask
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassificationTask, EcgRhythmTask, SegmentationTask,
-                                                     DetectionTask, FetalHeadTask)}
+                                                     DetectionTask, FetalHeadTask, VolumeSegmentationTask)}
 
 __all__ = ["TASKS", "EcgOptions", "ImageOptions", "MeasureOptions", "Task", "item_scores", "task_class", "task_for"]
 
