@@ -249,7 +249,7 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
                 if precision == "int8" and rung is None:
                     report["no_fp32_rung"] = True
                 if proving and precision == "int8" and ood is not None:
-                    spec, own_ref, extra = _own_ood(source, calib, val, run, key, stage, log)
+                    spec, own_ref, extra = _own_ood(source, calib, val, run, key, stage, log) or (ood, ood_ref, {})
                 if proving and precision == "int8":
                     report["proof"] = _prove(source, task, tolerance, band, golden, stored, ref_scores, outputs, scores,
                                              golden_header, val, val_ref, val_out, other, other_header, other_ref,
@@ -346,8 +346,14 @@ def _kept(outputs: dict, source) -> dict:
 
 
 def _own_ood(source, calib, val, run, key: str, stage: Path, log: Log):
-    """The artifact's own OOD reference (its features), written into its folder; its options entry."""
+    """The artifact's own OOD reference (its features), written into its folder; its options entry.
+    None when its features do not separate anything (a threshold of 0: quantization collapsed the
+    feature output): the bundle's fp32 reference then screens it, as the build says."""
     spec, reference = fit_ood(source, calib, val, log, run=run, file=f"{key}/{OOD_FILE}", label=f" {key}")
+    if not np.isfinite(spec.threshold) or spec.threshold <= 0:
+        log.emit(f"[build]   OOD {key}: its own features give threshold {spec.threshold:.2f} (collapsed by "
+                 "quantization): the bundle's fp32 reference screens it")
+        return None
     (stage / spec.file).write_bytes(reference)
     extra = {"ood": {"file": spec.file, "threshold": spec.threshold, "fitted_on": spec.fitted_on,
                      "threshold_rule": spec.threshold_rule, "report": spec.report}}

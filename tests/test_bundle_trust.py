@@ -341,7 +341,10 @@ def test_cli_verify_exit_codes(signed_bundle, pneumonia_bundle, signing_keys, tm
     _, public, stranger = signing_keys
     ok = medexport("verify", signed_bundle, "--trust", public)
     assert ok.returncode == 0, ok.stderr
-    assert "OK   pneumonia-cxr 2.0.0" in ok.stdout and "signature valid; signer: trusted (publisher)" in ok.stdout
+    from medexport.models.registry import get_config
+
+    version = get_config("pneumonia-cxr").version
+    assert f"OK   pneumonia-cxr {version}" in ok.stdout and "signature valid; signer: trusted (publisher)" in ok.stdout
     for args, message in [((signed_bundle, "--trust", stranger), "signature valid; signer: not trusted (not in the"),
                           ((pneumonia_bundle, "--trust", public), "no signature; signer: none (unsigned)"),
                           ((signed_bundle,), "signature valid; signer: not trusted (no trust store)")]:
