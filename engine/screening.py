@@ -88,14 +88,15 @@ def ladder_flags(model, fields: dict) -> tuple[str, ...]:
 def climbed(model, rung, flags: tuple, quantized: dict, answered: dict) -> dict:
     """The fp32 rung's screened fields, saying which flags moved the study there and keeping the
     quantized answer that was not used (``second_opinion``)."""
-    hit = [k for k, t in quantized.get("thresholds", {}).items() if quantized["scores"][k] >= t]
+    scores = quantized.get("scores", {})  # a segmentation's fields have thresholds but no scores
+    thresholds = {k: t for k, t in quantized.get("thresholds", {}).items() if k in scores}
+    hit = [k for k, t in thresholds.items() if scores[k] >= t]
     unused = {"backend": model.backend, "precision": model.precision, "flags": list(flags),
-              "scores": {k: round(float(v), 6) for k, v in quantized.get("scores", {}).items()}, "positive": hit}
+              "scores": {k: round(float(v), 6) for k, v in scores.items()}, "positive": hit}
     text = (f"the {model.precision} artifact flagged this study ({', '.join(flags)}), so the bundle's fp32 artifact "
             f"on {rung.backend} answered it")
-    label = next((k for k, t in quantized.get("thresholds", {}).items()
-                  if k in answered.get("scores", {}) and (quantized["scores"][k] >= t) != (answered["scores"][k] >= t)),
-                 None)
+    label = next((k for k, t in thresholds.items()
+                  if k in answered.get("scores", {}) and (scores[k] >= t) != (answered["scores"][k] >= t)), None)
     if label is not None:
         text += f"; the {model.precision} answer would have decided {label} differently"
     warning = ResultWarning("answered_at_fp32", text)

@@ -85,3 +85,16 @@ def test_a_quantized_artifact_without_its_fp32_rung_is_refused():
     report = {"target": "openvino", "precision": "int8", "golden": {"passed": True}, "no_fp32_rung": True}
     with pytest.raises(ValidationError, match="no fp32 artifact on openvino"):
         _raise_if_failed("openvino-int8", report, None)
+
+
+def test_a_flagged_study_climbs_the_ladder_on_a_segmentation_bundle_too(tmp_path, cache_dir, dcm):
+    """A mask task's fields have thresholds but no scores: the ladder climbed anyway (the frozen
+    app's self-test crashed on fetal-head-us INT8 with a flagged study before this was fixed)."""
+    from medexport.export.build import BuildOptions, build
+
+    out = tmp_path / "fetal"
+    build("fetal-head-us", out, BuildOptions(targets=["onnxruntime"], precisions=["fp32", "fp16"]), emit=lambda m: None)
+    with open_bundle(out, backend="onnxruntime", precision="fp16") as model:
+        r = model.predict(dcm(MR))  # an MR slice: outside the ultrasound model's intended use
+    assert r.precision == "fp32" and "answered_at_fp32" in [w.code for w in r.warnings]
+    assert r.second_opinion["precision"] == "fp16" and r.second_opinion["positive"] == []
