@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import platform
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .errors import ConfigurationError
@@ -24,13 +23,9 @@ RUNTIME_PACKAGES = ("medexport", "numpy", "onnxruntime", "openvino", "tensorrt",
 
 def runtime_versions() -> dict:
     """Versions of Python and the packages results depend on (None: not installed)."""
-    out = {"python": platform.python_version()}
-    for name in RUNTIME_PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
+    from medexport.engine.host import installed_versions
+
+    return {"python": platform.python_version(), **installed_versions(RUNTIME_PACKAGES)}
 
 
 def canonical(report: dict) -> bytes:

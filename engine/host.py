@@ -26,3 +26,16 @@ def missing_desktop_libraries(platform: str | None = None) -> list[str]:
 
 def install_line(packages: list[str]) -> str:
     return "sudo apt-get install -y " + " ".join(packages)
+
+
+def installed_versions(packages) -> dict:
+    """Each distribution's installed version (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in packages:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out

@@ -5,8 +5,9 @@ import os
 import platform
 import shutil
 import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
+
+from medexport.engine.host import installed_versions
 
 from .targets import TARGETS
 
@@ -45,13 +46,7 @@ def gpu_info() -> dict:
 
 
 def package_versions() -> dict:
-    out = {}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
+    return installed_versions(PACKAGES)
 
 
 def target_status() -> dict:

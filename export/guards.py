@@ -265,6 +265,39 @@ class MapGuard(Guard):
                 f"change on {v['n_flips']} of {v['n']} items{cls._budget(v)}")
 
 
+
+@dataclass
+class PairedMaps:
+    """A map guard's measures of the float source and the artifact, side by side."""
+
+    src: dict
+    art: dict
+    drop: float  # mean Dice, source - artifact
+    rise: float  # mean error, artifact - source
+    problems: list
+    changed: list  # per item: the share of pixels / voxels whose label changed
+    source_errors: np.ndarray
+    artifact_errors: np.ndarray
+
+
+def dice_and_error(guard, val, source_rows, rows, error_key: str) -> PairedMaps:
+    """Dice and a per-item error (``guard._measure``) of source and artifact with bootstrap CIs, the
+    Dice budget checked; the caller checks its own error budget."""
+    (sd, se, sm), (ad, ae, am) = guard._measure(val, source_rows), guard._measure(val, rows)
+
+    def summary(values: np.ndarray) -> dict:
+        lo, hi = bootstrap_ci(lambda v: v.mean(), values, n=guard.n_boot)
+        return {"value": round(float(values.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)]}
+
+    src, art = {"dice": summary(sd), error_key: summary(se)}, {"dice": summary(ad), error_key: summary(ae)}
+    drop = round(src["dice"]["value"] - art["dice"]["value"], 4)
+    rise = round(art[error_key]["value"] - src[error_key]["value"], 4)
+    problems = []
+    if guard.max_drop is not None and drop > guard.max_drop:
+        problems.append(f"on validation Dice drops by {drop:.4f} (budget {guard.max_drop})")
+    changed = [float((a != b).mean()) for a, b in zip(sm, am)]
+    return PairedMaps(src, art, drop, rise, problems, changed, se, ae)
+
 class HcGuard(Guard):
     """Fetal head biometry: Dice against the filled outline may drop by ``max_drop`` (default
     0.01) and the mean absolute HC difference from the sonographer's HC may rise by at most
@@ -299,23 +332,12 @@ class HcGuard(Guard):
         return float(self._measure(val, rows)[0].mean())
 
     def report(self, val, source_rows, rows):
-        (sd, se, sm), (ad, ae, am) = self._measure(val, source_rows), self._measure(val, rows)
-
-        def summary(values: np.ndarray) -> dict:
-            lo, hi = bootstrap_ci(lambda v: v.mean(), values, n=self.n_boot)
-            return {"value": round(float(values.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)]}
-
-        src, art = {"dice": summary(sd), "hc_mae_mm": summary(se)}, {"dice": summary(ad), "hc_mae_mm": summary(ae)}
-        drop = round(src["dice"]["value"] - art["dice"]["value"], 4)
-        rise = round(art["hc_mae_mm"]["value"] - src["hc_mae_mm"]["value"], 4)
-        problems = []
-        if self.max_drop is not None and drop > self.max_drop:
-            problems.append(f"on validation Dice drops by {drop:.4f} (budget {self.max_drop})")
+        p = dice_and_error(self, val, source_rows, rows, "hc_mae_mm")
+        src, art, drop, rise, problems, changed = p.src, p.art, p.drop, p.rise, p.problems, p.changed
         if self.max_drop is not None and rise > self.HC_BUDGET_MM:
             problems.append(f"on validation the HC mean absolute difference rises by {rise:.2f} mm "
                             f"(budget {self.HC_BUDGET_MM} mm)")
-        changed = [float((a != b).mean()) for a, b in zip(sm, am)]
-        moved = np.abs(ae - se)
+        moved = np.abs(p.artifact_errors - p.source_errors)
         data = {"metric": "dice_hc", "n": len(val.names), "source": src, "artifact": art, "dice_drop": drop,
                 "hc_mae_increase_mm": rise, "max_drop": self.max_drop,
                 "max_hc_increase_mm": None if self.max_drop is None else self.HC_BUDGET_MM, "passed": not problems,
@@ -382,22 +404,11 @@ class VolumeDiceGuard(Guard):
         return float(self._measure(val, rows)[0].mean())
 
     def report(self, val, source_rows, rows):
-        (sd, se, sm), (ad, ae, am) = self._measure(val, source_rows), self._measure(val, rows)
-
-        def summary(values: np.ndarray) -> dict:
-            lo, hi = bootstrap_ci(lambda v: v.mean(), values, n=self.n_boot)
-            return {"value": round(float(values.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)]}
-
-        src, art = {"dice": summary(sd), "volume_error": summary(se)}, {"dice": summary(ad), "volume_error": summary(ae)}
-        drop = round(src["dice"]["value"] - art["dice"]["value"], 4)
-        rise = round(art["volume_error"]["value"] - src["volume_error"]["value"], 4)
-        problems = []
-        if self.max_drop is not None and drop > self.max_drop:
-            problems.append(f"on validation Dice drops by {drop:.4f} (budget {self.max_drop})")
+        p = dice_and_error(self, val, source_rows, rows, "volume_error")
+        src, art, drop, rise, problems, changed = p.src, p.art, p.drop, p.rise, p.problems, p.changed
         if self.max_drop is not None and rise > self.VOLUME_BUDGET:
             problems.append(f"on validation the mean total-volume error rises by {rise * 100:.2f} % of the volume "
                             f"(budget {self.VOLUME_BUDGET * 100:g} %)")
-        changed = [float((a != b).mean()) for a, b in zip(sm, am)]
         data = {"metric": "dice_volume", "n": len(val.names), "source": src, "artifact": art, "dice_drop": drop,
                 "volume_error_increase": rise, "max_drop": self.max_drop,
                 "max_volume_error_increase": None if self.max_drop is None else self.VOLUME_BUDGET,
