@@ -73,7 +73,7 @@ calibration-study: install
 # serving and dynamic batching on the same study (docs/triton.md has the figures).
 bench-serve: bundles
 	mkdir -p bench-results
-	$(PY) -m medexport.engine.serve.loadtest $(BUNDLES)/pneumonia-cxr --clients 16 --seconds 30 \
+	$(PY) -m medexport.export.bench.loadtest $(BUNDLES)/pneumonia-cxr --clients 16 --seconds 30 \
 	    --study ../shared/data/images/cxr-nih/00000001_000.png --out bench-results/bench-serve.json
 
 # Robustness report of the shipped models (docs/robustness.md): the demo bundles' targets and

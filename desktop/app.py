@@ -28,7 +28,7 @@ def selftest(folders) -> int:
     path on a synthetic DICOM (PDF, SR, SEG, mask, heatmap, CSV), then the privacy checks: no
     runtime wrote under ~/intel, an audit entry names no file."""
     from medexport.engine import MedError
-    from medexport.engine.selftest import self_test_bundle
+    from medexport.engine.open import self_test_bundle
 
     from .catalog import default_folders, find_bundles
     from .trust import open_options

@@ -129,6 +129,18 @@ def is_served(entry: BundleEntry) -> bool:
     return str(entry.path).startswith("triton://")
 
 
+def bundle_paths(folders: list[Path]) -> list[Path]:
+    """Every folder directly inside ``folders`` that holds a manifest, each once, unchecked (also
+    those the viewer does not offer: Help > Commissioning report... lists them)."""
+    out, seen = [], set()
+    for folder in folders:
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if (path / "manifest.json").is_file() and path.resolve() not in seen:
+                seen.add(path.resolve())
+                out.append(path)
+    return out
+
+
 def find_bundles(folders: list[Path], trust: dict | None = None) -> tuple[list[BundleEntry], list[str]]:
     """Every valid, trusted bundle directly inside ``folders``; problems are returned, not raised.
 
@@ -138,26 +150,20 @@ def find_bundles(folders: list[Path], trust: dict | None = None) -> tuple[list[B
         trust = open_options() if trust is None else trust
     except MedError as exc:
         return [], [str(exc)]
-    found, problems, seen = [], [], set()
+    found, problems = [], []
     reports = commissioning_folder()
-    for folder in folders:
-        if not folder.is_dir():
+    for path in bundle_paths(folders):
+        try:
+            m, sha, root = read_manifest(path)
+            signature = check_signature(root, **trust)
+            task = task_class(m.task)
+            if reports is not None:  # require_commissioning=true: not offered, and the problem says why
+                check_commissioned(reports, sha, m.model_id)
+        except MedError as exc:
+            problems.append(f"{path.name}: {exc}")
             continue
-        for path in sorted(folder.iterdir()):
-            if not (path / "manifest.json").is_file() or path.resolve() in seen:
-                continue
-            seen.add(path.resolve())
-            try:
-                m, sha, root = read_manifest(path)
-                signature = check_signature(root, **trust)
-                task = task_class(m.task)
-                if reports is not None:  # require_commissioning=true: not offered, and the problem says why
-                    check_commissioned(reports, sha, m.model_id)
-            except MedError as exc:
-                problems.append(f"{path.name}: {exc}")
-                continue
-            found.append(BundleEntry(root, m.model_id, m.model_version, m.task, sha,
-                                     tuple(a.key for a in m.artifacts), m.intended_use, m.medical_device,
-                                     root / m.card if m.card else None, signature, task.study_kind, task.viewer_rank,
-                                     _validated(root, m), str(m.provenance.get("source", ""))))
+        found.append(BundleEntry(root, m.model_id, m.model_version, m.task, sha,
+                                 tuple(a.key for a in m.artifacts), m.intended_use, m.medical_device,
+                                 root / m.card if m.card else None, signature, task.study_kind, task.viewer_rank,
+                                 _validated(root, m), str(m.provenance.get("source", ""))))
     return found, problems

@@ -5,17 +5,22 @@ import numpy as np
 
 # the overlay painters, their colours and legend: shared with the secondary capture sent to the PACS
 from medexport.engine.overlay_paint import (BOX_COLOURS, COLORMAP, ELLIPSE_COLOUR, IMAGE_PAINTERS,  # noqa: F401
-                                           MASK_COLOUR, boxes_rgba, ellipse_rgba, heatmap_rgba, legend, mask_rgba)
+                                           MASK_COLOUR, boxes_rgba, ellipse_rgba, heatmap_rgba, mask_rgba)
+from medexport.engine.overlay_paint import legend as image_legend
 
 # W/L presets in modality units (CT Hounsfield units): offered for CT only
 CT_PRESETS = {"Lung": (-600.0, 1500.0), "Mediastinum": (40.0, 400.0), "Bone": (400.0, 1800.0), "Brain": (40.0, 80.0)}
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def window_presets(header: dict) -> list[tuple[str, float, float]]:
+CT_GUESSED = "CT?"  # the presets' tag where the file states no modality and its values look like HU
+
+
+def window_presets(header: dict, looks_like_ct: bool = False) -> list[tuple[str, float, float]]:
     """(name, level, width) that fit this study: the file's own windows first ((0028,1050/1051),
     named by (0028,1055) where it explains them), then the CT presets, for CT only (a lung window
-    turns a radiograph white)."""
+    turns a radiograph white). A file without (0008,0060) Modality (NIfTI) gets them, tagged
+    "CT?", when ``looks_like_ct`` (desktop/volume_view.looks_like_ct: air at -1000 HU)."""
     def numbers(text: str) -> list[float]:
         out = []
         for part in str(text or "").split("\\"):
@@ -29,9 +34,21 @@ def window_presets(header: dict) -> list[tuple[str, float, float]]:
     names = [n.strip() for n in str(header.get("WindowCenterWidthExplanation") or "").split("\\")]
     presets = [(names[i] if i < len(names) and names[i] else f"From the file {i + 1}", c, w)
                for i, (c, w) in enumerate(zip(centres, widths)) if w > 0]
-    if str(header.get("Modality", "")).upper() == "CT":
-        presets += [(f"{name} (CT)", level, width) for name, (level, width) in CT_PRESETS.items()]
+    modality = str(header.get("Modality", "")).upper()
+    tag = "CT" if modality == "CT" else CT_GUESSED if not modality and looks_like_ct else None
+    if tag:
+        presets += [(f"{name} ({tag})", level, width) for name, (level, width) in CT_PRESETS.items()]
     return presets
+
+
+def legend(overlay) -> list[tuple[str, tuple]]:
+    """(label, RGB) for each colour an overlay draws: a volume's labels in the colours of its three
+    views (desktop/volume_view.label_colour), the image painters' own otherwise."""
+    if overlay is not None and overlay.kind == "labels":
+        from .volume_view import label_colour
+
+        return [(name, label_colour(int(k))) for k, name in sorted(overlay.data[1].items())]
+    return image_legend(overlay)
 
 
 def person_name(value: str) -> str:

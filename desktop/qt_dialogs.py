@@ -4,8 +4,8 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QMessageBox, QTextBrowser, QTreeWidget, QTreeWidgetItem,
-                               QVBoxLayout)
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QMessageBox, QProgressBar, QPushButton, QTextBrowser,
+                               QTreeWidget, QTreeWidgetItem, QVBoxLayout)
 
 
 def show_error(parent, title: str, message: str) -> None:
@@ -18,6 +18,19 @@ def show_error(parent, title: str, message: str) -> None:
         return
     box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, parent)
     box.exec()
+
+
+def run_controls(owner, label: str) -> tuple[QPushButton, QPushButton, QProgressBar]:
+    """Run / Cancel buttons and a progress bar for a dialog with ``start()`` and a ``worker`` that can cancel."""
+    run = QPushButton(label)
+    run.clicked.connect(owner.start)
+    cancel = QPushButton("Cancel")
+    cancel.setEnabled(False)
+    cancel.clicked.connect(lambda: owner.worker is not None and owner.worker.cancel())
+    progress = QProgressBar()
+    progress.setRange(0, 1)
+    progress.setValue(0)
+    return run, cancel, progress
 
 
 class TextDialog(QDialog):

@@ -6,15 +6,15 @@ from pathlib import Path
 
 from PySide6.QtCore import QEventLoop, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QIcon, QKeySequence, QPixmap
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QInputDialog, QLabel, QListWidget,
-                               QListWidgetItem, QMainWindow, QPushButton, QSlider, QStackedWidget, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QDialog, QDockWidget, QFileDialog, QHBoxLayout, QInputDialog, QLabel,
+                               QListWidget, QListWidgetItem, QMainWindow, QPushButton, QSlider, QStackedWidget,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from medexport.engine import MedError
 from medexport.engine.studies import write_batch_csv
 
 from . import qt_dialogs
-from .imaging import dicom_date, display_values, person_name, window_presets, window_to_uint8
+from .imaging import CT_GUESSED, dicom_date, display_values, person_name, window_presets, window_to_uint8
 from .paths import reports_dir
 from .qt_ecg import EcgView
 from .qt_image import ImageView, to_qimage
@@ -153,8 +153,10 @@ class MainWindow(QMainWindow):
         self._action(m, "Cancel", self.cancel, "Esc")
         self._action(m, "Model card...", self.show_card, "Ctrl+M")
         self._action(m, "Calibrate for this site...", self.calibrate_site)
+        self._action(m, "Compare with...", self.compare_with)
         h = bar.addMenu("&Help")
         self._action(h, "About / offline guarantee...", self.show_about, "F1")
+        self._action(h, "Commissioning report...", self.commissioning_report)
 
     # -- state events ------------------------------------------------------------------------------
     def _on_state(self, event: str) -> None:
@@ -227,9 +229,21 @@ class MainWindow(QMainWindow):
         self.presets_menu.clear()
         view = self.volume if study.kind == "volume" else self.image
         self._action(self.presets_menu, "Default (from the file)", lambda: view.set_window(*view.default_window), "0")
-        for i, (name, level, width) in enumerate(window_presets(study.header)[:9], start=1):
+        presets = view.presets if study.kind == "volume" else window_presets(study.header)
+        for i, (name, level, width) in enumerate(presets[:9], start=1):
             self._action(self.presets_menu, f"{name}: W {width:g} L {level:g}",
                          lambda _=False, lv=level, wd=width: view.set_window(lv, wd), str(i))
+        if study.kind == "volume" and not study.header.get("Modality") and not any(
+                name.endswith(f"({CT_GUESSED})") for name, _, _ in presets):  # a NIfTI states no modality
+            self.presets_menu.addSeparator()
+            self._action(self.presets_menu, "Offer the CT presets (this file states no modality)",
+                         lambda: self._offer_ct_presets(study))
+
+    def _offer_ct_presets(self, study) -> None:
+        """The CT presets for a volume whose file states no modality and whose values did not look
+        like Hounsfield units (the user knows it is a CT)."""
+        self.volume.presets = window_presets(study.header, looks_like_ct=True)
+        self._fill_presets(study)
 
     def _corner_text(self, study) -> dict:
         h = study.header
@@ -464,10 +478,21 @@ class MainWindow(QMainWindow):
             path, _ = QFileDialog.getSaveFileName(self, "Save PDF report", default, "PDF (*.pdf)")
         if not path:
             return None
-        from .qt_report import save_pdf
-
         entry = self.state.model_for(study)
-        written = save_pdf(Path(path), study, result, entry.intended_use, window=self.shown_window())
+        if study.kind == "volume":  # the engine's volume report, as the CLI and the listener write it
+            from medexport.engine.atomic import write_new
+            from medexport.engine.volume_outputs import report_for_source
+
+            try:
+                written = write_new(Path(path), report_for_source(result, study.path, entry.intended_use,
+                                                                  by="viewer"))
+            except (MedError, OSError) as exc:
+                qt_dialogs.show_error(self, "Cannot write the PDF report", str(exc))
+                return None
+        else:
+            from .qt_report import save_pdf
+
+            written = save_pdf(Path(path), study, result, entry.intended_use, window=self.shown_window())
         self.statusBar().showMessage(f"Saved {written}", 8000)
         return written
 
@@ -541,6 +566,31 @@ class MainWindow(QMainWindow):
         dialog.open()
         return dialog
 
+    def compare_with(self, candidate: str | None = None):
+        """Model > Compare with...: a candidate bundle beside the current model on the open studies
+        (desktop/qt_compare.py); returns the dialog (shown, not modal)."""
+        from .qt_compare import CompareDialog
+
+        study = self.state.study
+        kind = study.kind if study is not None else "image"
+        if self.state.chosen.get(kind) is None:
+            qt_dialogs.show_error(self, "No current model", f"No installed model reads the open {kind} studies.")
+            return None
+        dialog = CompareDialog(self.state, kind, self)
+        if candidate:
+            dialog.set_candidate(candidate)
+        dialog.open()
+        return dialog
+
+    def commissioning_report(self):
+        """Help > Commissioning report...: each bundle's standing, commissioning on this machine
+        (desktop/qt_commission.py); a bundle commissioned now is offered at once."""
+        from .qt_commission import CommissionDialog
+
+        dialog = CommissionDialog(self.state, self, on_written=lambda _path: self.state.discover())
+        dialog.open()
+        return dialog
+
     def show_card(self) -> None:
         study = self.state.study
         entry = self.state.chosen.get(study.kind if study else "image")
@@ -559,9 +609,11 @@ class MainWindow(QMainWindow):
         qt_dialogs.TextDialog("About medexport viewer", qt_dialogs.about_text(self.state), self).exec()
 
     def closeEvent(self, e) -> None:
-        if self.worker is not None and self.worker.isRunning():
-            self.worker.cancel()
-            self.worker.wait(5000)
+        workers = [self.worker] + [getattr(d, "worker", None) for d in self.findChildren(QDialog)]  # compare, commission
+        for worker in workers:
+            if worker is not None and worker.isRunning():
+                worker.cancel()
+                worker.wait(15000)
         self.state.close()
         super().closeEvent(e)
 

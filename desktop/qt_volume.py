@@ -15,10 +15,22 @@ from PySide6.QtWidgets import (QGridLayout, QLabel, QSizePolicy, QTableWidget, Q
 from .imaging import window_to_uint8
 from .qt_image import to_qimage
 from .volume_view import (AXIS, EDGES, VIEWS, Crosshair, Reslicer, default_window, label_colour, label_lut, label_volumes,
-                          pixel_mm, plane, plane_shape)
+                          looks_like_ct, pixel_mm, plane, plane_shape)
 
 LINE_COLOURS = {"axial": QColor(230, 70, 70), "coronal": QColor(80, 200, 90), "sagittal": QColor(240, 210, 60)}
 LABELS_OVERLAY = "labels"  # results.Overlay kind of a volume result: data = (labels on the voxel grid, {label: name})
+
+
+def study_windows(study, zyx: np.ndarray) -> tuple[list, tuple[float, float]]:
+    """The presets that fit a volume (desktop/imaging.window_presets; the CT ones for a NIfTI whose
+    values look like HU) and its default (level, width): the file's own window, else the voxels'
+    0.5-99.5th percentiles."""
+    from .imaging import CT_GUESSED, window_presets
+
+    ct = looks_like_ct(zyx) if not study.header.get("Modality") else False  # NIfTI: no (0008,0060)
+    presets = window_presets(study.header, looks_like_ct=ct)
+    own = [(level, width) for name, level, width in presets if not name.endswith(("(CT)", f"({CT_GUESSED})"))]
+    return presets, own[0] if own else default_window(zyx)
 
 
 class SliceView(QWidget):
@@ -145,6 +157,7 @@ class VolumeView(QWidget):
         side.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
         self.study = self.zyx = self.reslicer = self.cursor = None
         self.labels = self.names = None
+        self.presets = []  # (name, level, width) that fit the study (desktop/imaging.window_presets)
         self.default_window = (0.0, 1.0)
         self.level, self.width_ = self.default_window
         self.show_overlay, self.opacity = True, 0.5
@@ -154,15 +167,12 @@ class VolumeView(QWidget):
     def set_study(self, study) -> None:
         """Show ``study`` (kind "volume"): its window from the file ((0028,1050/1051), NIfTI cal_min /
         cal_max), else over the voxels' 0.5-99.5th percentiles; the crosshair at the centre."""
-        from .imaging import window_presets
-
         volume = study.load()
         self.study = study
         self.reslicer = Reslicer(volume.shape, volume.affine, volume.spacing)
         self.zyx = self.reslicer.apply(volume.voxels)
         self.cursor = Crosshair(self.zyx.shape)
-        own = [(level, width) for name, level, width in window_presets(study.header) if "(CT)" not in name]
-        self.default_window = own[0] if own else default_window(self.zyx)
+        self.presets, self.default_window = study_windows(study, self.zyx)
         self.level, self.width_ = self.default_window
         self.set_labels(None)
 
@@ -258,3 +268,4 @@ class VolumeView(QWidget):
     def shape_of(self, view: str) -> tuple[int, int]:
         """(rows, columns) of ``view``'s planes."""
         return plane_shape(self.zyx.shape, view)
+

@@ -12,7 +12,9 @@ MEASUREMENT_HEADERS = ("measurement", "value", "unit")
 MEASUREMENT_NAMES = {"head_circumference": "Head circumference (HC)", "biparietal_diameter": "Biparietal diameter (BPD)",
                      "occipitofrontal_diameter": "Occipitofrontal diameter (OFD)",
                      "gestational_age": "Gestational age (GA, Hadlock)"}
-UNITS = {"_mm": "mm", "_px": "pixels", "_weeks": "weeks"}
+UNITS = {"_mm": "mm", "_px": "pixels", "_weeks": "weeks", "_ml": "mL"}
+DECIMALS = {"mL": 2}  # a hippocampus is 1-2 mL: tenths would hide the difference between two runs
+VOLUME_SUFFIX = "_volume_ml"  # a volume task's "<label>_volume_ml" and "total_volume_ml"
 
 
 @dataclass(frozen=True)
@@ -36,5 +38,9 @@ def result_table(result) -> Table:
 
 def _measurement(key: str, value) -> tuple:
     name = next((n for prefix, n in MEASUREMENT_NAMES.items() if key.startswith(prefix)), key)
+    if key.endswith(VOLUME_SUFFIX):
+        name = f"{key.removesuffix(VOLUME_SUFFIX).replace('_', ' ').capitalize()} volume"
     unit = next((u for suffix, u in UNITS.items() if key.endswith(suffix)), "")
-    return (name, "outside the formula's range" if value is None else f"{value:.1f}", unit if value is not None else "")
+    if value is None:
+        return name, "outside the formula's range", ""
+    return name, f"{value:.{DECIMALS.get(unit, 1)}f}", unit

@@ -76,9 +76,11 @@ class AppState:
 
     def model_for(self, study: Study) -> BundleEntry:
         entry = self.chosen.get(study.kind)
-        if entry is None:
-            raise MedError(f"no installed model fits this {study.kind}",
-                           fix=f"File > Install bundle... (bundles go to {installed_bundles_dir()})")
+        if entry is None:  # the bundles not offered say why (a checksum, a signature, no commissioning report)
+            skipped = "".join(f"; not offered: {p}" for p in self.bundle_problems[:3])
+            raise MedError(f"no installed model fits this {study.kind}{skipped}",
+                           fix=f"File > Install bundle... (bundles go to {installed_bundles_dir()})"
+                               + (", or Help > Commissioning report..." if "commissioning" in skipped else ""))
         return entry
 
     def engine(self, entry: BundleEntry):

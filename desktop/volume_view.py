@@ -1,5 +1,6 @@
 """Three orthogonal views of a volume, without Qt: reorientation, planes, pixel aspect, the
-crosshair, label colours and label volumes.
+crosshair, label colours and label volumes. The conventions, planes and colours are the engine's
+(engine/volume_planes.py), so the views and the volume report (engine/volume_report.py) agree.
 
 A volume's array (DICOM: slices x rows x columns; NIfTI: nibabel's axes) is seen along the patient
 axes nearest to its own (nibabel's ``io_orientation`` on the LPS affine): ``array[z, y, x]`` with z
@@ -10,64 +11,38 @@ an axial view and on the left of a sagittal view; the head at the top of coronal
 """
 from __future__ import annotations
 
-import colorsys
 from dataclasses import dataclass
 
 import numpy as np
 
 from medexport.engine.errors import InvalidInputError
-
-VIEWS = ("axial", "coronal", "sagittal")
-AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}  # the (z, y, x) axis a view's slices step along
-# each view's (rows, columns) as (z, y, x) axes; rows of coronal and sagittal run head to feet
-IN_PLANE = {"axial": (1, 2), "coronal": (0, 2), "sagittal": (0, 1)}
-FLIPPED_ROWS = {"axial": False, "coronal": True, "sagittal": True}
-# the patient's side at each edge of a view: top, bottom, left, right
-EDGES = {"axial": ("A", "P", "R", "L"), "coronal": ("S", "I", "R", "L"), "sagittal": ("S", "I", "A", "P")}
-# label colours: the first labels (hippocampus anterior, posterior) get clearly different colours
-FIRST_COLOURS = ((255, 200, 0), (0, 190, 255), (240, 60, 60), (60, 220, 90), (200, 90, 255), (255, 130, 200))
+# the conventions, planes and label colours the engine's volume report uses too
+from medexport.engine.volume_planes import (AXIS, EDGES, FIRST_COLOURS, FLIPPED_ROWS, IN_PLANE, VIEWS,  # noqa: F401
+                                            default_window, label_colour, patient_axes, patient_spacing, pixel_mm,
+                                            plane)
 
 
 class Reslicer:
     """The volume's array axes mapped onto the patient's (z, y, x), from its LPS ``affine``."""
 
     def __init__(self, shape: tuple, affine: np.ndarray, spacing: tuple):
-        from nibabel.orientations import io_orientation
-
         self.source_shape = tuple(shape)
-        self.ornt = io_orientation(np.asarray(affine, np.float64))  # per array axis: patient axis, flip
-        xyz = [0.0, 0.0, 0.0]
-        for axis, (patient, _) in enumerate(self.ornt):
-            xyz[int(patient)] = float(spacing[axis])
-        self.spacing = (xyz[2], xyz[1], xyz[0])  # mm along (z, y, x)
+        self.affine = np.asarray(affine, np.float64)
+        self.spacing = patient_spacing(self.affine, spacing)  # mm along (z, y, x)
         self.shape = self.apply(np.empty(self.source_shape, np.bool_)).shape
 
     def apply(self, arr: np.ndarray) -> np.ndarray:
         """``arr`` (on the volume's grid) as ``[z, y, x]``: a view, no copy."""
-        from nibabel.orientations import apply_orientation
-
         if arr.shape != self.source_shape:
             raise InvalidInputError(f"an array of shape {arr.shape} was given for a volume of shape "
                                     f"{self.source_shape}", expected="a mask on the volume's voxel grid",
                                     fix="give the mask that was made from this volume")
-        return apply_orientation(arr, self.ornt).transpose(2, 1, 0)
-
-
-def plane(zyx: np.ndarray, view: str, index: int) -> np.ndarray:
-    """The 2-D plane of ``view`` at slice ``index`` (a view into ``zyx``), rows and columns as shown."""
-    taken = np.take(zyx, index, axis=AXIS[view]) if view != "axial" else zyx[index]
-    return taken[::-1] if FLIPPED_ROWS[view] else taken
+        return patient_axes(arr, self.affine)
 
 
 def plane_shape(shape: tuple, view: str) -> tuple[int, int]:
     rows, cols = IN_PLANE[view]
     return shape[rows], shape[cols]
-
-
-def pixel_mm(spacing: tuple, view: str) -> tuple[float, float]:
-    """(height, width) of one of the view's pixels in mm: the true aspect of the plane."""
-    rows, cols = IN_PLANE[view]
-    return spacing[rows], spacing[cols]
 
 
 @dataclass
@@ -102,19 +77,11 @@ class Crosshair:
         return (self.shape[rows] - 1 - r if FLIPPED_ROWS[view] else r), self.point[cols]
 
 
-def default_window(zyx: np.ndarray) -> tuple[float, float]:
-    """(level, width) over the 0.5-99.5th percentiles of a sample of the voxels (no stated window)."""
+def looks_like_ct(zyx: np.ndarray) -> bool:
+    """Whether voxels look like CT in Hounsfield units (for a NIfTI, which states no modality): at
+    least 1 % of a sample is air (-1100 to -900 HU). MR and PET values are never that negative."""
     sample = zyx[::2, ::4, ::4]
-    low, high = np.percentile(sample, (0.5, 99.5))
-    return float(low + high) / 2, max(float(high - low), 1e-3)
-
-
-def label_colour(label: int) -> tuple[int, int, int]:
-    """The RGB of a label: six distinct colours first, then hues spread by the golden ratio."""
-    if 1 <= label <= len(FIRST_COLOURS):
-        return FIRST_COLOURS[label - 1]
-    r, g, b = colorsys.hsv_to_rgb((label * 0.618034) % 1.0, 0.75, 1.0)
-    return int(r * 255), int(g * 255), int(b * 255)
+    return bool(((sample >= -1100) & (sample <= -900)).mean() >= 0.01)
 
 
 def label_lut(top: int, opacity: float) -> np.ndarray:

@@ -8,7 +8,9 @@ from .backends.offline import runtimes_offline
 # folder, events sent to their vendors): switched off before any runtime is imported.
 runtimes_offline()
 
-from .bundle import Model, open_bundle, read_manifest
+from .bundle_read import read_manifest
+from .model import Model
+from .open import open_bundle
 from .errors import (BackendUnavailableError, BundleError, ConfigurationError, ExportError,
                      InvalidInputError, MedError, ValidationError)
 from .io.volume import read_volume

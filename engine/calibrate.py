@@ -337,8 +337,8 @@ def calibrated_version(version: str, data_sha256: str) -> str:
 def write_calibrated(parent_path, calibration: Calibration, out, *, sign_key=None, overwrite: bool = False) -> Path:
     """Write the calibrated bundle at ``out`` (a folder or .zip): the parent's files, re-checksummed
     manifest, self-tested through the engine before it is put in place; signed only with ``sign_key``."""
-    from .bundle import read_manifest
-    from .selftest import self_test_bundle
+    from .bundle_read import read_manifest
+    from .open import self_test_bundle
     from .signing import sign_bundle, signing_key
 
     if sign_key:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 # code -> what it means, in one line (shown by `medexport inspect` and the README)
 CODES = {
-    "outside_intended_use": "the study's header contradicts what the bundle is for (modality, body part, view, age)",
+    "outside_intended_use": "the study's header contradicts what the bundle is for (modality, body part, view, age), "
+                            "or a volume's extent or voxel size is outside the bundle's stated range",
     "no_intended_use_check": "a picture without a DICOM header: intended use could not be checked",
     "out_of_distribution": "the model's own features are unlike anything in its training data",
     "no_ood_reference": "the bundle has no out-of-distribution reference: unusual inputs are not flagged",

@@ -59,6 +59,15 @@ ECG_LEADS = {
 RR_STATISTICS = {"rr_cv": "RR interval coefficient of variation", "rmssd_norm": "RR normalised RMSSD",
                  "pnn50": "RR share of successive differences > 50 ms", "n_beats": "Number of beats"}
 
+# volumes (TID 1500 / 1411, DICOM SEG): hippocampus-mr's labels are parts of one hippocampus (CID 7140
+# structure, its part as a topographical modifier, CID 2); segments are in category CID 7150
+HIPPOCAMPUS = ("5366008", "SCT", "Hippocampus")
+HIPPOCAMPUS_PARTS = {"anterior": HIPPOCAMPUS, "posterior": HIPPOCAMPUS}
+PART_MODIFIERS = {"anterior": ("255549009", "SCT", "Anterior"), "posterior": ("255551008", "SCT", "Posterior")}
+ANATOMICAL_STRUCTURE = ("91723000", "SCT", "Anatomical Structure")
+VOLUME = ("118565006", "SCT", "Volume")
+MILLILITRE = ("ml", "UCUM", "mL")
+
 # findings and how sure the model is
 FINDING = ("121071", "DCM", "Finding")
 NOT_EVALUATED = ("373121007", "SCT", "Not Evaluated")  # CID 3703: the finding of a flagged study

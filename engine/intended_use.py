@@ -4,6 +4,8 @@ A picture (PNG, JPEG) or a non-DICOM ECG has no header: it is not checked, and t
 so. A header value that contradicts the declaration gives ``outside_intended_use`` naming the
 tag and the value; in strict mode (a clinic setting, ``--strict``) the study is refused instead.
 A tag that is absent or empty contradicts nothing (many devices leave Body Part Examined empty).
+A volume is also checked by its geometry, header or not (NIfTI): the millimetres it covers and its
+voxel size against the ranges measured on the training volumes (``check_extent``).
 """
 from __future__ import annotations
 
@@ -86,3 +88,58 @@ def contradictions_as_warnings(intended, meta: dict, strict: bool) -> list[Resul
                                           "(the answer will carry a warning)")
     return [ResultWarning("outside_intended_use", f"{text}: the answer may be meaningless") for text in found]
 
+
+
+# what routes a study to a bundle (the listener): the kind of study (modality) and what it shows (body
+# part); how it was taken (view) and the patient's age stay warnings on the result, as for any study
+ROUTING_FIELDS = ("modalities", "body_parts")
+
+
+def routing_mismatch(intended, meta: dict) -> str | None:
+    """Why a study whose header is ``meta`` should not go to a bundle intended for ``intended``
+    (a manifest.IntendedUse), None when it should. A bundle that declares modalities takes only
+    those, and a study without (0008,0060) Modality is none of them; an empty or absent
+    (0018,0015) Body Part Examined contradicts nothing (many devices leave it empty)."""
+    from dataclasses import replace
+
+    if intended.modalities and not str(meta.get("Modality", "")).strip():
+        return f"(0008,0060) Modality is absent; this model is for {' or '.join(intended.modalities)} studies"
+    routing = replace(intended, view_positions=(), age_years=None)
+    found = contradictions(routing, meta)
+    return "; ".join(found) if found else None
+
+
+def extent_mismatch(intended, shape: tuple, spacing: tuple, axes: str) -> str | None:
+    """Why a volume of ``shape`` voxels of ``spacing`` mm (both in the model's ``axes``, e.g. 'RAS')
+    is not one the bundle is for (``intended.extent_mm``, ``intended.spacing_mm``); None when it is.
+    Plain words first, then the ranges it falls outside."""
+    extent = tuple(float(n) * float(s) for n, s in zip(shape, spacing))
+    wanted, wrong = [], []
+    if intended.extent_mm is not None:
+        wanted.append("volumes of about " + " x ".join(f"{(lo + hi) / 2:.0f}" for lo, hi in intended.extent_mm) + " mm")
+        if not all(lo <= e <= hi for e, (lo, hi) in zip(extent, intended.extent_mm)):
+            wrong.append("its extent is outside " + " x ".join(f"{lo:g}-{hi:g}" for lo, hi in intended.extent_mm) + " mm")
+    if intended.spacing_mm is not None:
+        lo, hi = intended.spacing_mm
+        wanted.append(f"voxels of {lo:g}-{hi:g} mm")
+        if not all(lo <= s <= hi for s in spacing):
+            wrong.append(f"its voxel size is outside {lo:g}-{hi:g} mm")
+    if not wrong:
+        return None
+    about = f" ({intended.note})" if intended.note else ""
+    return (f"a volume of {' x '.join(str(int(n)) for n in shape)} voxels of {' x '.join(f'{s:.3g}' for s in spacing)} mm "
+            f"({' x '.join(f'{e:.0f}' for e in extent)} mm in {axes} axes); this model is for "
+            f"{' with '.join(wanted)}{about}: {' and '.join(wrong)}")
+
+
+def check_extent(intended, shape: tuple, spacing: tuple, axes: str, *, strict: bool = False) -> list[ResultWarning]:
+    """``outside_intended_use`` for a volume whose extent or voxel size the bundle is not for
+    (a whole-brain series given to a model of crops); raises :class:`OutsideIntendedUseError` in strict mode."""
+    found = extent_mismatch(intended, shape, spacing, axes)
+    if found is None:
+        return []
+    if strict:
+        raise OutsideIntendedUseError(found, expected=intended.describe(),
+                                      fix="crop the volume to what this model is for (see its card), "
+                                          "or run without strict mode (the answer will carry a warning)")
+    return [ResultWarning("outside_intended_use", f"{found}: the answer may be meaningless")]

@@ -304,6 +304,10 @@ class IntendedUse:
     view_positions: tuple = ()  # (0018,5101) View Position, e.g. ["AP"]
     age_years: tuple | None = None  # [min, max] from (0010,1010) Patient's Age, inclusive
     note: str = ""  # what the card says beyond the header (population, site, device)
+    # volumes: [[min, max]] mm covered along each of the model's axes (preprocess.orientation), and
+    # [min, max] mm of any voxel side; measured on the training volumes, with a margin
+    extent_mm: tuple | None = None
+    spacing_mm: tuple | None = None
 
     def __post_init__(self):
         for name in ("modalities", "body_parts", "view_positions"):
@@ -317,17 +321,36 @@ class IntendedUse:
                 _bad("intended_for.age_years", list(self.age_years), "[min, max] with min <= max")
             object.__setattr__(self, "age_years", (lo, hi))
         _text("intended_for.note", self.note, empty=True)
+        if self.extent_mm is not None:
+            if not isinstance(self.extent_mm, (list, tuple)) or len(self.extent_mm) != 3:
+                _bad("intended_for.extent_mm", self.extent_mm, "three [min, max] ranges in mm, one per model axis")
+            object.__setattr__(self, "extent_mm", tuple(_range_mm(f"intended_for.extent_mm[{i}]", r)
+                                                        for i, r in enumerate(self.extent_mm)))
+        if self.spacing_mm is not None:
+            object.__setattr__(self, "spacing_mm", _range_mm("intended_for.spacing_mm", self.spacing_mm))
 
     @property
     def restricted(self) -> bool:
-        return bool(self.modalities or self.body_parts or self.view_positions or self.age_years is not None)
+        return bool(self.modalities or self.body_parts or self.view_positions or self.age_years is not None
+                    or self.extent_mm is not None or self.spacing_mm is not None)
 
     def describe(self) -> str:
         parts = [f"{label} {', '.join(values)}" for label, values in
                  (("modality", self.modalities), ("body part", self.body_parts), ("view", self.view_positions)) if values]
         if self.age_years is not None:
             parts.append(f"age {self.age_years[0]:g}-{self.age_years[1]:g} years")
+        if self.extent_mm is not None:
+            parts.append("extent " + " x ".join(f"{lo:g}-{hi:g}" for lo, hi in self.extent_mm) + " mm")
+        if self.spacing_mm is not None:
+            parts.append(f"voxels of {self.spacing_mm[0]:g}-{self.spacing_mm[1]:g} mm")
         return "; ".join(parts) or "any study (not restricted by header)"
+
+
+def _range_mm(where: str, values) -> tuple:
+    lo, hi = _reals(where, values, (2,), above=0.0)
+    if lo > hi:
+        _bad(where, list(values), "[min, max] with min <= max")
+    return (lo, hi)
 
 
 @dataclass(frozen=True)
@@ -366,7 +389,7 @@ class Artifact:
     # half-width of the score band around each threshold where this artifact's decision may differ
     # from the float model's: its tolerance, widened to where validation saw decisions flip
     borderline: float = 0.0
-    # a reduced decode this artifact was checked for (engine/io/fast_decode.py): sources are decoded
+    # a reduced decode this artifact was checked for (engine/io/dicom/pixels.py): sources are decoded
     # at no less than ``decode_margin`` x the model's input where the syntax allows; 0: in full
     decode_margin: int = 0
 

@@ -38,13 +38,23 @@ def save_heatmap_png(result, folder: Path) -> Path:
     return write_new(Path(folder) / name, _png((result.heatmap * 255).astype(np.uint8)))
 
 
+# result class name -> its writer in engine/volume_outputs.py: a SEG of a whole series, not of one image
+SERIES_SEG = {"VolumeSegmentationResult": "save_volume_seg"}
+
+
 def save_dicom_seg(result, source_path: str, folder: Path) -> Path:
     """A binary DICOM Segmentation (highdicom) referencing the source image.
 
     Projection images (CR/DX) have no frame of reference; highdicom then needs no plane
     positions and the SEG references the image itself. The source's patient and study
     attributes go through ``header_safe`` (malformed ones corrected or left empty, never a crash).
+    A volume's SEG references each slice of its series (``source_path``: the series' folder or files).
     """
+    series = next((SERIES_SEG[k.__name__] for k in type(result).__mro__ if k.__name__ in SERIES_SEG), None)
+    if series is not None:
+        from . import volume_outputs
+
+        return getattr(volume_outputs, series)(result, source_path, folder)
     try:
         import highdicom  # noqa: F401
         import pydicom

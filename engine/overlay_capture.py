@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .header_safe import refusing, safe_header
-from .io.syntaxes import EXPLICIT
+from .io.dicom.syntaxes import EXPLICIT
 from .overlay_paint import IMAGE_PAINTERS, burn
 
 OPACITY = {"heatmap": 0.5, "mask": 0.5, "ellipse": 0.5, "boxes": 1.0}  # boxes solid: thin lines

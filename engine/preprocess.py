@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .io import fast_decode
+from .io.dicom import pixels
 from .manifest import ImagePreprocess
 
 
@@ -18,10 +18,10 @@ class Geometry:
 
 
 def decode_size(spec: ImagePreprocess, checked_margin: int = 0) -> tuple[int, int] | None:
-    """The least (H, W) a source may be decoded at (io/fast_decode.py), or None for a full decode:
-    its crop must cover ``fast_decode.margin(checked_margin)`` times the model's input (a centre
+    """The least (H, W) a source may be decoded at (io/dicom/pixels.py), or None for a full decode:
+    its crop must cover ``pixels.margin(checked_margin)`` times the model's input (a centre
     square: on its shorter side). ``checked_margin``: the artifact's ``decode_margin``."""
-    margin = fast_decode.margin(checked_margin)
+    margin = pixels.margin(checked_margin)
     if margin <= 0:
         return None
     h, w = margin * int(spec.size[0]), margin * int(spec.size[1])
@@ -41,7 +41,7 @@ def image_to_tensor(pixels: np.ndarray, spec: ImagePreprocess, reduction=None) -
     """Crop, resize and normalise a [0, 1] greyscale image into a (1, C, H, W) float32 tensor.
 
     Crop and resize run in Pillow (C), with no numpy pass over the full image. ``reduction``
-    (io/fast_decode.Reduction) when ``pixels`` is a reduced decode: the crop is chosen on the full
+    (io/dicom/pixels.Reduction) when ``pixels`` is a reduced decode: the crop is chosen on the full
     image and mapped onto the decoded one, so the geometry (and any map drawn from it) stays on
     the full image."""
     shape = tuple(reduction.full_shape if reduction else pixels.shape)

@@ -10,6 +10,8 @@ Needs ``tritonclient[http]`` (the ``server`` extra).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import os
 import threading
 import time
@@ -20,8 +22,10 @@ import numpy as np
 
 from .errors import BackendUnavailableError, BundleError, ConfigurationError, InvalidInputError
 from .limits import MAX_FILE_BYTES
+from .manifest import Manifest
 from .results import Provenance
 from .serve import wire
+from .tasks import task_for
 
 SCHEME = "triton"
 DEFAULT_PORT = 8000
@@ -82,6 +86,7 @@ class RemoteModel:
 
         self.strict = strict_default() if strict is None else bool(strict)
         self._local = threading.local()
+        self._statement = None  # describe(), asked once
         self._check_ready()
         info = self._call({"kind": "info"}, b"-")["info"]  # pytriton cannot pass an empty bytes item
         prov = info["provenance"]
@@ -93,12 +98,79 @@ class RemoteModel:
 
     backend = property(lambda self: self.provenance.backend)
     precision = property(lambda self: self.provenance.precision)
+    sha256 = property(lambda self: self.provenance.bundle_sha256)  # the served bundle's, as Model.sha256
+    manifest = property(lambda self: self.describe()["manifest"])
+    artifact = property(lambda self: self.describe()["artifact"])
+    task = property(lambda self: self.describe()["task"])
+
+    def describe(self) -> dict:
+        """What the server states about the bundle it serves (asked once): ``manifest`` (checked
+        against the bundle SHA-256 the server names), ``artifact`` and ``task`` it runs, ``signature``
+        (the server's check), ``reports`` and ``sizes`` (bytes) per artifact, ``card`` (text), ``strict``."""
+        if self._statement is None:
+            found = self._call({"kind": "describe"}, b"-")["describe"]
+            raw = found["manifest"].encode("utf-8")
+            if hashlib.sha256(raw).hexdigest() != self.provenance.bundle_sha256:
+                raise BundleError(f"the manifest the server at {self.host}:{self.port} sends for {self.name!r} is not "
+                                  f"the bundle it names ({self.provenance.bundle_sha256[:12]}...)",
+                                  expected="the manifest of the served bundle",
+                                  fix="restart the server (medexport serve); check that nothing between you and it "
+                                      "changes its answers")
+            manifest = Manifest.from_json(raw)
+            artifact = next((a for a in manifest.artifacts if a.key == found["artifact"]), None)
+            if artifact is None:
+                raise BundleError(f"the server runs artifact {found['artifact']!r}, which the manifest of "
+                                  f"{self.name!r} does not list", expected=", ".join(a.key for a in manifest.artifacts),
+                                  fix="use the same medexport version on the server and the client")
+            self._statement = found | {"manifest": manifest, "artifact": artifact,
+                                       "task": task_for(manifest, artifact)}
+        return self._statement
+
+    def golden(self, reference=None) -> dict:
+        """The bundle's golden inputs and stored answers (``golden.npz``), checked against the
+        manifest's SHA-256: from the server, or from ``reference``, a local copy of the served
+        bundle (refused unless it is the same bundle: the same SHA-256)."""
+        manifest = self.manifest
+        if not manifest.golden:
+            raise BundleError(f"bundle {manifest.model_id} carries no golden inputs", fix="rebuild the bundle")
+        if reference is not None:
+            from .bundle_read import read_manifest
+
+            local, sha, root = read_manifest(reference)
+            if sha != self.provenance.bundle_sha256:
+                raise BundleError(f"{reference} is bundle {local.model_id} {local.model_version} ({sha[:12]}...); "
+                                  f"{self.url} serves {self.provenance.model_version} "
+                                  f"({self.provenance.bundle_sha256[:12]}...)",
+                                  expected="a local copy of the bundle the server serves (the same SHA-256)",
+                                  fix="give the copy the server was started with, or leave the local bundle out "
+                                      "to take the golden inputs from the server")
+            data = (root / manifest.golden).read_bytes()
+        else:
+            data = self._call({"kind": "golden"}, b"-")["golden"]["npz"].tobytes()
+        if hashlib.sha256(data).hexdigest() != manifest.files[manifest.golden]:
+            raise BundleError(f"the golden inputs of {self.name!r} do not match the served bundle's manifest",
+                              expected="golden.npz as listed in manifest.json",
+                              fix="copy the bundle again (local) or restart the server")
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+
+    def self_test(self, threads: int = 4, reference=None):
+        """The golden inputs replayed through the server against the source model's stored scores
+        at the artifact's tolerance (see :mod:`medexport.engine.selftest`); ``reference``: a local
+        copy of the served bundle to take them from."""
+        from .selftest import run_self_test
+
+        return dataclasses.replace(run_self_test(self, threads, golden=self.golden(reference)), server=self.url)
 
     def predict(self, source, **options):
         """One study on the server; the same result class as ``Model.predict``."""
         t0 = time.perf_counter()
         if isinstance(source, np.ndarray):
             header, payload, shown = {"kind": "array"}, wire.npy_bytes(source), None
+        elif self.study_kind == "volume" and (isinstance(source, (list, tuple))
+                                              or isinstance(source, (str, os.PathLike)) and os.path.isdir(source)):
+            header, payload, sent = _series(source)  # the whole volume: the server windows it (serve/series.py)
+            shown = str(source) if not isinstance(source, (list, tuple)) else None
         elif isinstance(source, (str, os.PathLike)):
             path = Path(source)
             header, payload, shown = {"kind": "file", "name": path.name}, _read(path), str(source)
@@ -106,6 +178,8 @@ class RemoteModel:
             raise InvalidInputError(f"the study is a {type(source).__name__}", expected="a file path or an array")
         reply = self._call(header | {"options": options}, payload)
         result = reply["result"]
+        if header["kind"] == "series" and shown is None:  # a list: its first slice's file, as a local result says
+            shown = sent.get(Path(result.source).name, result.source)
         refuse_outside_intended_use(result, self.strict)
         timings = dict(result.timings_ms) | {"round_trip": (time.perf_counter() - t0) * 1e3}
         return dataclasses.replace(result, provenance=self.provenance, timings_ms=timings,
@@ -201,6 +275,19 @@ def _transport_errors() -> tuple:
     return InferenceServerException, OSError, HTTPParseError, Timeout  # OSError: refused, reset, timed out
 
 
+def _series(source) -> tuple[dict, bytes, dict]:
+    """A volume's files as one request: the header's file table, their bytes concatenated, and the
+    name each was sent as -> its path here."""
+    from .io.volume import source_files
+    from .serve.series import names_for
+
+    paths = source_files(source)
+    names = names_for(paths)
+    data = [_read(Path(p)) for p in paths]
+    return ({"kind": "series", "files": [[n, len(d)] for n, d in zip(names, data)]}, b"".join(data),
+            dict(zip(names, map(str, paths))))
+
+
 def _read(path: Path) -> bytes:
     if path.suffix.lower() in (".hea", ".dat", ".atr"):
         raise InvalidInputError(f"{path} is part of a WFDB record (several files)",
@@ -222,6 +309,10 @@ def open_remote(url: str, backend: str = "auto", precision: str = "auto", **opti
         raise ConfigurationError(f"backend={backend!r}, precision={precision!r} for a served model",
                                  expected="'auto': the server chose when it opened the bundle",
                                  fix="choose them when starting the server (medexport serve --backend ...)")
+    if options.pop("trust", None) is not None:  # trust=None: the default trust policy, which is the server's here
+        raise ConfigurationError("a trust store for a served model", expected="none: the server checked the bundle's "
+                                 "signature against its own trust store when it opened it",
+                                 fix="give the trust store to the server ($MEDEXPORT_TRUST where medexport serve runs)")
     allowed = {"timeout", "connect_timeout", "strict"}
     unknown = sorted(set(options) - allowed)
     if unknown:

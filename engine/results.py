@@ -16,7 +16,7 @@ import numpy as np
 
 from .cautions import NOT_ASSESSED, ResultWarning
 from .ood import OodScore
-from .codes import BLOOD_CELLS, ECG_RHYTHMS, IMAGE_FINDINGS
+from .codes import BLOOD_CELLS, ECG_RHYTHMS, HIPPOCAMPUS_PARTS, IMAGE_FINDINGS
 
 DISCLAIMER = "Demo model, not a medical device: not for diagnosis or treatment decisions."
 OWN_MODEL_DISCLAIMER = ("Not validated by medexport: the publisher's own model, not marked as a medical device; "
@@ -36,6 +36,7 @@ class Provenance:
     device: str
     medical_device: bool = False
     source: str = SHIPPED_SOURCE  # the manifest's provenance.source: "registered" (shipped demo) or "onnx" (a user's)
+    intended_use: str = ""  # the manifest's intended-use statement the answer was computed under (reports state it)
 
 
 def disclaimer_for(medical_device: bool, source: str) -> str:
@@ -98,6 +99,7 @@ class Result:
     bundle_sha256 = property(lambda self: self.provenance.bundle_sha256)
     backend = property(lambda self: self.provenance.backend)
     precision = property(lambda self: self.provenance.precision)
+    intended_use = property(lambda self: self.provenance.intended_use)
 
     @property
     def disclaimer(self) -> str:
@@ -505,7 +507,9 @@ class VolumeSegmentationResult(Result):
     windows: int = 1
 
     table_kind: ClassVar[str] = "measurements"
-    sr_procedure: ClassVar[tuple | None] = None  # DICOM SEG / SR (TID 1500) of volumes: not written yet
+    saves: ClassVar[tuple] = ("mask", "report")  # DICOM SEG (NIfTI: a label map) and SR; the PDF report
+    sr_procedure: ClassVar[tuple | None] = ("363679005", "SCT", "Imaging")  # TID 1500 volumes (engine/sr.py)
+    label_codes: ClassVar[dict] = HIPPOCAMPUS_PARTS
 
     @property
     def scores(self) -> dict:
@@ -538,3 +542,10 @@ class VolumeSegmentationResult(Result):
                                     "mask_shape": list(self.mask.shape), "voxel_volume_ml": self.voxel_volume_ml,
                                     "spacing_mm": list(self.spacing_mm), "volume_kind": self.volume_kind,
                                     "slices": len(self.slice_uids), "windows": self.windows}
+
+    def save_outputs(self, folder: Path, source_path: str | None = None) -> dict[str, Path]:
+        """DICOM SEG and SR (TID 1500) for a DICOM series, a NIfTI label map for a NIfTI, and the PDF
+        report with three orthogonal slices (engine/volume_outputs.py)."""
+        from .volume_outputs import save_volume_outputs
+
+        return save_volume_outputs(self, Path(folder), source_path or self.source)

@@ -1,5 +1,5 @@
 """The one interface every way a model runs answers, as Polygraphy's runners share one base: a
-local bundle (:class:`~medexport.engine.bundle.Model`) and a model served by ``medexport serve``
+local bundle (:class:`~medexport.engine.model.Model`) and a model served by ``medexport serve``
 (:class:`~medexport.engine.remote.RemoteModel`). The CLI, the viewer and the pipeline ask only this."""
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ class Runner(Protocol):
 
     def complete_many(self, prepared: list) -> list:
         """Run prepared studies in one pass (a local runner; a served one raises)."""
+
+    def self_test(self, threads: int = 4):
+        """The bundle's golden inputs through this runner against the source model (a SelfTest)."""
 
     def close(self) -> None:
         """Free the runtime (or the connection)."""

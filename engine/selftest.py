@@ -32,13 +32,14 @@ class SelfTest:
     thread_mismatches: int = 0  # golden results that differ when threads share the model
     threads: int = 1
     skipped: str | None = None  # why this artifact was not run here (its runtime is missing)
+    server: str = ""  # the triton:// address the golden inputs went through ("" : run here)
 
     @property
     def passed(self) -> bool:
         return self.skipped is None and self.max_disagreement <= self.tolerance and self.thread_mismatches == 0
 
     def line(self) -> str:
-        where = f"{self.model_id} [{self.backend} {self.precision}]"
+        where = f"{self.model_id} [{self.backend} {self.precision}]" + (f" served at {self.server}" if self.server else "")
         if self.skipped:
             return f"SKIP {where} {self.skipped}"
         drift = "" if self.drift is None else f", drift from build time {self.drift:.1e}"
@@ -48,12 +49,15 @@ class SelfTest:
                 f"{self.worst_item}){drift}{threads}, {self.ms_per_item:.2f} ms/item")
 
 
-def run_self_test(model, threads: int = 4) -> SelfTest:
-    """Self-test one opened model (``Model.self_test``)."""
+def run_self_test(model, threads: int = 4, golden: dict | None = None) -> SelfTest:
+    """Self-test one opened runner (``Model.self_test``, ``RemoteModel.self_test``); ``golden``: the
+    bundle's golden.npz contents when they do not come from ``model.path``. A served model batches
+    concurrent requests together, so there its threaded answers need only agree within the tolerance."""
     manifest = model.manifest
-    if not manifest.golden:
-        raise BundleError(f"bundle {manifest.model_id} carries no golden inputs", fix="rebuild the bundle")
-    golden = np.load(model.path / manifest.golden)
+    if golden is None:
+        if not manifest.golden:
+            raise BundleError(f"bundle {manifest.model_id} carries no golden inputs", fix="rebuild the bundle")
+        golden = np.load(model.path / manifest.golden)
     if "scores_source" not in golden:
         raise BundleError("golden.npz has no source-model reference scores", fix="rebuild the bundle")
     inputs, reference = golden["inputs"], golden["scores_source"]
@@ -67,7 +71,11 @@ def run_self_test(model, threads: int = 4) -> SelfTest:
     if threads > 1:
         with ThreadPoolExecutor(threads) as pool:
             together = list(pool.map(model.scores, items * 2))
-        mismatches = sum(not np.array_equal(a, b) for a, b in zip(alone * 2, together))
+        if model.batches_locally:
+            mismatches = sum(not np.array_equal(a, b) for a, b in zip(alone * 2, together))
+        else:
+            apart = model.task.disagreement(np.concatenate(alone * 2), np.concatenate(together))
+            mismatches = int((apart > model.artifact.tolerance).sum())
     scores = np.concatenate(alone)
     per_item = model.task.disagreement(reference, scores)
     own = golden.get(f"scores_{model.artifact.key}")
@@ -75,24 +83,3 @@ def run_self_test(model, threads: int = 4) -> SelfTest:
                     model.artifact.tolerance, model.task.agreement_measure, names[int(per_item.argmax())],
                     len(items), ms, None if own is None else max_abs_diff(scores, own), mismatches, threads)
 
-
-def self_test_bundle(path, *, every_artifact: bool = True, threads: int = 4, **open_options) -> list[SelfTest]:
-    """Self-test a bundle: every artifact whose runtime runs here (the others come back skipped),
-    or with ``every_artifact=False`` the one ``open_bundle`` would choose."""
-    from .backends import BACKENDS
-    from .bundle import open_bundle, read_manifest
-
-    if not every_artifact:
-        with open_bundle(path, **open_options) as model:
-            return [model.self_test(threads)]
-    manifest, _, _ = read_manifest(path)
-    out = []
-    for artifact in manifest.artifacts:
-        backend = next((b for b in BACKENDS.values() if artifact.target in b.targets), None)
-        reason = "no runtime for this target" if backend is None else backend.unavailable_reason()
-        if reason:
-            out.append(SelfTest(manifest.model_id, artifact.target, artifact.precision, skipped=reason))
-            continue
-        with open_bundle(path, backend=backend.name, precision=artifact.precision, **open_options) as model:
-            out.append(model.self_test(threads))
-    return out

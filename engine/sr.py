@@ -45,7 +45,7 @@ def _evaluation(name: tuple, value: tuple):
 def finding_items(result) -> list:
     """'Finding' = each finding label's code; for a flagged study (``result.not_assessed``) the
     finding is 'Not Evaluated', the model's own answer an unvouched item and each flag a reason."""
-    labels = [c.code_for(result.label_codes, lab) for lab in result.finding_labels()]
+    labels = list(dict.fromkeys(c.code_for(result.label_codes, lab) for lab in result.finding_labels()))  # each code once
     if not result.not_assessed:
         return [_evaluation(c.FINDING, code) for code in labels] or [
             _evaluation(c.FINDING, ("below-threshold", c.PRIVATE_SCHEME, "No finding at operating threshold"))]
@@ -161,6 +161,9 @@ def build_sr(result, source_path: str, dataset=None):
     one is corrected or left empty and named in a 'header_corrected' item, never a crash."""
     import pydicom
 
+    from_source = _writer(SOURCE_READERS, result)
+    if from_source is not None:  # a volume: a series folder or its files, not one object
+        return from_source(result, source_path)
     try:
         ds = dataset if dataset is not None else pydicom.dcmread(source_path, stop_before_pixels=True)
     except Exception:
@@ -174,21 +177,50 @@ def build_sr(result, source_path: str, dataset=None):
         return _build(result, safe)
 
 
-def _build(result, safe):
+def _algorithm(result):
+    import highdicom as hd
+
+    return hd.sr.AlgorithmIdentification(
+        name=result.model_id, version=result.model_version,
+        parameters=[f"backend={result.backend}", f"precision={result.precision}",
+                    f"bundle_sha256={result.bundle_sha256}"], manufacturer="medexport")
+
+
+def _context(result):
+    """The algorithm as the observer device."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
-    ds = safe.dataset
-    algorithm = hd.sr.AlgorithmIdentification(
-        name=result.model_id, version=result.model_version,
-        parameters=[f"backend={result.backend}", f"precision={result.precision}",
-                    f"bundle_sha256={result.bundle_sha256}"], manufacturer="medexport")
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=generate_uid(), name="medexport", manufacturer_name="medexport", model_name=result.model_id))
-    context = hd.sr.ObservationContext(observer_device_context=device)
+    return hd.sr.ObservationContext(observer_device_context=device)
+
+
+def _document(result, report, evidence: list):
+    """The Comprehensive SR holding ``report``, stamped with the disclaimer."""
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    sr = hd.sr.ComprehensiveSR(
+        evidence=evidence, content=report[0], series_instance_uid=generate_uid(), series_number=990,
+        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="medexport",
+        is_complete=True, is_final=False, is_verified=False)
+    sr.SeriesDescription = "medexport AI result" + (" - not for diagnosis" if result.disclaimer else "")
+    sr.ContentLabel = "AIRESULT"
+    sr.ContentDescription = (result.disclaimer or f"{result.model_id} {result.model_version}")[:64]
+    return sr
+
+
+def _build(result, safe):
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    ds = safe.dataset
+    algorithm = _algorithm(result)
+    context = _context(result)
     measurements, evaluations, texts = _writer(CONTENT_WRITERS, result, score_content)(result, algorithm)
     pairs = warnings(result, safe.notes)
     sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)] if result.sr_references_image else []
@@ -205,14 +237,68 @@ def _build(result, safe):
         if overlay is not None and overlay.kind in REGION_WRITERS else []
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=_code(result.sr_procedure),
                                      imaging_measurements=[group, *groups, *regions])
-    sr = hd.sr.ComprehensiveSR(
-        evidence=[ds], content=report[0], series_instance_uid=generate_uid(), series_number=990,
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="medexport",
-        is_complete=True, is_final=False, is_verified=False)
-    sr.SeriesDescription = "medexport AI result" + (" - not for diagnosis" if result.disclaimer else "")
-    sr.ContentLabel = "AIRESULT"
-    sr.ContentDescription = (result.disclaimer or f"{result.model_id} {result.model_version}")[:64]
-    return sr
+    return _document(result, report, [ds])
+
+
+def build_volume_sr(result, headers: list, seg=None):
+    """TID 1500 for a volume result on a DICOM series (``headers``: its slices, no pixels needed):
+    the total volume in mL (UCUM ``ml``) with the finding, warnings and disclaimer in the main group,
+    and per label one group with its volume: a volumetric ROI (TID 1411) referencing its segment of
+    ``seg`` (the DICOM SEG written beside it) and the source series, or, without a SEG, a group on
+    the series' slices. Patient and study from the first slice (``header_safe``)."""
+    safe = safe_header(headers[0])
+    with refusing(safe, "DICOM SR"):
+        return _build_volume(result, safe, headers, seg)
+
+
+def _build_volume(result, safe, headers: list, seg):
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    algorithm = _algorithm(result)
+    pairs = warnings(result, safe.notes)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"medexport {result.model_id}"),
+        algorithm_id=algorithm,
+        measurements=[_number(c.VOLUME, result.measurements["total_volume_ml"], c.MILLILITRE, algorithm)],
+        qualitative_evaluations=finding_items(result) + warning_items(pairs))
+    stamp = [result.disclaimer] if result.disclaimer else []
+    group[0].ContentSequence.extend(text_items([f"total volume of {', '.join(result.labels)}"]
+                                               + [message for _, message in pairs] + stamp))
+    sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in headers]
+    groups = []
+    for number, label in enumerate(result.labels, start=1):
+        structure, part = _code(c.code_for(result.label_codes, label)), c.PART_MODIFIERS.get(label)
+        common = dict(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"{label} volume"),
+            finding_type=structure, algorithm_id=algorithm,
+            finding_sites=[hd.sr.FindingSite(structure, topographical_modifier=_code(part))] if part else None,
+            measurements=[_number(c.VOLUME, result.measurements[f"{label}_volume_ml"], c.MILLILITRE, algorithm)])
+        if seg is not None:  # the segment, and the series it was made from (not each of its slices)
+            segment = hd.sr.ReferencedSegment(
+                sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=number,
+                source_series=hd.sr.SourceSeriesForSegmentation(str(headers[0].SeriesInstanceUID)))
+            groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **common))
+        else:
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(source_images=sources, **common))
+    report = hd.sr.MeasurementReport(observation_context=_context(result), procedure_reported=_code(result.sr_procedure),
+                                     imaging_measurements=[group, *groups])
+    return _document(result, report, [safe.dataset, *headers[1:]] + ([seg] if seg is not None else []))
+
+
+def volume_sr_from_source(result, source):
+    """The SR of a volume result from its source (a series folder or its files), without a SEG."""
+    from .volume_outputs import series_headers, source_volume
+
+    study = source_volume(result, source)
+    if study.kind == "nifti":
+        raise InvalidInputError(f"{source} is NIfTI: a DICOM SR must reference a DICOM series",
+                                fix="save the PDF report and the label NIfTI (predict --out), or open the DICOM series")
+    return build_volume_sr(result, series_headers(study))
+
+
+# result class name -> an SR built from its source itself (a series, not one DICOM object)
+SOURCE_READERS = {"VolumeSegmentationResult": volume_sr_from_source}
 
 
 def box_regions(data: tuple, ds, algorithm, unit, label_codes: dict) -> list:

@@ -226,6 +226,8 @@ def batch_row(study: Study, result, error: str | None) -> dict:
                    precision=result.precision, decision=result.headline(), input_sha256=result.input_sha256,
                    total_ms=round(t["total"], 1), infer_ms=round(t["infer"], 2),
                    warning_codes=" ".join(w.code for w in result.warnings), warnings=join_warnings(result.warnings))
+        if study.kind == "volume":  # one row per series: which one (NIfTI: none)
+            row["series_uid"] = result.input_meta.get("SeriesInstanceUID", "")
         row.update({f"score_{k}": round(float(v), 4) for k, v in result.scores.items()})
     return row
 

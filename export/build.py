@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medexport.engine.bundle import in_chunks
-from medexport.engine.selftest import self_test_bundle
+from medexport.engine.model import in_chunks
+from medexport.engine.open import self_test_bundle
 from medexport.engine.errors import ConfigurationError, ValidationError
 from medexport.engine.manifest import Artifact, Manifest
 from medexport.engine.ood import OodReference
@@ -223,6 +223,10 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
             with log.step(f"compile {key}"):
                 files = compiler(source, precision, stage / key,
                                  context.with_tolerance(task.golden_tolerance[precision]))
+                quantization = files.pop("quantization", None)  # steps/quantize.py: what it did, kept in float
+                if quantization:
+                    log.emit(f"[build]   {key}: {quantization['method']}, kept in float: " + (", ".join(
+                        k["layer"] for k in quantization["kept_in_float"]) or "nothing"))
             backend_cls = _backend(target.backend)
             with backend_cls(files, precision=precision) as runtime, log.step(f"validate {key}"):
                 run = lambda x: runtime.infer({source.input.name: x})  # noqa: E731
@@ -232,6 +236,8 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
                 report = {"target": name, "precision": precision,
                           "golden": validate.golden_agreement(ref_scores, scores, task.disagreement(ref_scores, scores),
                                                               golden.names, tolerance, task.agreement_measure)}
+                if quantization:
+                    report["quantization"] = quantization
                 heatmap = source.postprocess.heatmap_output
                 if heatmap:
                     report["golden"]["heatmap_correlation"] = validate.heatmap_correlation(
@@ -287,6 +293,7 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
             runtimes[key] = (backend_cls, files, precision)
             write_bundle.write_json(stage / "reports" / f"{key}.json", report)
             margin = report.get("reduced_decode", {}).get("decode_margin", 0)
+            extra = {**extra, **({"quantization": quantization} if quantization else {})}
             artifacts.append(Artifact(name, precision, rel, tolerance, f"reports/{key}.json", extra, borderline=band,
                                       decode_margin=margin))
     if options.robustness and runtimes:

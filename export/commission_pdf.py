@@ -19,7 +19,8 @@ def machine_lines(m: dict) -> list[str]:
 def speed_text(s: dict | None) -> str:
     if not s or not s.get("n"):
         return "-"
-    return f"p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms (n={s['n']})"
+    noise = f"; noise {100 * s['noise']:.0f} % (spread of 5 block medians)" if s.get("noise") is not None else ""
+    return f"p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms (n={s['n']}{noise})"
 
 
 def bundle_lines(n: int, b: dict) -> list[str]:
@@ -77,6 +78,7 @@ def report_lines(report: dict, key=None) -> list[str]:
     changes = report.get("changes") or []
     lines += ["3. What changed since the previous report"]
     lines += [f"   - {c}" for c in changes] or ["   nothing" if prev else "   (first report in this folder)"]
+    lines += [f"   - not a change, {c}" for c in report.get("speed_within_noise") or []]
     lines += ["", "4. Signature"]
     lines.append(f"   The JSON report is signed by {key[1].name} (key {key[1].fingerprint[:16]})" if key
                  else "   Not signed (no --sign-key).")

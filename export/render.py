@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from medexport.engine.bundle import read_manifest
+from medexport.engine.bundle_read import read_manifest
 from medexport.engine.signing import check_signature
 
 from .guards import describe_report
@@ -29,13 +29,14 @@ def render_result(r) -> str:
     return "\n".join(lines)
 
 
-def artifact_table(manifest, root, reports: dict) -> list[str]:
+def artifact_table(manifest, root, reports: dict, sizes: dict | None = None) -> list[str]:
     """One line per artifact (size, worst golden disagreement vs tolerance, heatmap agreement,
-    validation), then the refused ones: what ``inspect`` and the end of ``build`` print."""
+    validation), then the refused ones: what ``inspect`` and the end of ``build`` print.
+    ``sizes``: bytes per artifact key, when the files are not here (a served bundle)."""
     lines = [f"{'artifact':<18} {'MB':>6} {'golden vs source (tolerance)':>28} {'heatmap r':>9} {'borderline':>10} "
              f"{'decode':>6}  validation (source -> artifact)"]
     for a in manifest.artifacts:
-        size = sum((root / p).stat().st_size for p in a.files.values()) / 1e6
+        size = (sizes[a.key] if sizes is not None else sum((root / p).stat().st_size for p in a.files.values())) / 1e6
         rep = reports.get(a.key, {})
         g = rep.get("golden", {})
         corr = g.get("heatmap_correlation", {}).get("mean")
@@ -131,18 +132,57 @@ def trust_section(intended, ood, artifacts) -> str:
 
 
 def inspect_bundle(path) -> tuple[str, dict]:
-    """Verify checksums, then describe the bundle: model, I/O, pre/post-processing, artifacts, validation."""
+    """Verify checksums, then describe the bundle: model, I/O, pre/post-processing, artifacts, validation.
+    A ``triton://`` address: what its server states about the bundle it serves (:func:`inspect_served`)."""
+    from medexport.engine.remote import is_remote
+
+    if is_remote(path):
+        return inspect_served(path)
     manifest, sha, root = read_manifest(path, verify=True)
     signature = check_signature(root, allow_unsigned=True)  # shown, not required; a bad signature still fails
     reports = read_reports(manifest, root)
+    lines = [f"bundle     {root}", f"sha256     {sha}  (all {len(manifest.files)} file checksums verified)",
+             f"signature  {signature.describe()}", *manifest_lines(manifest, root, reports)]
+    if manifest.card:
+        lines += ["", f"model card: {root / manifest.card}"]
+    data = {"path": str(root), "sha256": sha, "signature": signature.to_dict(), "manifest": manifest.to_dict(),
+            "reports": reports}
+    return "\n".join(lines), data
+
+
+def inspect_served(url: str) -> tuple[str, dict]:
+    """A served model as its server states it (``RemoteModel.describe``): the manifest (its SHA-256
+    checked here against the bundle the server names), the server's signature check, reports,
+    sizes and card, and the artifact, backend and device the server runs."""
+    from medexport.engine import open_bundle
+
+    with open_bundle(url) as model:
+        stated, prov = model.describe(), model.provenance
+    manifest, reports = stated["manifest"], stated["reports"]
+    lines = [f"served     {model.url}: the server's statement (it verified every checksum and the signature when it "
+             "opened the bundle; the manifest's SHA-256 checked here)",
+             f"sha256     {prov.bundle_sha256}",
+             f"signature  {stated['signature']['describe']} (the server's trust store)",
+             f"runs       {stated['artifact'].key}: {prov.backend} {prov.precision} on {prov.device.split(' via ')[0]}; "
+             f"strict mode on the server {'on' if stated['strict'] else 'off'}",
+             *manifest_lines(manifest, None, reports, stated["sizes"])]
+    if stated["card"]:
+        lines += ["", "model card (as served):", "", stated["card"].rstrip()]
+    data = {"served": model.url, "sha256": prov.bundle_sha256, "signature": stated["signature"],
+            "artifact": stated["artifact"].key, "backend": prov.backend, "precision": prov.precision,
+            "device": prov.device, "strict": stated["strict"], "manifest": manifest.to_dict(), "reports": reports,
+            "sizes": stated["sizes"], "card": stated["card"]}
+    return "\n".join(lines), data
+
+
+def manifest_lines(manifest, root, reports: dict, sizes: dict | None = None) -> list[str]:
+    """``inspect``'s description of a bundle after its identity lines: model, I/O, pre/post-processing,
+    intended use, OOD reference, build, artifacts, robustness, model card numbers."""
     pre, post = manifest.preprocess, manifest.postprocess
     pre_text = pre.describe()
     decision = (", ".join(f"{k} >= {v:.4f}" for k, v in post.thresholds.items()) if post.thresholds
                 else "argmax (no thresholds)")
     lines = [
-        f"bundle     {root}",
-        f"sha256     {sha}  (all {len(manifest.files)} file checksums verified)",
-        f"signature  {signature.describe()}",
         f"model      {manifest.model_id} {manifest.model_version}  task {manifest.task}",
         f"labels     {', '.join(manifest.labels)}",
         f"input      {manifest.input.name} {list(manifest.input.shape)} {manifest.input.dtype}",
@@ -157,7 +197,7 @@ def inspect_bundle(path) -> tuple[str, dict]:
         f"built      {manifest.provenance.get('built_at')} on {manifest.provenance.get('machine', {}).get('processor')}",
         "tools      " + ", ".join(f"{k} {v}" for k, v in manifest.provenance.get("tools", {}).items()),
         "",
-        *artifact_table(manifest, root, reports),
+        *artifact_table(manifest, root, reports, sizes),
         *robustness_lines(reports),
     ]
     training = manifest.provenance.get("training") or {}
@@ -175,11 +215,8 @@ def inspect_bundle(path) -> tuple[str, dict]:
     if training.get("validation"):
         v = training["validation"]
         lines += ["", "model card numbers (source model, validation split):"]
-        for k in ("auroc", "accuracy", "sensitivity", "specificity"):
-            lo, hi = v[k]["ci95"]
+        usual = [k for k in ("auroc", "accuracy", "sensitivity", "specificity") if k in v]
+        for k in usual + sorted(k for k in v if k not in usual and isinstance(v[k], dict) and "ci95" in v[k]):
+            lo, hi = v[k]["ci95"]  # a volume model's validation: dice, dice per region
             lines.append(f"  {k:<12} {v[k]['value']:.3f}  (95 % CI {lo:.3f}-{hi:.3f})")
-    if manifest.card:
-        lines += ["", f"model card: {root / manifest.card}"]
-    data = {"path": str(root), "sha256": sha, "signature": signature.to_dict(), "manifest": manifest.to_dict(),
-            "reports": reports}
-    return "\n".join(lines), data
+    return lines

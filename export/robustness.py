@@ -128,7 +128,7 @@ def markdown_table(reports: dict) -> str:
 
 def bundle_markdown(path) -> str:
     """The card's table for a built bundle (``python -m medexport.export.robustness BUNDLE``)."""
-    from medexport.engine.bundle import read_manifest
+    from medexport.engine.bundle_read import read_manifest
 
     from .render import read_reports
 

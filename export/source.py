@@ -34,6 +34,7 @@ class Source:
     intended_for: IntendedUse = field(default_factory=IntendedUse)  # header values the engine checks
     clinical: bool = True  # False for random-weight speed models: int8 needs no clinical validation
     int8_float_ops: tuple = ()  # op types this model keeps in float when quantized (see models/zoo.py)
+    int8_float_layers: tuple = ()  # ONNX node names this model keeps in float when quantized (mixed precision)
     backend_preference: tuple = ()
 
     def reference(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -85,7 +86,8 @@ def from_registry(name: str, workdir: Path) -> Source:
         source_sha256=weights_sha,
         card_text=config.card_path.read_text() if config.card_path.is_file() else _untrained_card(config),
         training=config.training_record(), torch_model=model, default_golden=golden, clinical=config.trained,
-        int8_float_ops=tuple(config.extra.get("int8_float_ops", ())), backend_preference=config.backend_preference)
+        int8_float_ops=tuple(config.extra.get("int8_float_ops", ())),
+        int8_float_layers=tuple(config.extra.get("int8_float_layers", ())), backend_preference=config.backend_preference)
 
 
 def _default_golden(kind: str) -> list[str]:

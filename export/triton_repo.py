@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from medexport.engine.bundle import read_manifest
+from medexport.engine.bundle_read import read_manifest
 from medexport.engine.errors import ConfigurationError, ExportError
 
 BACKENDS = {"onnxruntime": ("onnxruntime", {"model": "model.onnx", "data": "model.onnx.data"}),
@@ -40,14 +40,34 @@ def pick_artifact(manifest, target: str | None, precision: str | None):
     return sorted(usable, key=lambda a: (a.target != "onnxruntime", a.precision != "fp32"))[0]
 
 
+def artifact_dims(path: Path, backend: str) -> dict[str, list[int]]:
+    """Each tensor's dims as the artifact itself declares them (-1 where free)."""
+    if backend == "onnxruntime":
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        return {v.name: [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim]
+                for v in [*graph.input, *graph.output]}
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+    return {name: [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
+            for port in [*model.inputs, *model.outputs] for name in port.get_names()}
+
+
 def config_pbtxt(manifest, backend: str, max_batch_size: int, instances: int, kind: str,
-                 queue_delay_us: int) -> str:
-    """Triton's model configuration (protobuf text format, model_config.proto)."""
+                 queue_delay_us: int, found: dict | None = None) -> str:
+    """Triton's model configuration (protobuf text format, model_config.proto). ``found``: the
+    artifact's own dims (``artifact_dims``), used where the manifest states fewer axes (a map-shaped
+    output such as a volume's logits, (N, classes, D, H, W), is stated as (N, labels)); Triton
+    refuses a configuration whose rank differs from the model's."""
     batch_free = manifest.input.shape[0] == -1
     mbs = max_batch_size if batch_free else 0
 
     def tensor(spec, skip_batch: bool) -> str:
-        dims = list(spec.shape[1:] if skip_batch else spec.shape)
+        shape = (found or {}).get(spec.name)
+        shape = list(spec.shape) if shape is None or len(shape) == len(spec.shape) else shape
+        dims = shape[1:] if skip_batch else shape
         dtype = DTYPES.get(spec.dtype)
         if dtype is None:
             raise ExportError(f"tensor {spec.name!r} has dtype {spec.dtype}", expected=f"one of {', '.join(DTYPES)}")
@@ -93,8 +113,9 @@ def export_triton(bundle, out, *, target: str | None = None, precision: str | No
         shutil.copyfile(root / "manifest.json", stage / "medexport" / "manifest.json")
         if manifest.card:
             shutil.copyfile(root / manifest.card, stage / "medexport" / Path(manifest.card).name)
+        found = artifact_dims(stage / VERSION / names["model"], artifact.target)
         (stage / "config.pbtxt").write_text(config_pbtxt(manifest, backend, max_batch_size, instances, kind,
-                                                         queue_delay_us))
+                                                         queue_delay_us, found))
         if final.exists():
             shutil.rmtree(final)
         stage.rename(final)

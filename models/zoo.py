@@ -121,7 +121,10 @@ BLOOD_CELL_DET = ModelConfig(
                   "Not a medical device; not for diagnosis."),
     recipe="medexport.models.recipes.blood_cell_det",
     # calibration on training smears; validation (the guard's mAP) on the 87 val smears
-    extra={"calib": ["detection/bccd:train"], "val": ["detection/bccd:val"], "golden": ["detection/bccd:val:8"]},
+    extra={"calib": ["detection/bccd:train"], "val": ["detection/bccd:val"], "golden": ["detection/bccd:val:8"],
+           # INT8 mixed precision (export/steps/quantize.py): the two stride-4 stem convolutions stay in float;
+           # quantized, rotated or gamma-shifted smears moved box scores by up to 0.148 (tolerance 0.1) on OpenVINO
+           "int8_float_layers": ["/s4/s4.0/Conv", "/s4/s4.3/s4.3.0/Conv"]},
 )
 
 
@@ -160,7 +163,10 @@ def fetal_head_us(**kwargs):
 
 HIPPOCAMPUS_MR = ModelConfig(
     intended_for={"modalities": ("MR",), "body_parts": ("HEAD", "BRAIN"),
-                  "note": "T1 MR crops around one hippocampus (about 35 x 51 x 35 voxels at 1 mm), adults"},
+                  "note": "T1 MR crops around one hippocampus (about 35 x 51 x 35 voxels at 1 mm), adults",
+                  # the 201 training crops cover 31-41 x 40-59 x 24-47 mm in RAS axes at 1 mm voxels
+                  # (recipes/hippocampus_mr.crop_extents); 25 % margin either side
+                  "extent_mm": ((23, 51), (30, 74), (18, 59)), "spacing_mm": (0.8, 1.25)},
     name="hippocampus-mr", version="1.0.0", task="volume_segmentation", labels=("anterior", "posterior"),
     input_shape=(1, 40, 56, 40), input_name="volume",
     # predict on one NIfTI crop (35x51x35), 2 threads, 2-core EPYC with AVX-512 VNNI: OpenVINO INT8 8.4 ms

@@ -121,10 +121,16 @@ def fetal_bundle(tmp_path_factory, cache_dir, shared):
 
 @pytest.fixture(scope="session")
 def hippo_bundle(tmp_path_factory, cache_dir):
-    """hippocampus-mr from the recipe's saved weights, ONNX Runtime fp32, golden inputs from its validation list."""
+    """hippocampus-mr from the recipe's saved weights, ONNX Runtime fp32, golden inputs from its validation
+    list; its OOD reference fitted on the recipe's calibration volumes, thresholded on its validation list."""
     from medexport.export.build import BuildOptions
+    from medexport.models.data import default_data
+    from medexport.models.registry import get_config
 
-    return _bundle(tmp_path_factory, "hippocampus-mr", BuildOptions(targets=["onnxruntime"], precisions=["fp32"]))
+    config = get_config("hippocampus-mr")
+    return _bundle(tmp_path_factory, "hippocampus-mr",
+                   BuildOptions(targets=["onnxruntime"], precisions=["fp32"], calib=default_data(config, "calib"),
+                                val=default_data(config, "val")))
 
 
 @pytest.fixture(scope="session", autouse=True)

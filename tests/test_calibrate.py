@@ -20,7 +20,7 @@ from medexport.engine.checksums import sha256_file
 from medexport.engine.compare import activate, softmax
 from medexport.engine.errors import BundleError
 from medexport.engine.manifest import Manifest
-from medexport.engine.selftest import self_test_bundle
+from medexport.engine.open import self_test_bundle
 
 from test_layering import BLOCK
 

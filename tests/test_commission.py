@@ -27,10 +27,13 @@ def test_four_bundles_commissioned_with_pdf_and_a_chain(tmp_path, pneumonia_bund
     assert pneumonia["auto"]["artifact"] and pneumonia["artifacts"]["onnxruntime-fp32"]["speed_golden"]["p50_ms"] > 0
     assert any(c["name"] == "golden replay openvino-fp16" and c["passed"] for c in pneumonia["checks"])
     assert any(c["name"].startswith("build validation") for c in report["bundles"][2]["checks"])  # fetal: --val
-    # the clinic's previous report said another onnxruntime and a machine twice as fast
+    # the clinic's previous report said another onnxruntime and a machine far faster (more than the load
+    # of a shared machine swings: 2.4 to 15 ms), steadily
     edited = json.loads(first.read_text())
     edited["machine"]["runtime"]["onnxruntime"] = "0.0.1"
-    edited["bundles"][0]["artifacts"]["onnxruntime-fp32"]["speed_golden"]["p50_ms"] /= 2
+    speed = edited["bundles"][0]["artifacts"]["onnxruntime-fp32"]["speed_golden"]
+    speed["p50_ms"] /= 20
+    speed["block_p50_ms"] = [speed["p50_ms"]] * 5  # no noise then: the shift is beyond it
     first.write_text(json.dumps(edited))
     second, _, again = commission([pneumonia_bundle], out, emit=_quiet)
     assert again["previous"]["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()

@@ -1,10 +1,10 @@
-"""Reduced-resolution decoding (engine/io/fast_decode.py) and the one-pass crop + resize."""
+"""Reduced-resolution decoding (engine/io/dicom/pixels.py) and the one-pass crop + resize."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from medexport.engine.io import fast_decode
+from medexport.engine.io.dicom import pixels as dicom_pixels
 from medexport.engine.io.image import read_image
 from medexport.engine.manifest import ImagePreprocess
 from medexport.engine.preprocess import decode_size, image_to_tensor, resize
@@ -22,17 +22,17 @@ def test_reduced_decoding_only_where_the_artifact_was_checked(dcm):
     assert decode_size(SPEC, 0) is None
     assert read_image(dcm("RG1_J2KR.dcm"), min_size=decode_size(SPEC, 0)).reduction is None
     assert decode_size(SPEC, 1) == (224, 224) and decode_size(SPEC, 2) == (448, 448)
-    with fast_decode.full_resolution():
+    with dicom_pixels.full_resolution():
         assert decode_size(SPEC, 2) is None
-    with fast_decode.reduced_resolution():
+    with dicom_pixels.reduced_resolution():
         assert decode_size(SPEC, 0) == (448, 448) and decode_size(SPEC, 1) == (224, 224)
 
 
 def test_levels_stop_before_the_model_input():
-    assert fast_decode.levels_for((1955, 1841), (224, 224)) == 3  # 245 x 231; 1/16 would be 123 x 116
-    assert fast_decode.levels_for((1760, 1760), (224, 224)) == 2  # 1/8 is 220 < 224
-    assert fast_decode.levels_for((300, 300), (224, 224)) == 0
-    assert fast_decode.levels_for((8192, 8192), (8, 8), limit=5) == 5
+    assert dicom_pixels.levels_for((1955, 1841), (224, 224)) == 3  # 245 x 231; 1/16 would be 123 x 116
+    assert dicom_pixels.levels_for((1760, 1760), (224, 224)) == 2  # 1/8 is 220 < 224
+    assert dicom_pixels.levels_for((300, 300), (224, 224)) == 0
+    assert dicom_pixels.levels_for((8192, 8192), (8, 8), limit=5) == 5
 
 
 def test_jpeg2000_reduced_where_pillow_would_refuse(dcm):
@@ -112,7 +112,7 @@ def test_reduced_decode_check_in_the_validation_report(pneumonia_bundle, tmp_pat
     import json
 
     from medexport.engine import open_bundle
-    from medexport.engine.bundle import read_manifest
+    from medexport.engine.bundle_read import read_manifest
     from medexport.export.steps import validate
 
     manifest = read_manifest(pneumonia_bundle)[0]

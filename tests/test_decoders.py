@@ -1,4 +1,4 @@
-"""The decoders the engine picks (engine/io/codecs.py) and reading pixel data in place
+"""The decoders the engine picks (engine/io/dicom/syntaxes.py, pixels.py) and reading pixel data in place
 (engine/io/dicom.read_dataset): same pixels as pydicom's own path, on real files."""
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
 from pydicom.uid import JPEGLSLossless, RLELossless
 
-from medexport.engine.io import codecs
-from medexport.engine.io.dicom import decode_pixels, pixel_bytes, read_dataset, single_frame
-from medexport.engine.io.fast_decode import reduce_decoded
+from medexport.engine.io.dicom import pixels
+from medexport.engine.io.dicom import decode_pixels, pixel_bytes, read_dataset, reduce_decoded, single_frame
 from medexport.engine.io.image import read_image
 
 
@@ -40,13 +39,13 @@ def test_fast_plugins_decode_what_pydicom_decodes(dcm, rg1_copies):
     """Lossless syntaxes: bit-identical to pydicom's default plugin."""
     for path in (dcm("RG1_J2KR.dcm"), rg1_copies["jpeg_ls"], rg1_copies["rle"]):
         ds = pydicom.dcmread(path)
-        assert codecs.preferred_plugin(ds), path  # one of the fast ones is installed and chosen
+        assert pixels.preferred_plugin(ds), path  # one of the fast ones is installed and chosen
         np.testing.assert_array_equal(decode_pixels(ds, path), pixel_array(pydicom.dcmread(path)))
 
 
 def test_signed_jpeg2000_keeps_pydicoms_choice(dcm):
     ds = pydicom.dcmread(dcm("693_J2KR.dcm"))  # PixelRepresentation 1
-    assert codecs.preferred_plugin(ds) == ""
+    assert pixels.preferred_plugin(ds) == ""
     np.testing.assert_array_equal(decode_pixels(ds, "693_J2KR.dcm"), pixel_array(pydicom.dcmread(dcm("693_J2KR.dcm"))))
 
 

@@ -12,7 +12,8 @@ from medexport.engine.studies import open_paths, write_batch_csv
 
 
 @pytest.fixture
-def state(pneumonia_bundle):
+def state(pneumonia_bundle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the viewer also searches ./bundles: a developer's demo bundles stay out
     s = AppState(bundle_folders=[str(pneumonia_bundle.parent)])
     s.discover()
     yield s

@@ -20,7 +20,7 @@ import pytest
 from medexport.engine import ecg_beats, signal_quality
 from medexport.engine.errors import InvalidInputError
 from medexport.engine.io import ecg
-from medexport.engine.io.dicom import PARSE_ERRORS, read_dataset
+from medexport.engine.io.dicom import PARSE_ERRORS, read_dataset, waveform
 from medexport.engine.manifest import EcgPreprocess
 from medexport.engine.tasks import ecg_rhythm
 
@@ -149,13 +149,13 @@ def _both_ways(data: bytes, tmp_path: Path):
     """(lean record or its refusal or None where it does not apply, pydicom's record or refusal)."""
     path = tmp_path / "ecg.dcm"
     path.write_bytes(data)
-    lean = ecg.lean_waveform(data)
+    lean = waveform.lean_waveform(data)
     outcomes = []
     for read in ((lambda: ecg._waveform(lean, path, data)) if lean is not None else None,
                  lambda: ecg._waveform(read_dataset(str(path), data), path, data)):
         try:
             outcomes.append(read() if read else None)
-        except (InvalidInputError, ecg.NotLean, *PARSE_ERRORS) as exc:
+        except (InvalidInputError, waveform.NotLean, *PARSE_ERRORS) as exc:
             outcomes.append(exc)
     return outcomes
 
@@ -172,7 +172,7 @@ def test_lean_read_is_pydicoms_read(pydicom_file, tmp_path):
     data = Path(pydicom_file("waveform_ecg.dcm")).read_bytes()
     lean, full = _both_ways(data, tmp_path)
     _same_record(lean, full)
-    assert set(ecg.lean_waveform(data)) == {"Modality", "WaveformSequence"}
+    assert set(waveform.lean_waveform(data)) == {"Modality", "WaveformSequence"}
 
     ds = pydicom.dcmread(io.BytesIO(data))
     ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
@@ -183,22 +183,22 @@ def test_lean_read_is_pydicoms_read(pydicom_file, tmp_path):
     buf = io.BytesIO()
     ds.save_as(buf, implicit_vr=True, little_endian=True)
     lean, full = _both_ways(buf.getvalue(), tmp_path)
-    assert ecg.lean_waveform(buf.getvalue()) is not None
+    assert waveform.lean_waveform(buf.getvalue()) is not None
     _same_record(lean, full)
     assert lean.leads[5] == "ch6"
 
 
 def test_lean_read_declines_what_it_does_not_read(pydicom_file):
-    assert ecg.lean_waveform(b"not a dicom file") is None
+    assert waveform.lean_waveform(b"not a dicom file") is None
     data = bytearray(Path(pydicom_file("waveform_ecg.dcm")).read_bytes())
     at = data.index(b"\x02\x00\x02\x00UI")  # (0002,0002) inside the meta group's stated length
     data[at + 1] = 0x17  # pydicom ends the meta group there and reads the rest otherwise: so must the lean read
-    assert ecg.lean_waveform(bytes(data)) is None
-    assert ecg.lean_waveform(b"\0" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00\xff\xff\xff\x7f") is None
+    assert waveform.lean_waveform(bytes(data)) is None
+    assert waveform.lean_waveform(b"\0" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00\xff\xff\xff\x7f") is None
     for raw, vr in ((b"1\\2 ", "DS"), (b"nan ", "DS"), (b"", "DS"), (b"\x00\x01\x02", "US"), (b"caf\xe9", "LO")):
-        with pytest.raises(ecg.NotLean):
-            ecg._lean_value(raw, vr)
-    assert (ecg._lean_value(b" 1.25e1 ", "DS"), ecg._lean_value(b"RHYTHM\x00", "CS")) == (12.5, "RHYTHM")
+        with pytest.raises(waveform.NotLean):
+            waveform._lean_value(raw, vr)
+    assert (waveform._lean_value(b" 1.25e1 ", "DS"), waveform._lean_value(b"RHYTHM\x00", "CS")) == (12.5, "RHYTHM")
 
 
 def test_fuzzed_files_read_the_same_both_ways(pydicom_file, tmp_path):

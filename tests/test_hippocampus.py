@@ -16,7 +16,7 @@ HIPPO = "volumes/hippocampus-mr"
 
 @pytest.fixture(scope="module")
 def hippo(hippo_bundle):
-    from medexport.engine.bundle import open_bundle
+    from medexport.engine.open import open_bundle
 
     with open_bundle(hippo_bundle, backend="onnxruntime", threads=2) as model:
         yield model

@@ -196,7 +196,7 @@ def test_every_picture_mode_gives_the_grey_of_the_8_bit_file(mode_files, name):
 
 
 def test_picture_modes_give_the_same_scores(pneumonia_bundle, mode_files):
-    from medexport.engine.bundle import open_bundle
+    from medexport.engine.open import open_bundle
 
     reference, files = mode_files
     with open_bundle(pneumonia_bundle) as model:

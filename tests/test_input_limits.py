@@ -95,7 +95,7 @@ def test_tiles_need_half_a_tile_and_at_most_the_tile_pixel_limit():
 def test_all_black_png_is_refused_by_the_bundle(pneumonia_bundle, tmp_path):
     from PIL import Image
 
-    from medexport.engine.bundle import open_bundle
+    from medexport.engine.open import open_bundle
 
     Image.new("L", (256, 256), 0).save(tmp_path / "black.png")
     with open_bundle(pneumonia_bundle) as model, pytest.raises(InvalidInputError, match="constant"):

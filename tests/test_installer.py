@@ -22,9 +22,13 @@ def test_make_installer_builds_a_self_testing_app():
     assert (app / "medexport-viewer").is_file() and (app / "medexport-viewer.desktop").is_file()
     assert (REPO / "dist" / "medexport-viewer-linux-x86_64.tar.gz").is_file()
     assert log.count("PASS ") >= 3 and "FAIL" not in log  # one verdict per shipped bundle
+    assert "PASS hippocampus-mr" in log  # the volume model ships too (issue 29)
     internal = app / "_internal"
     for absent in ("torch", "medexport/export", "scipy", "pandas", "wfdb"):
         assert not (internal / absent).exists(), absent
+    # highdicom's tables packed (the self-test's SR and SEG read them through the runtime hook)
+    assert (internal / "highdicom" / "_standard" / "module_attribute_map.json.gz").is_file()
+    assert not list((internal / "highdicom").rglob("*.json"))
     size = sum(f.lstat().st_size for f in app.rglob("*") if f.is_file() and not f.is_symlink())
     assert size <= 350e6, f"{size / 1e6:.0f} MB is over the 350 MB budget"
     assert (REPO / "dist" / "frozen-viewer.png").is_file()

@@ -131,12 +131,13 @@ def test_sr_and_batch_csv_carry_the_warnings(pneumonia_bundle, tmp_path):
 
 
 def test_the_listener_routes_by_declared_modality(pneumonia_bundle):
-    from medexport.engine.bundle import read_manifest
-    from medexport.engine.pacs.listener import bundle_accepts
+    from medexport.engine.bundle_read import read_manifest
+    from medexport.engine.pacs.listener import bundle_accepts, not_taken
 
     manifest = read_manifest(pneumonia_bundle)[0]
     read = lambda name: pydicom.dcmread(pydicom_data() / name, stop_before_pixels=False)  # noqa: E731
-    assert bundle_accepts(manifest, read("RG3_UNCR.dcm"))  # a CR: runs, and its result warns about the leg
+    assert bundle_accepts(manifest, read("RG1_UNCR.dcm"))  # a PA chest CR: runs, and its result warns about the view
+    assert "(0018,0015) BodyPartExamined is 'EXTREMITY'" in not_taken(manifest, read("RG3_UNCR.dcm"))  # body part routes
     assert not bundle_accepts(manifest, read("MR2_UNCR.dcm"))
     assert not bundle_accepts(manifest, read("693_UNCR.dcm"))
 

@@ -11,7 +11,7 @@ def run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("module", ["medexport.engine", "medexport.engine.bundle", "medexport.desktop.app"])
+@pytest.mark.parametrize("module", ["medexport.engine", "medexport.engine.model", "medexport.desktop.app"])
 def test_imports_without_torch(module):
     proc = run(BLOCK.format(mods=["torch", "torchvision"]) + f"import {module}\nprint('ok')")
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr

@@ -97,8 +97,8 @@ def test_predicted_batches_ready_studies_and_matches_predict(pneumonia_bundle, d
     broken.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
     paths = [dcm("RG1_UNCR.dcm"), dcm("RG1_J2KR.dcm"), *cxr[:2], dcm("RG3_UNCR.dcm"), str(broken), dcm("MR2_J2KR.dcm")]
     with open_bundle(pneumonia_bundle, backend="openvino", precision="fp32") as model:
-        passes, run = [], model._run
-        model._run = lambda feeds: passes.append(len(next(iter(feeds.values())))) or run(feeds)
+        passes, run = [], model.run
+        model.run = lambda feeds: passes.append(len(next(iter(feeds.values())))) or run(feeds)
 
         def prepare(path):
             if path == paths[0]:
@@ -107,7 +107,7 @@ def test_predicted_batches_ready_studies_and_matches_predict(pneumonia_bundle, d
 
         stats = BatchStats()
         out = list(predicted(model, paths, prepare, workers=2, stats=stats))
-        model._run = run
+        model.run = run
         alone = [model.predict(p) for p in paths if p != str(broken)]
     assert [item for item, _, _ in out] == paths and stats.studies == len(paths)
     assert out[5][1] is None and "broken.dcm" in out[5][2]

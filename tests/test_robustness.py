@@ -172,7 +172,7 @@ def robust_ecg_bundle(tmp_path_factory, cache_dir, shared):
 
 
 def test_built_bundle_stores_the_table_per_artifact_and_inspect_shows_it(robust_ecg_bundle):
-    from medexport.engine.bundle import read_manifest
+    from medexport.engine.bundle_read import read_manifest
     from medexport.export.render import inspect_bundle, read_reports
 
     manifest, _, root = read_manifest(robust_ecg_bundle, verify=True)  # the rewritten reports are checksummed

@@ -24,8 +24,8 @@ from medexport.engine import open_bundle  # noqa: E402
 from medexport.engine.errors import BackendUnavailableError, BundleError, ConfigurationError, InvalidInputError, MedError  # noqa: E402
 from medexport.engine.remote import parse_url  # noqa: E402
 from medexport.engine.serve import wire  # noqa: E402
-from medexport.engine.serve.loadtest import free_ports  # noqa: E402
 from medexport.engine.serve.stub_env import stub_env_path  # noqa: E402
+from medexport.export.bench.loadtest import free_ports  # noqa: E402
 
 if not (stub_env_path() / "bin" / "python").is_file():
     pytest.skip(f"no Triton stub environment at {stub_env_path()}: run 'medexport serve --setup' (make install does)",
@@ -489,3 +489,126 @@ def test_the_cli_predicts_with_a_served_model_as_with_a_bundle(server, pneumonia
     capsys.readouterr()
     assert cli.main(["predict", url, str(folder / "leg.dcm"), "--strict"]) == 1
     assert "EXTREMITY" in capsys.readouterr().err
+
+
+def test_the_cli_inspects_a_served_model_as_its_server_states_it(server, pneumonia_bundle, capsys):
+    """`medexport inspect triton://...`: the served bundle's manifest (its SHA-256 checked by the client),
+    reports, card and the artifact the server runs, equal to what inspect says of the local bundle."""
+    import json
+
+    from medexport.engine.bundle_read import read_manifest
+    from medexport.export import cli
+    from medexport.export.render import read_reports
+
+    url = server.url("pneumonia-cxr")
+    manifest, sha, root = read_manifest(pneumonia_bundle)
+    assert cli.main(["inspect", url]) == 0
+    out = capsys.readouterr().out
+    assert f"served     {url}" in out and f"sha256     {sha}" in out and "signature  unsigned" in out
+    assert "runs       onnxruntime-fp32: onnxruntime fp32 on CPU" in out
+    assert "openvino-fp16" in out and "auroc" in out  # every artifact of the bundle, the card's numbers
+    assert (root / manifest.card).read_text().strip().splitlines()[0] in out  # the card's text, as served
+    assert cli.main(["inspect", url, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["sha256"] == sha and data["artifact"] == "onnxruntime-fp32" and data["backend"] == "onnxruntime"
+    assert data["manifest"] == json.loads(json.dumps(manifest.to_dict()))
+    assert data["reports"] == read_reports(manifest, root)
+    assert data["sizes"]["onnxruntime-fp32"] == (root / "onnxruntime-fp32" / "model.onnx").stat().st_size
+
+
+def test_the_cli_selftests_a_served_model_against_the_source(server, pneumonia_bundle, tmp_path, capsys):
+    """`medexport selftest triton://...`: the bundle's golden inputs through the server, compared with the
+    source model's stored scores at the artifact's tolerance; the same numbers as the local self-test;
+    a wrong golden answer fails; a local copy that is not the served bundle is refused."""
+    import json
+    import shutil
+
+    from medexport.engine.open import self_test_bundle
+    from medexport.engine.selftest import run_self_test
+    from medexport.export import cli
+
+    url = server.url("pneumonia-cxr")
+    golden = dict(np.load(Path(pneumonia_bundle) / "golden.npz"))
+    n = len(golden["inputs"])
+    assert cli.main(["selftest", url, "--bundle", str(pneumonia_bundle)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"PASS pneumonia-cxr [onnxruntime fp32] served at {url} {n} golden inputs"), line
+    served, = self_test_bundle(url)  # goldens from the server
+    local, = self_test_bundle(pneumonia_bundle, every_artifact=False, backend="onnxruntime", precision="fp32")
+    assert served.passed and served.n == local.n == n and served.thread_mismatches == 0 and served.threads == 4
+    assert abs(served.max_disagreement - local.max_disagreement) < 1e-5 and served.worst_item == local.worst_item
+    wrong = golden | {"scores_source": golden["scores_source"] + np.float32(0.01) * (np.arange(n) == 1)[:, None]}
+    with open_bundle(url) as remote:
+        failed = run_self_test(remote, threads=1, golden=wrong)
+    assert not failed.passed and abs(failed.max_disagreement - 0.01) < 1e-3 and failed.worst_item == str(golden["names"][1])
+    other = tmp_path / "pneumonia-cxr"
+    shutil.copytree(pneumonia_bundle, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["model_version"] = "9.9.9"  # another bundle of the same model
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert cli.main(["selftest", url, "--bundle", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "9.9.9" in err and "the same SHA-256" in err and "Traceback" not in err
+
+
+def test_the_cli_benches_a_served_model_beside_its_bundle(server, pneumonia_bundle, tmp_path, capsys):
+    """`medexport bench triton://... BUNDLE`: the served row (end to end through the server) beside the
+    local rows, with the ratio of the two end-to-end times."""
+    import json
+
+    from medexport.export import cli
+
+    url = server.url("pneumonia-cxr")
+    assert cli.main(["bench", url, str(pneumonia_bundle), "--target", "onnxruntime", "--precision", "fp32",
+                     "--batch", "2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = {r["target"]: r for r in json.loads((tmp_path / "bench.json").read_text())}
+    served, local = rows["triton:onnxruntime"], rows["onnxruntime"]
+    assert served["model"] == local["model"] == "pneumonia-cxr" and served["status"] == "ok" == local["status"]
+    assert served["size_mb"] == local["size_mb"] and served["batch"] == 2
+    assert 0 < served["latency_p50_ms"] <= served["latency_p95_ms"] and served["throughput"] > 0
+    assert served["e2e_p50_ms"] == served["latency_p50_ms"] and local["e2e_p50_ms"] > 0
+    assert "pneumonia-cxr fp32: end to end through the server / here" in out
+
+
+@pytest.mark.parametrize("command", [["calibrate", "{url}", "--data", "x", "-o", "out"], ["sign", "{url}", "--key", "k"],
+                                     ["export-triton", "{url}", "-o", "out"], ["serve", "{url}"]])
+def test_commands_that_need_the_bundle_files_refuse_a_served_model(command, capsys):
+    from medexport.export import cli
+
+    url = "triton://127.0.0.1:8000/pneumonia-cxr"
+    assert cli.main([part.format(url=url) for part in command]) == 2
+    err = capsys.readouterr().err
+    assert f"'medexport {command[0]}' on the served model {url}" in err and "bundle folder or .zip" in err
+    assert "Traceback" not in err
+
+
+def test_shadow_runs_a_served_candidate_beside_a_local_bundle(server, pneumonia_bundle, cxr, tmp_path, capsys):
+    """`medexport shadow triton://... --current BUNDLE`: the same studies through the served model and the
+    local bundle (engine/pipeline.run: one request per study for the served one); the same bundle agrees."""
+    import json
+    import shutil
+
+    from medexport.engine.bundle_read import read_manifest
+    from medexport.export import cli
+
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    for study in cxr:
+        shutil.copy(study, folder)
+    url = server.url("pneumonia-cxr")
+    assert cli.main(["shadow", url, "--current", str(pneumonia_bundle), "--studies", str(folder),
+                     "-o", str(tmp_path / "out")]) == 0
+    assert f"0 of {len(cxr)} decisions would change" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "shadow.json").read_text())
+    sha = read_manifest(pneumonia_bundle)[1]
+    assert report["candidate"]["sha256"] == report["current"]["sha256"] == sha
+    assert report["candidate"]["artifact"] == "onnxruntime-fp32" and report["compared"] == len(cxr) >= 2
+    assert cli.main(["shadow", url, "--current", str(pneumonia_bundle), "--spool", str(tmp_path),
+                     "-o", str(tmp_path / "spooled")]) == 2
+    assert "needs the bundle's own files" in capsys.readouterr().err
+
+
+def test_a_trust_store_for_a_served_model_is_refused_before_connecting():
+    with pytest.raises(ConfigurationError, match="MEDEXPORT_TRUST where medexport serve runs"):
+        open_bundle("triton://127.0.0.1:1/pneumonia-cxr", trust="keys/")

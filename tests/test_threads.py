@@ -9,7 +9,7 @@ import pytest
 
 from medexport.engine import open_bundle
 from medexport.engine.backends.pool import Pool
-from medexport.engine.bundle import MAX_BATCH
+from medexport.engine.model import MAX_BATCH
 from threads_together import together
 
 THREADS, CALLS = 4, 40

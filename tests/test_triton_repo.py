@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from medexport.engine.bundle import read_manifest
+from medexport.engine.bundle_read import read_manifest
 from medexport.engine.errors import ConfigurationError
 from medexport.export.cli import main
 from medexport.export.triton_repo import export_triton

@@ -186,7 +186,7 @@ def test_a_users_own_model_is_not_stamped_demo_in_the_viewer(window, user_bundle
 
 
 def test_a_users_own_model_is_not_stamped_demo_in_results_and_the_cli(user_bundle_unvalidated, pneumonia_bundle, cxr):
-    """Needs engine/bundle.py to pass the manifest's provenance source into Provenance."""
+    """Needs engine/model.py to pass the manifest's provenance source into Provenance."""
     import subprocess
     import sys
 

@@ -14,7 +14,7 @@ import numpy as np
 from .. import limits
 from ..checksums import sha256_file
 from ..errors import InvalidInputError
-from . import dicom, fast_decode
+from . import dicom
 
 ECG_SUFFIXES = (".hea", ".dat", ".mat", ".xml", ".csv", ".atr")  # WFDB, HL7 aECG, CSV
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -39,7 +39,7 @@ class ImageStudy:
     # on a background thread and may still be running (``sha256`` waits for it; a model's ``finish`` does)
     meta: dict = field(default_factory=dict)  # header facts and how greyscale was derived
     frames: int = 1
-    reduction: fast_decode.Reduction | None = None  # where ``pixels`` lie on the full image, if a reduced decode
+    reduction: dicom.Reduction | None = None  # where ``pixels`` lie on the full image, if a reduced decode
 
     @property
     def sha256(self) -> str:
@@ -65,7 +65,7 @@ def read_image(source, *, frame: int | None = None, colour: bool = False,
     read as above with the grey repeated in the three channels.
     ``min_size`` (H, W): a model needs no more pixels than this; a JPEG 2000 or baseline JPEG DICOM
     is then decoded at the smallest resolution level still at least that large (``reduction`` says
-    where its pixels lie on the full image; see io/fast_decode.py). Without it, or for other inputs, the full image.
+    where its pixels lie on the full image; see io/dicom/pixels.py). Without it, or for other inputs, the full image.
     """
     if colour:
         return _read_colour(source, frame)
@@ -224,12 +224,12 @@ def _from_dicom(path: str, frame: int | None, min_size: tuple | None = None) -> 
             raise InvalidInputError(f"frame {frame} was asked for but {path} has {shape.frames}",
                                     expected=f"a frame in 0..{shape.frames - 1}")
         index = frame if shape.frames > 1 else None
-        reduced = fast_decode.reduced_frame(ds, shape.rows, shape.columns, shape.frames, index, min_size, data)
+        reduced = dicom.reduced_frame(ds, shape.rows, shape.columns, shape.frames, index, min_size, data)
         if reduced is None:
             dicom.load_pixel_data(ds, data)
             arr = dicom.decode_pixels(ds, path, index, shape)
             syntax = getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "pixel data")
-            reduced = fast_decode.reduce_decoded(arr, min_size, syntax)
+            reduced = dicom.reduce_decoded(arr, min_size, syntax)
         arr = reduced.stored if reduced else arr
         pixels, how = dicom.to_display(ds, arr, path)
         meta = dicom.describe(ds) | {"greyscale": how}

@@ -42,6 +42,12 @@ def read_volume(source) -> VolumeStudy:
     return _read_dicom(paths, what)
 
 
+def source_files(source) -> list[str]:
+    """The files :func:`read_volume` reads for ``source`` (a folder's, sorted by name; a list's as
+    given), checked; a served volume's client sends these (engine/remote.py)."""
+    return _inputs(source)[0]
+
+
 def _inputs(source) -> tuple[list, str]:
     """The files ``source`` names (a folder's regular files, sorted by name), and how to name it."""
     if isinstance(source, (str, os.PathLike)):

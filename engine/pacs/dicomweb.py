@@ -61,12 +61,18 @@ def find(node: Node, wanted: dict, keys: list[str]) -> list[dict]:
 
 def get(node: Node, study_uid: str, folder: Path, *, cancel: threading.Event | None = None,
         progress=None) -> list[Path]:
-    from .scu import safe_name
-
     web = client(node)
     total = len(_call(node, "WADO-RS metadata", web.retrieve_study_metadata, study_uid))
+    return _save_all(_call(node, "WADO-RS", web.iter_study, study_uid, media_types=AS_STORED), folder, total,
+                     cancel, progress)
+
+
+def _save_all(datasets, folder: Path, total: int, cancel, progress) -> list[Path]:
+    """Write each retrieved dataset as it arrives (durably, named by its SOP Instance UID)."""
+    from .scu import safe_name
+
     paths = []
-    for ds in _call(node, "WADO-RS", web.iter_study, study_uid, media_types=AS_STORED):
+    for ds in datasets:
         if cancel is not None and cancel.is_set():
             break
         buf = io.BytesIO()
@@ -75,6 +81,27 @@ def get(node: Node, study_uid: str, folder: Path, *, cancel: threading.Event | N
         if progress is not None:
             progress(len(paths), total)
     return paths
+
+
+def get_series(node: Node, series_uid: str, folder: Path, *, study_uid: str | None = None,
+               cancel: threading.Event | None = None, progress=None) -> tuple[list[Path], list[str]]:
+    """One series by WADO-RS into ``folder``; (the files, the SOP Instance UIDs its metadata lists).
+    The study is found by a QIDO-RS series query when not given."""
+    web = client(node)
+    if study_uid is None:
+        found = _call(node, "QIDO-RS", web.search_for_series, search_filters={"SeriesInstanceUID": series_uid},
+                      fields=["StudyInstanceUID"])
+        studies = {str(item.get("0020000D", {}).get("Value", [""])[0]) for item in found} - {""}
+        if len(studies) != 1:
+            raise PacsError(f"{node.describe()} gave {len(studies)} studies for series {series_uid}",
+                            expected="the series' one (0020,000D) Study Instance UID",
+                            fix="check the UID, or give --study")
+        study_uid = studies.pop()
+    meta = _call(node, "WADO-RS metadata", web.retrieve_series_metadata, study_uid, series_uid)
+    expected = [str(item.get("00080018", {}).get("Value", [""])[0]) for item in meta]
+    paths = _save_all(_call(node, "WADO-RS", web.iter_series, study_uid, series_uid, media_types=AS_STORED), folder,
+                      len(expected), cancel, progress)
+    return paths, expected
 
 
 def send(node: Node, datasets: list) -> list[str]:

@@ -8,6 +8,8 @@ spool's outbox and only their delivery is retried (capped backoff, until ``send_
 result UIDs derive from the source object and the bundle (a re-send stores nothing twice);
 workers never die of a full disk (they back off and resume), and one that cannot go on stops the
 process; every event is one whole line of ``audit.jsonl`` (UIDs and hashes, no patient values).
+Instances a volume bundle takes are gathered per series (engine/pacs/series.py) and run as one job
+once the series is quiet; every bundle takes only what its intended use routes to it (:func:`not_taken`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from .files import durable_copy, durable_move, has_room
 from .nodes import Node, check_ae
 from .queue import Job, JobQueue
 from .receive import SEG_CLASS, cap_per_peer, check_object, make_ae
+from .series import DEFAULT_QUIET_S, SeriesSpool
 from .spool import AuditLog, describe, purge
 
 log = logging.getLogger("medexport.listen")
@@ -33,25 +36,34 @@ SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND, UID_MISMATCH = 0x0000, 0xA700, 0xC
 DAY = 86400.0
 
 
-def bundle_accepts(manifest, ds) -> bool:
-    """Whether the bundle described by ``manifest`` should run on ``ds`` (a dataset's header).
+def bundle_accepts(manifest, ds, *, series: bool = False) -> bool:
+    """Whether the bundle described by ``manifest`` should run on ``ds`` (a dataset's header); see
+    :func:`not_taken`. ``series``: on the whole series ``ds`` belongs to (volume bundles)."""
+    return not_taken(manifest, ds, series=series) is None
+
+
+def not_taken(manifest, ds, *, series: bool = False) -> str | None:
+    """Why the bundle described by ``manifest`` should not run on ``ds``, None when it should.
 
     ECG tasks take waveforms; image tasks take objects with pixels, but not segmentations or
-    medexport's own results; a bundle that declares its modalities (``intended_for``) takes only
-    those. Body part, view and age are not routing keys: a contradiction there is a warning on
-    the result (or a refusal in strict mode), as for any study.
+    medexport's own results; volume tasks take the same, gathered into their series (``series``).
+    A bundle takes only the modalities and body parts its intended use declares (an empty Body
+    Part Examined contradicts nothing); view and age are not routing keys: a contradiction there
+    is a warning on the result (or a refusal in strict mode), as for any study.
     """
+    from medexport.engine.intended_use import routing_mismatch
     from medexport.engine.tasks import task_class
 
     kind = task_class(manifest.task).study_kind
     if kind == "ecg":
-        return "WaveformSequence" in ds
-    if kind == "volume":  # a series arrives one instance at a time: gathering series is not built yet
-        return False
-    ours = str(ds.get("Manufacturer", "")) == "medexport"
-    modalities = manifest.intended_for.modalities
-    modality_ok = not modalities or str(ds.get("Modality", "")).upper() in modalities
-    return "PixelData" in ds and str(ds.get("SOPClassUID", "")) != SEG_CLASS and not ours and modality_ok
+        return None if "WaveformSequence" in ds else "not an ECG: no (5400,0100) Waveform Sequence"
+    if "PixelData" not in ds:
+        return "no (7FE0,0010) Pixel Data"
+    if str(ds.get("SOPClassUID", "")) == SEG_CLASS or str(ds.get("Manufacturer", "")) == "medexport":
+        return "a segmentation or a medexport result"
+    if (kind == "volume") != series:
+        return "a volume model runs on whole series" if kind == "volume" else "an image model runs on single instances"
+    return routing_mismatch(manifest.intended_for, ds)
 
 
 def find_bundles(folder) -> list[Path]:
@@ -75,17 +87,22 @@ class Listener:
                  tls: Node | None = None, workers: int = 1, max_attempts: int = 0, backoff_s: float = 2.0,
                  max_backoff_s: float = 300.0, send_deadline_s: float = DAY, keep_days: float = 7.0,
                  idle_timeout_s: float = 30.0, max_per_peer: int = 8, max_object_mb: float = 512.0,
-                 write_pdf: bool = True, open_options: dict | None = None, require_commissioning=None):
+                 write_pdf: bool = True, open_options: dict | None = None, require_commissioning=None,
+                 shadow: list | None = None, series_quiet_s: float = DEFAULT_QUIET_S):
         self.ae_title = check_ae(ae_title, "--ae-title")
         self.allow = [check_ae(a, "--allow") for a in allow or []]
         for name, value in (("--idle-timeout", idle_timeout_s), ("--max-object-mb", max_object_mb),
                             ("--send-deadline", send_deadline_s), ("--max-per-peer", max_per_peer)):
             if value <= 0:
                 raise ConfigurationError(f"{name} is {value}", expected="a positive number")
+        if series_quiet_s <= 0:
+            raise ConfigurationError(f"--series-quiet is {series_quiet_s}", expected="a positive number of seconds",
+                                     fix="give the seconds without a new instance after which a series is complete")
         if keep_days < 0:
             raise ConfigurationError(f"--keep-days is {keep_days}", expected="0 or more days")
         self.queue = JobQueue(spool)
         self.audit = AuditLog(self.queue.root / "audit.jsonl")
+        self.series = SeriesSpool(self.queue, series_quiet_s)  # volume bundles: instances gathered per series
         self.host, self.port, self.forward, self.tls = host, port, forward, tls
         self.workers, self.max_attempts = max(1, workers), max(0, max_attempts)
         self.backoff_s, self.max_backoff_s, self.write_pdf = backoff_s, max_backoff_s, write_pdf
@@ -95,6 +112,7 @@ class Listener:
         self.open_options = open_options or {}
         self.require_commissioning = require_commissioning  # a folder of commissioning reports, or None
         self.models = [self._open(b) for b in bundles]
+        self.shadows = self._open_shadows(shadow or [])  # --shadow candidates: spool and audit only
         self.retired: list = []  # models replaced by reload(): a running job may still hold one
         self.stopping = threading.Event()
         self.wake = threading.Event()
@@ -136,6 +154,9 @@ class Listener:
                        reason="(0008,0018) SOP Instance UID differs from the C-STORE's (0000,1000) Affected "
                               "SOP Instance UID")
             return UID_MISMATCH
+        answer = self._gather(src, ds, calling, sha)
+        if answer is not None:  # kept for a volume bundle, and no image bundle takes it by itself
+            return answer
         job_id = job_key(uid)
         if self.queue.is_done(job_id):  # received again after delivery: nothing to keep or run
             self.audit("received", calling_ae=calling, sop_instance_uid=uid, sha256=sha, job=job_id, queue="done")
@@ -155,6 +176,42 @@ class Listener:
         self.wake.set()
         return SUCCESS
 
+    def _routes(self, ds) -> dict:
+        """model id -> (whether it is a volume bundle, why it does not take ``ds`` or None)."""
+        from medexport.engine.tasks import task_class
+
+        with self.lock:
+            models = list(self.models)
+        out = {}
+        for m in models:
+            volume = task_class(m.manifest.task).study_kind == "volume"
+            out[m.manifest.model_id] = (volume, not_taken(m.manifest, ds, series=volume))
+        return out
+
+    def _gather(self, src: Path, ds, calling: str, sha: str) -> int | None:
+        """Keep an instance a volume bundle takes in its series' gathering (engine/pacs/series.py).
+        The C-STORE's answer when that is all it needs; None when an image bundle takes it too (it
+        gets its own job) or no volume bundle takes it."""
+        routes = self._routes(ds)
+        takers = [k for k, (volume, why) in routes.items() if volume and why is None]
+        if not takers or not str(ds.get("SeriesInstanceUID", "")).strip():
+            return None
+        uid = str(ds.SOPInstanceUID)
+        try:
+            g = self.series.add(src, ds, calling)
+        except OSError as exc:  # disk full, permissions: the sender keeps the object and retries
+            self.audit("refused", calling_ae=calling, sop_instance_uid=uid, reason=f"cannot store: {describe(exc)}")
+            return OUT_OF_RESOURCES
+        extra = {}
+        if g.new and g.after_job:
+            extra["new_gathering"] = (f"the series' earlier instances went to job {g.after_job} ({g.after_state}): "
+                                      "this instance starts a new gathering")
+        self.audit("received", calling_ae=calling, sop_instance_uid=uid, sha256=sha, series=g.key,
+                   generation=g.generation, instances=g.instances, bundles=takers,
+                   not_taken={k: why for k, (_, why) in routes.items() if why is not None}, **extra)
+        self.wake.set()
+        return None if any(not volume and why is None for volume, why in routes.values()) else SUCCESS
+
     def _on_rejected(self, event) -> None:
         self.audit("association-rejected", calling_ae=event.assoc.requestor.ae_title,
                    address=event.assoc.requestor.address, allowed=self.allow)
@@ -168,14 +225,15 @@ class Listener:
         if self.queue.is_done(job.id):
             self.queue.drop(job)
             return
-        path = self.queue.root / "objects" / f"{job.id}.dcm"
+        series = job.data.get("kind") == "series"  # a gathered series for the volume bundles
+        path = self.series.folder(job.id) if series else self.queue.root / "objects" / f"{job.id}.dcm"
         try:
             outcome = self.queue.staged(job.id)
             if outcome is None:
-                if not path.is_file():
+                if not path.exists():
                     raise InvalidInputError("the received object is no longer in the spool's objects/",
                                             expected="the object of a queued job", fix="send the object again")
-                outcome = self._run(job, path)
+                outcome = self._run_series(job, path) if series else self._run(job, path)
             sent = self._deliver(job)
         except PacsError as exc:
             self._retry_or_fail(job, str(exc))
@@ -191,10 +249,13 @@ class Listener:
             return
         self.queue.finish(job, {**outcome, "sent": sent})
         self.queue.unstage(job.id)
-        if "skipped" not in outcome:  # delivered: the patient data goes; a skipped object is kept --keep-days
+        if "skipped" not in outcome and series:  # delivered: the patient data goes; skipped: kept --keep-days
+            self.series.remove(job.id)
+        elif "skipped" not in outcome:
             path.unlink(missing_ok=True)
         self.audit("skipped" if "skipped" in outcome else "done", job=job.id,
-                   sop_instance_uid=job.data.get("sop_instance_uid"), result_uids=sent,
+                   **({"series_instance_uid": job.data.get("series_instance_uid")} if series else
+                      {"sop_instance_uid": job.data.get("sop_instance_uid")}), result_uids=sent,
                    **{k: v for k, v in outcome.items() if k in ("results", "skipped", "ms")})
 
     def _run(self, job: Job, path: Path) -> dict:
@@ -205,9 +266,10 @@ class Listener:
         t0 = time.perf_counter()
         header = pydicom.dcmread(path, defer_size="256 KB")  # pixel data read only when a model needs it
         chosen = [m for m in self.models if bundle_accepts(m.manifest, header)]
-        blobs, results = {}, []
+        blobs, results, ran = {}, [], []
         for model in chosen:
             result = model.predict(str(path))
+            ran.append((model, result))
             for ds in self._objects(model, result, path, header):
                 blobs[f"{ds.SOPInstanceUID}.dcm"] = encode(ds)
             results.append({"model_id": result.model_id, "bundle_sha256": result.bundle_sha256,
@@ -217,7 +279,40 @@ class Listener:
             outcome["skipped"] = (f"no bundle takes SOP class {header.get('SOPClassUID', '?')} "
                                   f"modality {header.get('Modality', '?')}")
         self.queue.stage(job.id, blobs, outcome)
-        self.audit("ran", job=job.id, bundles=[r["model_id"] for r in results], ms=outcome["ms"])
+        self.audit("ran", job=job.id, bundles=[r["model_id"] for r in results], ms=outcome["ms"],
+                   not_taken={k: why for k, (_, why) in self._routes(header).items() if why is not None})
+        if self.shadows is not None:  # after the live results are kept; never sent, never raises
+            self.shadows.run(job.id, path, header, ran)
+        return outcome
+
+    def _run_series(self, job: Job, folder: Path) -> dict:
+        """Run every volume bundle that takes a gathered series on the whole of it: one job, not one per slice."""
+        import pydicom
+
+        from .objects import encode
+        from .series import series_objects
+
+        t0 = time.perf_counter()
+        files = self.series.files(job.id)
+        header = pydicom.dcmread(files[0], defer_size="256 KB")  # the first slice: routing and the results' header
+        routes = self._routes(header)
+        with self.lock:
+            chosen = [m for m in self.models if routes.get(m.manifest.model_id) == (True, None)]
+        blobs, results = {}, []
+        for model in chosen:
+            result = model.predict([str(f) for f in files])
+            for ds in series_objects(result, files, header, intended_use=model.manifest.intended_use,
+                                     pdf=self.write_pdf):
+                blobs[f"{ds.SOPInstanceUID}.dcm"] = encode(ds)
+            results.append({"model_id": result.model_id, "bundle_sha256": result.bundle_sha256,
+                            "decision": result.headline(), "backend": result.backend})
+        outcome = {"results": results, "ms": round((time.perf_counter() - t0) * 1e3, 1), "instances": len(files)}
+        if not chosen:
+            outcome["skipped"] = f"no volume bundle takes modality {header.get('Modality', '?')} now"
+        self.queue.stage(job.id, blobs, outcome)
+        self.audit("ran", job=job.id, series_instance_uid=job.data.get("series_instance_uid"), instances=len(files),
+                   bundles=[r["model_id"] for r in results], ms=outcome["ms"],
+                   not_taken={k: why for k, (_, why) in routes.items() if why is not None})
         return outcome
 
     def _deliver(self, job: Job) -> list[str]:
@@ -271,9 +366,10 @@ class Listener:
 
     def _step(self) -> None:
         if time.time() >= self.next_purge:
-            for job_id in purge(self.queue, self.keep_s):
+            for job_id in purge(self.queue, self.keep_s) + self.series.purge(self.keep_s):
                 self.audit("purged", job=job_id)
             self.next_purge = time.time() + min(600.0, max(1.0, self.keep_s / 10))
+        self._queue_series(self.series.close_quiet())
         job = self.queue.claim()
         if job is None:
             self.wake.wait(0.5)
@@ -295,6 +391,15 @@ class Listener:
             with self.lock:
                 self.held.discard(job.id)
 
+    def _queue_series(self, closed: list) -> None:
+        """Queue the job of each complete series (closed by :meth:`SeriesSpool.close_quiet`, or found
+        closed without its job after a crash)."""
+        for job_id, data in closed:
+            state = self.queue.put(job_id, data)
+            self.audit("series-complete", job=job_id, series_instance_uid=data["series_instance_uid"],
+                       generation=data["generation"], instances=data["instances"], quiet_s=data["quiet_s"], queue=state)
+            self.wake.set()
+
     def _unstick(self) -> None:
         """Jobs left in running/ by a failed write go back to pending/ (a rename needs no free space)."""
         with self.lock:
@@ -315,6 +420,7 @@ class Listener:
         _config.STORE_RECV_CHUNKED_DATASET = True  # objects stream to a file, never whole in memory
         for job_id in self.queue.recover():
             self.audit("recovered", job=job_id)
+        self._queue_series(self.series.recover())
         ctx = tls_context(self.tls, server=True) if self.tls is not None else None
         handlers = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_REJECTED, self._on_rejected)]
         ae = make_ae(self.ae_title, self.allow, self.idle_timeout_s, max(16, 4 * self.max_per_peer))
@@ -332,7 +438,7 @@ class Listener:
             self.threads.append(t)
         self.audit("started", ae_title=self.ae_title, port=self.port, bundles=[m.manifest.model_id for m in self.models],
                    forward=self.forward.describe() if self.forward else None, allow=self.allow, tls=ctx is not None,
-                   queue=self.queue.counts())
+                   queue=self.queue.counts(), shadow=self.shadows.describe() if self.shadows else None)
         if not self.allow:
             warning = (f"no --allow: any calling AE title may store objects here (listening on {self.host}); "
                        "name the senders with --allow AET")
@@ -373,6 +479,26 @@ class Listener:
                 raise
         return model
 
+    def _open_shadows(self, candidates: list):
+        """The --shadow candidates (trust policy as for live bundles; no commissioning: they never answer),
+        each matched to the one live bundle of its model id (engine/pacs/shadow_runs.py)."""
+        if not candidates:
+            return None
+        from medexport.engine import open_bundle
+
+        from .shadow_runs import ShadowRuns, check_candidates
+
+        opened = []
+        try:
+            for c in candidates:
+                opened.append(open_bundle(c, **self.open_options))
+            check_candidates(opened, self.models)
+        except MedError:
+            for m in opened + self.models:
+                m.close()
+            raise
+        return ShadowRuns(self.queue.root, opened, self.audit)
+
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
@@ -382,6 +508,8 @@ class Listener:
             t.join(60)
         for m in self.models + self.retired:
             m.close()
+        if self.shadows is not None:
+            self.shadows.close()
         self.audit("stopped", queue=self.queue.counts(), fatal=self.fatal)
 
 

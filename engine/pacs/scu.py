@@ -7,8 +7,11 @@ proposed one per presentation context, so the PACS sends and takes objects as it
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,8 +19,9 @@ from pathlib import Path
 from medexport.engine.errors import BackendUnavailableError, ConfigurationError
 
 from . import PacsError
+from ..atomic import fsync_dir
 from .files import durable_copy, durable_replace
-from ..io.syntaxes import NETWORK_ORDER
+from ..io.dicom.syntaxes import NETWORK_ORDER
 from .nodes import Node
 
 TRANSFER_SYNTAXES = list(NETWORK_ORDER)  # uncompressed first, then each compressed family
@@ -169,23 +173,34 @@ def find(node: Node, **filters) -> list[dict]:
 
 def _instances(node: Node, study_uid: str) -> list[str]:
     """The SOP classes in a study (an IMAGE-level C-FIND), to propose only those for retrieval."""
+    return _classes(_image_level(node, StudyInstanceUID=study_uid))
+
+
+def _classes(found: list) -> list[str]:
+    return [c for c in dict.fromkeys(str(f.get("SOPClassUID", "")) for f in found) if c]
+
+
+def _image_level(node: Node, **match) -> list:
+    """The instances matching ``match`` (StudyInstanceUID and / or SeriesInstanceUID) by an
+    IMAGE-level C-FIND, with their study, series, SOP class and instance UIDs."""
     from pydicom.dataset import Dataset
 
     ident = Dataset()
     ident.QueryRetrieveLevel = "IMAGE"
-    ident.StudyInstanceUID = study_uid
-    ident.SeriesInstanceUID = ident.SOPInstanceUID = ident.SOPClassUID = ""
+    ident.StudyInstanceUID = ident.SeriesInstanceUID = ident.SOPInstanceUID = ident.SOPClassUID = ""
+    for key, value in match.items():
+        setattr(ident, key, value)
     model = "1.2.840.10008.5.1.4.1.2.2.1"
     assoc = associate(node, [(model, UNCOMPRESSED)])
-    classes = []
+    found = []
     try:
         # IMAGE level straight under STUDY is relational; peers that refuse it get the usual classes
-        for status, found in assoc.send_c_find(ident, model):
-            if status is not None and int(status.Status) in (0xFF00, 0xFF01) and found is not None:
-                classes.append(str(found.get("SOPClassUID", "")))
+        for status, item in assoc.send_c_find(ident, model):
+            if status is not None and int(status.Status) in (0xFF00, 0xFF01) and item is not None:
+                found.append(item)
     finally:
         assoc.release()
-    return [c for c in dict.fromkeys(classes) if c]
+    return found
 
 
 # SOP classes offered when the study's classes cannot be asked for (CR, DX, MR, CT, US, SC, ECG)
@@ -199,6 +214,7 @@ class _Sink:
 
     def __init__(self, folder: Path, cancel: threading.Event | None):
         self.folder, self.cancel, self.paths = folder, cancel, []
+        self.failed, self.cancelled = 0, False  # sub-operations the peer says failed; stopped by ``cancel``
 
 
 def _store_sub(event):
@@ -228,31 +244,113 @@ def get(node: Node, study_uid: str, folder, *, cancel: threading.Event | None = 
         return dicomweb.get(node, study_uid, folder, cancel=cancel, progress=progress)
     from pydicom.dataset import Dataset
 
-    classes = _instances(node, study_uid) or COMMON_CLASSES
+    ident = Dataset()
+    ident.QueryRetrieveLevel = "STUDY"
+    ident.StudyInstanceUID = study_uid
+    sink = _c_get(node, ident, _instances(node, study_uid) or COMMON_CLASSES, folder, cancel, progress)
+    if not sink.paths and not sink.cancelled:
+        raise PacsError(f"{node.describe()} sent no instance of study {study_uid}",
+                        fix="check the Study Instance UID with 'medexport pacs find'")
+    return sink.paths
+
+
+def _c_get(node: Node, ident, classes: list[str], folder: Path, cancel, progress) -> "_Sink":
+    """One C-GET of ``ident`` (Study Root), its instances stored into ``folder``."""
     model = "1.2.840.10008.5.1.4.1.2.2.3"  # Study Root Q/R GET
     contexts = [(model, UNCOMPRESSED)] + [(sop, [ts]) for sop in classes for ts in TRANSFER_SYNTAXES]
     assoc = associate(node, contexts[:MAX_CONTEXTS], roles=classes)
     sink = _Sink(folder, cancel)
     assoc.medexport_sink = sink
-    ident = Dataset()
-    ident.QueryRetrieveLevel = "STUDY"
-    ident.StudyInstanceUID = study_uid
     try:
         for status, _ in assoc.send_c_get(ident, model):
             if cancel is not None and cancel.is_set():
                 assoc.abort()
-                return sink.paths
+                sink.cancelled = True
+                return sink
             _ok(status, "C-GET", node)
+            if status is not None and "NumberOfFailedSuboperations" in status:
+                sink.failed = int(status.NumberOfFailedSuboperations or 0)
             if progress is not None and status is not None and "NumberOfCompletedSuboperations" in status:
                 done = int(status.NumberOfCompletedSuboperations)
                 progress(done, done + int(status.get("NumberOfRemainingSuboperations", 0) or 0))
     finally:
         if assoc.is_established:
             assoc.release()
-    if not sink.paths:
-        raise PacsError(f"{node.describe()} sent no instance of study {study_uid}",
-                        fix="check the Study Instance UID with 'medexport pacs find'")
-    return sink.paths
+    return sink
+
+
+def get_series(node: Node, series_uid: str, folder, *, study_uid: str | None = None,
+               cancel: threading.Event | None = None, progress=None) -> list[Path]:
+    """Retrieve one whole series (C-GET at SERIES level, or WADO-RS) into ``folder``: one file per
+    instance, named by SOP Instance UID, and all of them or none. The instances arrive in a hidden
+    folder beside ``folder``; only when every instance the PACS lists for the series (an IMAGE-level
+    C-FIND) has arrived do they move into ``folder`` (a new folder appears whole, by one rename).
+    ``study_uid`` is found by the query when not given."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        if node.is_web:
+            from . import dicomweb
+
+            paths, expected = dicomweb.get_series(node, series_uid, staging, study_uid=study_uid, cancel=cancel,
+                                                  progress=progress)
+        else:
+            paths, expected = _get_series(node, series_uid, staging, study_uid, cancel, progress)
+        if cancel is not None and cancel.is_set():
+            raise PacsError(f"the retrieval of series {series_uid} was cancelled", expected="every instance",
+                            fix="retrieve the series again")
+        names = {p.name for p in paths}
+        missing = [u for u in expected if f"{safe_name(u)}.dcm" not in names]
+        if missing or not paths:
+            raise PacsError(f"{node.describe()} sent {len(paths)} of the {len(expected)} instances of series "
+                            f"{series_uid}", expected="every instance of the series",
+                            fix="retrieve it again; if instances keep failing, see the PACS's log")
+        return _publish(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _get_series(node: Node, series_uid: str, staging: Path, study_uid, cancel, progress) -> tuple[list, list]:
+    from pydicom.dataset import Dataset
+
+    match = {"SeriesInstanceUID": series_uid} | ({"StudyInstanceUID": study_uid} if study_uid else {})
+    found = _image_level(node, **match)
+    if not found:
+        raise PacsError(f"{node.describe()} knows no instance of series {series_uid}",
+                        expected="a (0020,000E) Series Instance UID the PACS holds",
+                        fix="check the UID; a PACS that cannot query by series alone needs --study too")
+    studies = {str(f.get("StudyInstanceUID", "")) for f in found} - {""}
+    if study_uid is None and len(studies) != 1:
+        raise PacsError(f"{node.describe()} gave {len(studies)} studies for series {series_uid}",
+                        expected="the series' one (0020,000D) Study Instance UID", fix="give --study too")
+    ident = Dataset()
+    ident.QueryRetrieveLevel = "SERIES"
+    ident.StudyInstanceUID = study_uid or studies.pop()
+    ident.SeriesInstanceUID = series_uid
+    sink = _c_get(node, ident, _classes(found) or COMMON_CLASSES, staging, cancel, progress)
+    if sink.failed:
+        raise PacsError(f"{node.describe()} failed to send {sink.failed} instance(s) of series {series_uid}",
+                        expected="every instance sent", fix="retrieve it again; see the PACS's log")
+    return sink.paths, [str(f.SOPInstanceUID) for f in found if "SOPInstanceUID" in f]
+
+
+def _publish(staging: Path, folder: Path) -> list[Path]:
+    """Move the complete series from ``staging`` into ``folder``: by one rename when ``folder`` is
+    new, else file by file (each rename atomic; an instance already there is replaced by itself)."""
+    if not folder.exists():
+        os.rename(staging, folder)
+        fsync_dir(folder.parent)
+        return sorted(folder.glob("*.dcm"))
+    if not folder.is_dir():
+        raise ConfigurationError(f"{folder} is a file", expected="a folder (new or existing) for the series",
+                                 fix="choose another -o")
+    out = []
+    for path in sorted(staging.glob("*.dcm")):
+        os.replace(path, folder / path.name)
+        out.append(folder / path.name)
+    fsync_dir(folder)
+    return out
 
 
 def _dataset(item):

@@ -51,23 +51,37 @@ class AuditLog:
 def purge(queue: JobQueue, keep_s: float, now: float | None = None) -> list[str]:
     """Delete received objects no longer needed: delivered ones at once, skipped or failed ones
     ``keep_s`` after their job ended. Returns the job ids purged."""
-    now = time.time() if now is None else now
     purged = []
     for obj in queue.root.joinpath("objects").glob("*.dcm"):
-        job_id = obj.stem
-        state = queue.state(job_id)
-        if state not in ("done", "failed"):
-            continue
-        marker = queue.folder(state) / f"{job_id}.json"
+        if purgeable(queue, obj.stem, keep_s, now):
+            obj.unlink(missing_ok=True)
+            purged.append(obj.stem)
+    now = time.time() if now is None else now
+    for study in queue.root.joinpath("shadow").glob("*/study.dcm"):  # kept for a shadow report (shadow_runs.py)
         try:
-            ended = marker.stat().st_mtime
-            skipped = state == "done" and "skipped" in json.loads(marker.read_text(encoding="utf-8"))
+            ran = max(p.stat().st_mtime for p in study.parent.glob("*.json"))
         except (OSError, ValueError):
             continue
-        if (state == "done" and not skipped) or now - ended >= keep_s:
-            obj.unlink(missing_ok=True)
-            purged.append(job_id)
+        if now - ran >= keep_s:  # the study goes; its records (UIDs, scores) stay
+            study.unlink(missing_ok=True)
+            purged.append(f"shadow/{study.parent.name}")
     return purged
+
+
+def purgeable(queue: JobQueue, job_id: str, keep_s: float, now: float | None = None) -> bool:
+    """Whether a job's received data may go: delivered (done, not skipped), or skipped or failed
+    ``keep_s`` ago (series too: engine/pacs/series.py)."""
+    now = time.time() if now is None else now
+    state = queue.state(job_id)
+    if state not in ("done", "failed"):
+        return False
+    marker = queue.folder(state) / f"{job_id}.json"
+    try:
+        ended = marker.stat().st_mtime
+        skipped = state == "done" and "skipped" in json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (state == "done" and not skipped) or now - ended >= keep_s
 
 
 def _jobs(queue: JobQueue, state: str):
@@ -111,4 +125,11 @@ def status(root, now: float | None = None, errors: int = 5) -> dict:
             "attempts": oldest.get("attempts", 0), "not_before_s": round(max(0.0, float(oldest.get("not_before", 0)) - now), 1)},
         "last_errors": last,
         "bundles": bundles,
+        "shadow": shadow_summary(queue.root),
     }
+
+
+def shadow_summary(root) -> dict:
+    from .shadow_runs import summary  # shadow_runs uses this module
+
+    return summary(root)

@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 LINES_PER_PAGE, WIDTH = 56, 92
 
 
-def report_lines(result, header, intended_use: str = "") -> list[str]:
+def report_lines(result, header, intended_use: str = "", by: str = "listener") -> list[str]:
     """``header``: the source's pydicom dataset (made safe here: malformed values left out and
-    named on a 'Header:' line) or a plain dict of already safe values."""
+    named on a 'Header:' line) or a plain dict of already safe values; ``by``: what wrote the report."""
     notes = []
     if hasattr(header, "elements"):
         from medexport.engine.header_safe import safe_header
@@ -19,7 +19,7 @@ def report_lines(result, header, intended_use: str = "") -> list[str]:
         safe = safe_header(header)
         header, notes = safe.dataset, safe.notes
     who = " ".join(filter(None, [str(header.get("PatientName", "")), str(header.get("PatientID", ""))]))
-    lines = ["medexport result report (listener)", "", *([result.disclaimer, ""] if result.disclaimer else []),
+    lines = [f"medexport result report ({by})", "", *([result.disclaimer, ""] if result.disclaimer else []),
              f"Patient: {who or '-'}   Study date: {header.get('StudyDate', '') or '-'}   "
              f"Modality: {header.get('Modality', '') or '-'}",
              f"Study UID: {header.get('StudyInstanceUID', '')}", f"Object UID: {header.get('SOPInstanceUID', '')}",
@@ -32,7 +32,7 @@ def report_lines(result, header, intended_use: str = "") -> list[str]:
     lines += ["", f"Model: {result.model_id} {result.model_version}   Runtime: {result.backend} {result.precision}",
               f"Bundle SHA-256: {result.bundle_sha256}", f"Intended use: {intended_use or '-'}",
               f"Computed {result.created} UTC; report written "
-              f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} by the medexport listener."]
+              f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} by the medexport {by}."]
     return lines
 
 
@@ -58,6 +58,11 @@ def text_pdf(lines: list[str], title: str = "medexport report") -> bytes:
         objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R >> >>"
                        b" /Contents %d 0 R >>" % (number + 1))
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    return pdf_file(objects, info=4)
+
+
+def pdf_file(objects: list[bytes], info: int) -> bytes:
+    """A PDF file of numbered ``objects`` (object 1 the catalog, ``info`` the document info), with its xref."""
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for i, obj in enumerate(objects, 1):
@@ -66,5 +71,5 @@ def text_pdf(lines: list[str], title: str = "medexport report") -> bytes:
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 4 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, info, xref)
     return bytes(out)

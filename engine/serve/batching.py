@@ -22,7 +22,7 @@ import numpy as np
 
 from ..bundle_write import process_alive
 from ..errors import InvalidInputError, MedError
-from . import checks, wire
+from . import checks, series, statement, wire
 
 log = logging.getLogger(__name__)
 UPLOAD_PREFIX = "medexport-serve-"  # + the server's pid
@@ -36,7 +36,7 @@ class Item:
     payload: bytes
     rows: int = 0
     feeds: np.ndarray | None = None
-    prepared: object = None  # engine.bundle.Prepared
+    prepared: object = None  # engine.model.Prepared
     infer_ms: float = 0.0
     error: MedError | None = None
     reply: dict | None = None
@@ -92,7 +92,7 @@ def _guarded(item: Item, step, *args) -> bool:
 
 def _run_together(model, ready: list[Item]) -> None:
     t0 = time.perf_counter()
-    outputs = model._run({model.manifest.input.name: np.concatenate([i.feeds for i in ready])})
+    outputs = model.infer(np.concatenate([i.feeds for i in ready]))
     run_ms = (time.perf_counter() - t0) * 1e3
     start = 0
     for item in ready:
@@ -108,8 +108,8 @@ def _finish_into(model, item: Item, outputs: dict) -> None:
 
 def _prepare(model, item: Item) -> None:
     kind = item.header["kind"]
-    if kind == "info":
-        item.reply = {"info": info(model)}
+    if kind in STATEMENTS:  # what the server states about the model: no study, no runtime pass
+        item.reply = {kind: STATEMENTS[kind](model)}
         return
     if kind == "tensor":
         batch = checks.tensor(item.payload, model.manifest.input.shape[1:])
@@ -118,6 +118,8 @@ def _prepare(model, item: Item) -> None:
     options = item.header.get("options", {})
     if kind == "array":
         item.prepared = model.prepare(checks.array(item.payload), **options)
+    elif kind == "series":
+        item.prepared = _prepare_series(model, item, options)
     else:
         item.prepared = _prepare_file(model, item, options)
     item.feeds = item.prepared.feeds[model.manifest.input.name]
@@ -138,6 +140,22 @@ def _prepare_file(model, item: Item, options: dict):
             return model.prepare(path, **options)  # readers load the study into memory
         except MedError as exc:
             raise _renamed(exc, {path: name, folder: "(upload)"}) from None
+
+
+def _prepare_series(model, item: Item, options: dict):
+    """A series' files (:mod:`.series`: the whole volume, not windows), written like one file into a
+    private upload folder and read as one study; errors name the client's own file names."""
+    if model.task.study_kind != "volume":
+        raise InvalidInputError(f"a series of files for {model.manifest.model_id}, which reads one "
+                                f"{model.task.study_kind} per file", expected="one file per request",
+                                fix="send the study's file (open_bundle('triton://...').predict(path) does)")
+    files = series.table(item.header.get("files"))
+    with tempfile.TemporaryDirectory(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-") as folder:
+        paths = series.write_files(folder, files, item.payload)
+        try:
+            return model.prepare(paths, **options)  # readers load the volume into memory
+        except MedError as exc:
+            raise _renamed(exc, {p: n for p, (n, _) in zip(paths, files)} | {folder: "(upload)"}) from None
 
 
 def remove_stale_uploads() -> list[Path]:
@@ -169,7 +187,7 @@ def _renamed(exc: MedError, names: dict) -> MedError:
 
 def _finish(model, item: Item, outputs: dict) -> dict:
     if item.header["kind"] == "tensor":
-        return {"outputs": outputs, "scores": model.task.scores(outputs)}
+        return {"outputs": outputs, "scores": model.answered_scores(item.feeds, outputs)}
     return {"result": model.finish(item.prepared, outputs, item.infer_ms)}
 
 
@@ -181,3 +199,6 @@ def info(model) -> dict:
             "input_shape": list(m.input.shape), "provenance": model.provenance,
             "options": [f for f in model.task.options_type.__dataclass_fields__],
             "golden_tolerance": model.task.golden_tolerance.get(model.precision)}
+
+
+STATEMENTS = {"info": info, "describe": statement.describe, "golden": statement.golden}

@@ -11,20 +11,19 @@ import json
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..limits import MAX_FILE_BYTES
+from ..limits import MAX_FILE_BYTES, MAX_SERIES_FILES
 from . import wire
 
-HEADER_KEYS = ("protocol", "kind", "name", "options")
+HEADER_KEYS = ("protocol", "kind", "name", "options", "files")
 MAX_HEADER_BYTES = 64 * 2**10  # a header is a few short fields
+MAX_SERIES_HEADER_BYTES = MAX_HEADER_BYTES + MAX_SERIES_FILES * 300  # and a series' file table (name, size per file)
 MAX_NAME_CHARS = 255  # one file name (NAME_MAX)
 CLIENT_FIX = "use medexport's remote model (open_bundle('triton://...')), which sends valid requests"
 
 
 def header(raw: bytes) -> dict:
     """The request header as a dict of known keys with a known kind and protocol."""
-    if len(raw) > MAX_HEADER_BYTES:
-        raise InvalidInputError(f"the request header is {len(raw)} bytes", expected=f"at most {MAX_HEADER_BYTES}",
-                                fix=CLIENT_FIX)
+    _bounded(raw, MAX_SERIES_HEADER_BYTES)
     try:
         found = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -43,10 +42,18 @@ def header(raw: bytes) -> dict:
     if found.get("kind") not in wire.KINDS:
         raise InvalidInputError(f"request kind {_short(found.get('kind'))}", expected=f"one of {', '.join(wire.KINDS)}",
                                 fix=CLIENT_FIX)
+    if found["kind"] != "series":
+        _bounded(raw, MAX_HEADER_BYTES)
     options(found.get("options", {}))
     if found["kind"] == "file":
         name(found.get("name", "study"))
     return found
+
+
+def _bounded(raw: bytes, limit: int) -> None:
+    if len(raw) > limit:
+        raise InvalidInputError(f"the request header is {len(raw)} bytes", expected=f"at most {limit}",
+                                fix=CLIENT_FIX)
 
 
 def options(value) -> dict:

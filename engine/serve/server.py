@@ -1,7 +1,7 @@
 """``medexport serve``: bundles served by a real Triton Inference Server through nvidia-pytriton.
 
 Each bundle is one Triton model named by its ``model_id``. Its inference function is the engine's
-own opened :class:`~medexport.engine.bundle.Model` (same preprocessing, backends, warnings,
+own opened :class:`~medexport.engine.model.Model` (same preprocessing, backends, warnings,
 provenance); Triton's dynamic batcher hands it several requests at once and their preprocessed
 tensors go through the runtime together (:mod:`.batching`). HTTP/REST and gRPC (KServe v2),
 ``/v2/health/live`` and ``/v2/health/ready``, Prometheus metrics on ``/metrics``.
@@ -143,7 +143,7 @@ def serve(bundles, options: ServeOptions = ServeOptions(), *, emit=print, open_m
                                       fix="pip install 'medexport[server]'") from None
     from pytriton.server import triton_server
 
-    from ..bundle import open_bundle
+    from ..open import open_bundle
     from ..trust_policy import trust_policy
 
     stub = check_stub_env()

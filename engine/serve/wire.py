@@ -19,7 +19,7 @@ from .. import errors
 from ..errors import BundleError, MedError
 
 PROTOCOL = 1  # bumped when a field's meaning changes; client and server refuse another
-KINDS = ("file", "array", "tensor", "info")  # what a request's study payload is
+KINDS = ("file", "array", "tensor", "info", "describe", "golden", "series")  # what a request's study payload is
 _ERRORS = {c.__name__: c for c in (errors.InvalidInputError, errors.BundleError, errors.BackendUnavailableError,
                                    errors.ConfigurationError, errors.ExportError, errors.ValidationError)}
 

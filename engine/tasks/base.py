@@ -107,6 +107,11 @@ class Task:
         """The result's task fields (provenance and timings are added by the model)."""
         raise NotImplementedError
 
+    def screen(self, study, strict: bool) -> list:
+        """Intended-use warnings from the study itself, beyond its header (a volume's extent);
+        raises OutsideIntendedUseError in strict mode. Nothing to check here."""
+        return []
+
     def margins(self, fields: dict) -> dict:
         """label -> score minus its operating threshold (empty: no thresholded decision)."""
         return {}

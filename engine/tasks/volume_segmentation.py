@@ -3,7 +3,7 @@
 The volume (``read_volume``: a series folder, a list of its files, an enhanced file or NIfTI) is
 turned to the bundle's axes by its affine, z-scored, padded to at least one window and cut into
 overlapping windows (``VolumePreprocess``); the runtime sees them at most ``MAX_BATCH`` at a time
-(engine/bundle.py); their softmax is blended with a Gaussian importance map, the argmax taken and
+(engine/model.py); their softmax is blended with a Gaussian importance map, the argmax taken and
 turned back onto the source grid. Each label's volume is its voxel count x the voxel volume from
 the affine. Golden inputs are compared as label maps: the share of voxels whose label differs.
 """
@@ -16,6 +16,7 @@ import numpy as np
 from ..cautions import ResultWarning
 from ..compare import activate
 from ..errors import InvalidInputError
+from ..intended_use import check_extent
 from ..io.volume import read_volume
 from ..preprocess import (blend_windows, from_model_axes, pad_to_patch, reorientation, to_model_axes, volume_windows,
                           zscore)
@@ -85,6 +86,13 @@ class VolumeSegmentationTask(Task):
 
     def read(self, source, options) -> VolumeStudy:
         return read_volume(source)
+
+    def screen(self, study: VolumeStudy, strict: bool) -> list:
+        """The millimetres the volume covers and its voxel size, in the model's axes, against the
+        ranges the bundle states (a whole-brain series given to a model of crops is flagged)."""
+        perm, _ = reorientation(study.affine, self.spec.orientation)
+        return check_extent(self.manifest.intended_for, tuple(study.shape[j] for j in perm),
+                            tuple(study.spacing[j] for j in perm), self.spec.orientation, strict=strict)
 
     def preprocess(self, study: VolumeStudy, options) -> tuple[dict, dict]:
         windows, meta = volume_windows_of(study.voxels, study.affine, self.spec)

@@ -23,5 +23,6 @@ def compile_onnxruntime(source, precision: str, out_dir: Path, ctx: CompileConte
     else:
         from .quantize import CPU_QDQ, quantize_onnxruntime
 
-        quantize_onnxruntime(source, path, ctx, CPU_QDQ)
+        # the record of what was quantized: the build moves it into the manifest
+        return {"model": path, "quantization": quantize_onnxruntime(source, path, ctx, CPU_QDQ)}
     return {"model": path}

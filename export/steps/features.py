@@ -4,12 +4,14 @@ reference (engine/ood.py). Works on any ONNX graph, registered or a user's:
 - a classifier whose scores come from a Gemm / MatMul over a (N, C) vector: that vector (the
   penultimate layer);
 - otherwise (segmentation, detection, a classifier ending in a convolution): the deepest feature
-  map (the smallest spatial size; a U-Net's bottleneck), averaged over its pixels.
+  map (the smallest spatial size; a U-Net's bottleneck), averaged over its pixels (voxels for a
+  volume model: each window gives one row, and the engine averages a study's windows).
 
 Every backend then computes the features in the same inference as the scores.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 FEATURES = "features"
@@ -34,10 +36,11 @@ def add_feature_output(onnx_path: Path, score_output: str, input_shape: tuple) -
         graph.node.append(helper.make_node("Identity", [vector], [FEATURES], name="medexport_features"))
         width = shapes[vector][1]
     else:
-        deepest = _deepest_map(graph, shapes)
+        rank = len(input_shape) + 1  # (N, C, H, W), or (N, C, D, H, W) for a volume model
+        deepest = _deepest_map(graph, shapes, rank)
         if deepest is None:
             return None
-        graph.node.append(helper.make_node("ReduceMean", [deepest], [FEATURES], axes=[2, 3], keepdims=0,
+        graph.node.append(helper.make_node("ReduceMean", [deepest], [FEATURES], axes=list(range(2, rank)), keepdims=0,
                                            name="medexport_features"))
         width = shapes[deepest][1]
     graph.output.append(helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["batch", width]))
@@ -75,8 +78,9 @@ def _penultimate_vector(producers: dict, initializers: set, score_output: str, s
     return name if len(shape) == 2 and shape[1] > 0 else None
 
 
-def _deepest_map(graph, shapes: dict) -> str | None:
-    """The (N, C, H, W) activation with the fewest pixels (ties: the most channels, then the latest)."""
+def _deepest_map(graph, shapes: dict, rank: int = 4) -> str | None:
+    """The (N, C, H, W) activation (``rank`` 5: (N, C, D, H, W)) with the fewest pixels (ties: the
+    most channels, then the latest)."""
     best, key = None, None
     for order, node in enumerate(graph.node):
         if node.op_type not in ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Mul", "Add", "Conv", "BatchNormalization",
@@ -84,9 +88,9 @@ def _deepest_map(graph, shapes: dict) -> str | None:
             continue
         for name in node.output:
             shape = shapes.get(name, ())
-            if len(shape) != 4 or min(shape) <= 0:
+            if len(shape) != rank or min(shape) <= 0:
                 continue
-            k = (-shape[2] * shape[3], shape[1], order)
+            k = (-math.prod(shape[2:]), shape[1], order)
             if key is None or k > key:
                 best, key = name, k
     return best

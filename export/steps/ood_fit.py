@@ -77,7 +77,7 @@ def fit_ood(source, calib: Dataset, val: Dataset | None, log, run=None, file: st
     else:
         fit_f, fit_s = feats, scores
         id_f, id_from = study_features(source, val, run)[0], "the validation studies"
-    reference = fit_reference(fit_f, fit_s.argmax(1) if fit_s.shape[1] > 1 else (fit_s[:, 0] > 0).astype(int))
+    reference = fit_reference(fit_f, _classes(fit_s, source))
     id_d = reference.distances(id_f)
     half = np.arange(len(id_d)) % 2 == 0
     threshold = float(np.percentile(id_d[half], PERCENTILE))
@@ -106,12 +106,28 @@ def fit_ood(source, calib: Dataset, val: Dataset | None, log, run=None, file: st
     return spec, reference.to_bytes()
 
 
+def _classes(scores: np.ndarray, source) -> np.ndarray:
+    """Each study's class for the class-conditional fit. A volume's scores are a voxel map, not one
+    decision per study: one class (its windows' features are averaged per study)."""
+    if source.preprocess.kind == "volume":
+        return np.zeros(len(scores), int)
+    return scores.argmax(1) if scores.shape[1] > 1 else (scores[:, 0] > 0).astype(int)
+
+
 def other_kinds(source) -> dict[str, tuple[str, list[str]]]:
-    """Real studies of other kinds, by kind: (modality, files); the bundle's own modalities left out."""
+    """Real studies of other kinds, by kind: (modality, files); the bundle's own modalities left out.
+    A volume model reads volumes only: a whole-brain MR series (its own modality, another extent)
+    and a chest CT."""
     from medexport.models.data import pydicom_data, shared_data
 
     own = set(source.intended_for.modalities)
     dicom, root = pydicom_data(), shared_data()
+    if source.preprocess.kind == "volume":
+        volumes = root / "volumes"
+        table = {"whole-brain MR": ("MR", [volumes / "hippocampus-mr" / "dicom" / "Study1" / "12-T1post-05670"]),
+                 "chest CT": ("CT", [volumes / "chest-ct" / "ct.nii.gz"])}
+        return {k: (m, [str(p) for p in paths if p.exists()]) for k, (m, paths) in table.items()
+                if any(p.exists() for p in paths)}
     hc18 = sorted((root / "segmentation" / "hc18" / "images").glob("*_HC.png"))[::20][:PER_KIND]
     bccd = sorted((root / "detection" / "bccd" / "JPEGImages").glob("*.jpg"))[::7][:PER_KIND]
     em = sorted((root / "segmentation" / "isbi2012-em" / "image").glob("*.png"))

@@ -1,5 +1,5 @@
 """Step: what the build proves of a quantized artifact, which answers only the studies its own
-screening passes (the precision ladder, engine/bundle.py):
+screening passes (the precision ladder, engine/screening.py):
 
 - in distribution, its tolerance holds on every study the build reads of the model's own kind
   (the validation studies and the golden studies not marked unlike the training data);

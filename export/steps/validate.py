@@ -40,7 +40,7 @@ def borderline_band(tolerance: float, thresholds: dict, verdict) -> float:
     return round(min(band, 1.0), 4)
 
 
-# studies decoded at reduced resolution when asked (engine/io/fast_decode.py): uncompressed and JPEG 2000
+# studies decoded at reduced resolution when asked (engine/io/dicom/pixels.py): uncompressed and JPEG 2000
 REDUCED_DECODE_STUDIES = ("RG1_UNCR.dcm", "RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG3_UNCR.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm",
                           "MR2_UNCR.dcm", "MR2_J2KR.dcm", "MR2_J2KI.dcm")
 
@@ -73,7 +73,7 @@ def reduced_decode_inputs(task, paths: list[str], margin: int) -> list[tuple]:
     task reads, the reduced one keeping ``margin`` x the model's input (read once per build;
     studies it refuses are left out)."""
     from medexport.engine.errors import MedError
-    from medexport.engine.io.fast_decode import full_resolution, reduced_resolution
+    from medexport.engine.io.dicom import full_resolution, reduced_resolution
 
     out, kept = [], task.decode_margin
     task.decode_margin = margin

@@ -352,7 +352,9 @@ held-out frames: HC MAE {fmt(h['plain_outline_hc_mae_mm'])} mm before, {fmt(h['h
 (paired gain {fmt(h['largest_region_gain_mm'])} mm). Tried and not kept (HC MAE on the held-out
 frames, threshold chosen on training frames): RANSAC on the outline 2.99-3.59 mm (it follows the
 larger of two touching blobs), the convex hull of the region 2.78-3.09 mm, the median of fits at
-thresholds 0.5/0.6/0.7 2.76 mm (no gain), a linear HC calibration 2.72 mm (not robust).
+thresholds 0.5/0.6/0.7 2.76 mm (no gain), a linear HC calibration 2.72 mm (not robust); later, on the
+same frames at threshold 0.6: the ellipse from the region's second moments 2.82 mm, the boundary fit
+without refits 2.74 mm, with a tighter outlier cut (2x the median distance, 4 refits) 2.86 mm.
 
 ## Shift-aware check (held-out frames in thirds by pixel size, i.e. the machine's depth/zoom setting)
 | pixel size | frames | HC MAE, mm | gap to the other two thirds, mm |
@@ -364,7 +366,11 @@ worst third {max(v['hc_mae_mm']['value'] for v in h['shift'].values()):.2f} mm. 
 perturbations (below): at most 0.011 Dice. **Still short of the 2.0 mm target**: without the four
 worst frames the mean is about 2.2 mm, so the remaining error is the outline of ordinary frames (the
 model sees frames squashed to 256 x 176, 3 source pixels per input pixel); meeting the target needs
-retraining at a higher input resolution (the recipe took 3848 s at this one), not postprocessing.
+more than postprocessing. Fine-tuning these weights at 384 x 256 (4 epochs, one-cycle max lr 1e-3,
+BCE weighted x5 within 3 px of the outline + soft Dice; 2496 s on 2 shared threads, threshold 0.55
+chosen on training frames) did not help: HC MAE 2.76 mm (2.31-3.24), Dice 0.957, p50 1.76 / p90 6.57 /
+p99 15.8 mm; not shipped. A longer schedule at that size from scratch (the recipe took 3848 s at
+256 x 176) was not affordable here.
 
 ## Limits
 - Standard transthalamic plane only; other planes, twins, or frames without a head give a

@@ -2,7 +2,8 @@
 
     python -m medexport.models.recipes.hippocampus_mr [--steps 900]
 
-Split by subject (one volume each), seeded: 80 % train, 20 % validation. The validation Dice and
+Split by volume, seeded: 80 % train, 20 % validation (the files name no subject: one adult's left and
+right sides may fall on both sides, see the card). The validation Dice and
 volume errors come from the held-out volumes predicted through the engine's own reorientation,
 z-score and sliding-window blending (engine/preprocess.py). Training: random crops of 32 x 48 x 32
 voxels (the network is fully convolutional), intensity scale / shift; loss: cross-entropy + soft
@@ -47,6 +48,20 @@ def load(name: str, spec: VolumePreprocess):
     turn = reorientation(study.affine, spec.orientation)
     labels = np.asarray(nibabel.load(str(shared_data() / FOLDER / "labels" / name)).dataobj, np.uint8)
     return zscore(to_model_axes(study.voxels, turn)), to_model_axes(labels, turn), study, labels
+
+
+def crop_extents(spec: VolumePreprocess) -> np.ndarray:
+    """(volumes, 2, 3): each training volume's extent in mm and its voxel size, in the model's axes;
+    the registry's ``intended_for.extent_mm`` / ``spacing_mm`` are their range with a margin."""
+    from medexport.engine import read_volume
+
+    out = []
+    for name in cases():
+        study = read_volume(str(shared_data() / FOLDER / "images" / name))
+        perm, _ = reorientation(study.affine, spec.orientation)
+        spacing = np.array([study.spacing[j] for j in perm])
+        out.append((np.array([study.shape[j] for j in perm]) * spacing, spacing))
+    return np.array(out)
 
 
 def predict_labels(model, study, spec: VolumePreprocess, batch: int = 4) -> np.ndarray:
@@ -137,7 +152,7 @@ def train(steps: int = 900, seed: int = 0, batch: int = 4) -> dict:
                              "per_volume": [{k: round(v, 4) for k, v in c.items()} | {"file": n}
                                             for n, c in zip(val_names, per_case)]},
               "data": {"folder": FOLDER, "train_volumes": len(train_names), "validation_volumes": len(val_names),
-                       "split": f"by subject (one volume each), seeded permutation (seed {seed}): "
+                       "split": f"by volume, seeded permutation (seed {seed}): "
                                 f"{len(train_names)} train / {len(val_names)} validation"},
               "recipe": {"steps": steps, "batch": batch, "seed": seed, "crop": list(CROP),
                          "loss": "cross-entropy + soft Dice (anterior, posterior)",
@@ -181,7 +196,12 @@ anterior, posterior); 0.35 M parameters.
 ## Data, licence and split
 Medical Segmentation Decathlon Task04 Hippocampus (Simpson et al. 2019; Vanderbilt; 1 mm T1 MR
 crops of adults, healthy and with a psychotic disorder), training set, **CC BY-SA 4.0**:
-{r['data']['train_volumes'] + r['data']['validation_volumes']} volumes. Split {r['data']['split']}.
+{r['data']['train_volumes'] + r['data']['validation_volumes']} of its 260 training volumes, as redistributed in the Udacity nd320 starter repository
+(`../shared/data/README.md`). Split {r['data']['split']}.
+The files carry no subject identifier, and the Decathlon's data set describes itself as "left and
+right hippocampus segmentation" (260 training + 130 test volumes from 195 adults): one adult's two
+sides may fall on both sides of this split, so the validation figures below may be optimistic. The
+part of the set held outside the project (used to check the released model) is not measured here.
 Recipe: `python -m {config.recipe}` ({r['recipe']['steps']} steps of {r['recipe']['batch']} crops,
 {r['recipe']['optimiser']}, {r['recipe']['augmentation']}; {r['recipe']['loss']}). Trained in
 {r['training_seconds']:.0f} s on {r['environment']['threads']} CPU threads.
@@ -198,7 +218,10 @@ Targets: Dice >= 0.88, volume error <= 5 %. nnU-Net reports Dice about 0.90 (ant
 (posterior) in cross-validation on the full set.
 
 ## Limits
-- Cropped inputs only: a crop around one hippocampus as in the Decathlon, not a whole brain.
+- Cropped inputs only: a crop around one hippocampus as in the Decathlon, not a whole brain. The
+  bundle states the extent it is for (`intended_for.extent_mm`, from `crop_extents` with a 25 %
+  margin; voxels of 0.8-1.25 mm): a volume outside it is flagged `outside_intended_use`, refused
+  in strict mode.
 - Adult brains; one scanner family and site (Vanderbilt); T1 only.
 - The DICOM crop series shipped with the data have no labels: their results are checked only for
   plausibility (turned to RAS by their affine: 1.8-2.0 mL anterior, 1.4-1.9 mL posterior, as in

@@ -17,4 +17,4 @@ $PY -m medexport.export.cli build pneumonia-cxr --target tensorrt,onnxruntime --
     --calib $CAL:train --val $CAL:val -o "$OUT/pneumonia-cxr-trt" --overwrite
 $PY -m medexport.export.cli inspect "$OUT/pneumonia-cxr-trt" | tee "$OUT/inspect.txt"
 $PY -m medexport.export.cli selftest "$OUT/pneumonia-cxr-trt" | tee "$OUT/selftest.txt"
-$PY -m medexport.export.gpu_bench densenet121-cxr --out "$OUT" | tee "$OUT/bench.txt"
+$PY -m medexport.export.bench.gpu densenet121-cxr --out "$OUT" | tee "$OUT/bench.txt"

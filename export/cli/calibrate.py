@@ -6,7 +6,7 @@ import json
 import sys
 
 
-def add_parser(sub) -> None:
+def add_parsers(sub) -> None:
     c = sub.add_parser("calibrate", help="fit a bundle's threshold and temperature to this site's labelled studies "
                                          "and write a new bundle version")
     c.add_argument("bundle", help="bundle folder or .zip to calibrate (it is not changed)")
@@ -47,3 +47,6 @@ def cmd_calibrate(args) -> int:
     signed = "signed with " + args.sign_key if args.sign_key else "UNSIGNED (pass --sign-key to sign it)"
     print(f"[calibrate] wrote {path}: parent sha256 {result.parent['sha256'][:16]}, {signed}", file=sys.stderr)
     return 0
+
+
+COMMANDS = {"calibrate": cmd_calibrate}

@@ -29,10 +29,12 @@ def add_parsers(sub) -> None:
     f.add_argument("--modality", help="CR, DX, ECG, ...")
     f.add_argument("--accession")
     f.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    g = ps.add_parser("get", help="retrieve a study (C-GET or WADO-RS) into a folder")
+    g = ps.add_parser("get", help="retrieve a study or one whole series (C-GET or WADO-RS) into a folder")
     node_arg(g)
-    g.add_argument("--study", required=True, help="Study Instance UID (from 'medexport pacs find')")
-    g.add_argument("-o", "--out", required=True, help="folder to write the instances into")
+    g.add_argument("--study", help="Study Instance UID (from 'medexport pacs find')")
+    g.add_argument("--series", help="Series Instance UID: retrieve that series only, every instance or none "
+                                    "(its study is looked up unless --study is given)")
+    g.add_argument("-o", "--out", required=True, help="folder to write the instances into (one file per instance)")
     s = ps.add_parser("send", help="send DICOM files (C-STORE or STOW-RS): results, SR, SEG, Encapsulated PDF")
     node_arg(s)
     s.add_argument("files", nargs="+", help="DICOM files or folders")
@@ -82,6 +84,9 @@ def add_parsers(sub) -> None:
     li.add_argument("--max-object-mb", type=float, default=512.0,
                     help="largest object taken, in MiB; larger ones are answered 0xA700 (default 512)")
     li.add_argument("--no-pdf", action="store_true", help="send SR/SEG only, no Encapsulated PDF report")
+    li.add_argument("--series-quiet", type=float, default=10.0, metavar="SECONDS",
+                    help="a series a volume bundle takes is complete when no instance of it has arrived for this "
+                         "long; then the bundle runs once on the whole series (default 10)")
     li.add_argument("--log-file", help="also append the log to this file (reopened after rotation); "
                                        "SIGHUP reloads the bundles from --bundles")
     li.add_argument("--tls-cert", help="our certificate (PEM): the listener speaks TLS")
@@ -90,6 +95,9 @@ def add_parsers(sub) -> None:
     li.add_argument("--allow-unsigned", action="store_true", help="run unsigned bundles even with a trust store")
     li.add_argument("--require-commissioning", metavar="DIR",
                     help="run only bundles a current, passing report in DIR commissions ('medexport commission')")
+    li.add_argument("--shadow", action="append", metavar="CANDIDATE",
+                    help="run this bundle beside the live bundle of its model id on every study; its results go to "
+                         "SPOOL/shadow and audit.jsonl only, never to --forward ('medexport shadow --spool'); repeat")
     li.add_argument("--failed", action="store_true", help="with requeue: every job in failed/")
     li.add_argument("--json", action="store_true", help="with status: print JSON")
 
@@ -137,6 +145,13 @@ def cmd_pacs(args) -> int:
                   f"{r['StudyDescription'][:30]:<30} {r['StudyInstanceUID']}")
         print(f"{len(rows)} studies", file=sys.stderr)
     elif args.pacs_command == "get":
+        if args.series:
+            paths = scu.get_series(node, args.series, Path(args.out), study_uid=args.study)
+            print(f"{len(paths)} instances of series {args.series} in {args.out}")
+            return 0
+        if not args.study:
+            raise ConfigurationError("pacs get needs --study or --series",
+                                     fix="find the UIDs with 'medexport pacs find'")
         paths = scu.get(node, args.study, Path(args.out))
         print(f"{len(paths)} instances in {args.out}")
     elif args.pacs_command == "send":
@@ -170,13 +185,14 @@ def _spool(args) -> Path:
 def cmd_listen_admin(args) -> int:
     """``listen status`` / ``retry JOB`` / ``requeue --failed``: files only, the listener may be running."""
     from medexport.engine.pacs.queue import JobQueue
+    from medexport.engine.pacs.series import SeriesSpool
     from medexport.engine.pacs.spool import status
 
     if not _spool(args).is_dir():
         raise ConfigurationError(f"no spool at {_spool(args)}", fix="pass the listener's --spool folder")
     queue = JobQueue(_spool(args))
     if args.action == "status":
-        info = status(queue.root)
+        info = status(queue.root) | {"series": SeriesSpool(queue).status()}
         if args.json:
             print(json.dumps(info, indent=1))
             return 0
@@ -190,6 +206,12 @@ def cmd_listen_admin(args) -> int:
             print(f"  {e['state']} {e['job']} ({e['attempts']} attempts): {e['error']}")
         for name, n in info["bundles"].items():
             print(f"  {name}: {n['done']} done, {n['failed']} failed")
+        for name, n in info["shadow"].items():
+            print(f"  shadow {name} {', '.join(n['candidates'])}: {n['runs']} runs, {n['changed']} decisions changed, "
+                  f"{n['candidate_failed']} failed")
+        series = info["series"]
+        print(f"series: {series['gathering']} gathering ({series['gathering_instances']} instances), "
+              f"{series['closed_kept']} complete series kept")
         return 0
     if args.action == "retry":
         if not args.job:
@@ -234,7 +256,8 @@ def cmd_listen(args) -> int:
                         keep_days=args.keep_days, idle_timeout_s=args.idle_timeout, max_per_peer=args.max_per_peer,
                         max_object_mb=args.max_object_mb, write_pdf=not args.no_pdf,
                         open_options={"trust": trust_policy(allow_unsigned=args.allow_unsigned, required=True)},
-                        require_commissioning=args.require_commissioning)
+                        require_commissioning=args.require_commissioning, shadow=args.shadow,
+                        series_quiet_s=args.series_quiet)
     stop = threading.Event()
     reload = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,7 +2,8 @@
 
 Each row is measured in its own process. Registered models are built for every
 target x precision first (a failed build or validation is a row too, not a crash), and
-torch eager FP32 gives the reference row.
+torch eager FP32 gives the reference row. A served model (``triton://host:port/model``) is one
+row measured end to end through its server: a study file in, the result back.
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medexport.engine.bundle import read_manifest
+from medexport.engine.bundle_read import read_manifest
 from medexport.engine.errors import MedError, ValidationError
+from medexport.engine.remote import is_remote
 
-from .build import BuildOptions, build
+from ..build import BuildOptions, build
 
 COLUMNS = ("model", "target", "precision", "status", "size_mb", "metric", "latency_p50_ms", "latency_p95_ms",
            "throughput", "batch", "e2e_p50_ms", "load_cold_s", "load_warm_s")
@@ -38,11 +40,12 @@ class Row:
                 "size_mb": self.size_mb, **{k: self.values.get(k) for k in COLUMNS[5:]}}
 
 
+SERVED = "triton"  # a served model's rows: target "triton:<backend on the server>"
 SYNTAX_NAMES = ("uncompressed", "jpeg_baseline", "jpeg2000_lossless", "jpeg_ls", "rle")
 
 
 def run_worker(cfg: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "medexport.export.bench_worker", json.dumps(cfg)],
+    proc = subprocess.run([sys.executable, "-m", "medexport.export.bench.worker", json.dumps(cfg)],
                           capture_output=True, text=True, timeout=900)
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH "):
@@ -57,7 +60,7 @@ def default_study(model_id: str, task: str) -> str | None:
     from medexport.engine.tasks import task_class
     from medexport.models.data import pydicom_data
 
-    from .demo import demo_studies
+    from ..demo import demo_studies
 
     own = demo_studies().get(model_id, [])
     dicom = [s for s in own if s.endswith(".dcm")]
@@ -75,11 +78,16 @@ def bench(items: list[str], targets: list[str], precisions: list[str], *, data: 
           batch: int = 8, threads: int | None = None, study: str | None = None, syntaxes: bool = False,
           emit=print) -> list[Row]:
     """``syntaxes``: also time image bundles end to end per transfer syntax and on a folder of 100
-    mixed-syntax radiographs (export/bench_worker.bench_syntaxes)."""
+    mixed-syntax radiographs (export/bench/worker.bench_syntaxes)."""
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="medexport-bench-") as work:
         for item in items:
-            if Path(item).is_dir() or item.endswith(".zip"):
+            if is_remote(item):
+                if syntaxes or threads:
+                    emit(f"[bench] {item}: --syntaxes and --threads apply to local bundles; the server chose its "
+                         "threads, and its row is one study end to end")
+                rows.append(_bench_served(item, data, batch, study, emit))
+            elif Path(item).is_dir() or item.endswith(".zip"):
                 rows += _bench_bundle(item, targets, precisions, data, batch, threads, study, emit, syntaxes)
             else:
                 rows += _bench_model(item, Path(work), targets, precisions, data, batch, threads, study, emit,
@@ -108,6 +116,19 @@ def _bench_bundle(path, targets, precisions, data, batch, threads, study, emit, 
                "threads": threads, "study": study, "data": data, "syntaxes": syntaxes}
         rows.append(_measure(Row(manifest.model_id, a.target, a.precision, "ok", size), cfg, emit))
     return rows
+
+
+def _bench_served(url: str, data, batch: int, study, emit) -> Row:
+    """One row for a served model: the server's artifact, its size, end-to-end latency and
+    throughput with ``batch`` studies in flight (export/bench/worker.bench_served)."""
+    from medexport.engine import open_bundle
+
+    with open_bundle(url) as model:
+        prov, stated = model.provenance, model.describe()
+    study = study or default_study(prov.model_id, stated["manifest"].task)
+    cfg = {"served": url, "batch": batch, "study": study, "data": data}
+    row = Row(prov.model_id, f"{SERVED}:{prov.backend}", prov.precision, "ok", stated["sizes"][stated["artifact"].key] / 1e6)
+    return _measure(row, cfg, emit)
 
 
 def _bench_model(name, work: Path, targets, precisions, data, batch, threads, study, emit,
@@ -145,15 +166,20 @@ def _bench_model(name, work: Path, targets, precisions, data, batch, threads, st
 
 
 def render(rows: list[Row], threads: int | None, study: str | None) -> str:
-    head = (f"{'model':<16} {'target':<12} {'prec':<5} {'status':<10} {'MB':>6} {'metric':>6} {'p50 ms':>8} "
+    w = max([12, *(len(r.target) + 1 for r in rows)])  # a served row's target is longer
+    head = (f"{'model':<16} {'target':<{w}} {'prec':<5} {'status':<10} {'MB':>6} {'metric':>6} {'p50 ms':>8} "
             f"{'p95 ms':>8} {'items/s':>8} {'e2e ms':>8} {'cold s':>7} {'warm s':>7}")
     lines = [f"threads: {threads or os.cpu_count()} | latency at batch 1 | throughput at the batch shown | "
-             f"e2e: file on disk -> result ({study or 'RG1_UNCI.dcm for images, waveform_ecg.dcm for ECG, an EM slice (9 tiles) for segmentation'}) | "
+             f"e2e: file on disk -> result ({study or 'RG1_UNCI.dcm for images, waveform_ecg.dcm for ECG, an EM slice (9 tiles) for segmentation, the demo series of a volume model'}) | "
              "metric: AUROC, macro F1 (ECG) or Dice on the model's validation data", head, "-" * len(head)]
+    if any(r.target.startswith(f"{SERVED}:") for r in rows):
+        lines.insert(1, f"{SERVED}:<backend> rows: a served model through its server: p50/p95 and e2e = one study "
+                        "file -> result (one request at a time), items/s = studies/s with the batch shown in flight, "
+                        "warm s = connecting and asking for the model")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         v = r.values
-        lines.append(f"{r.model:<16} {r.target:<12} {r.precision:<5} {r.status[:10]:<10} {fmt(r.size_mb, '6.2f'):>6} "
+        lines.append(f"{r.model:<16} {r.target:<{w}} {r.precision:<5} {r.status[:10]:<10} {fmt(r.size_mb, '6.2f'):>6} "
                      f"{fmt(v.get('metric'), '6.4f'):>6} {fmt(v.get('latency_p50_ms'), '8.2f'):>8} "
                      f"{fmt(v.get('latency_p95_ms'), '8.2f'):>8} "
                      f"{fmt(v.get('throughput'), '8.1f'):>8} {fmt(v.get('e2e_p50_ms'), '8.2f'):>8} "
@@ -201,9 +227,14 @@ def ratios(rows: list[Row]) -> list[str]:
             out.append(f"{model}: OpenVINO INT8 vs torch eager FP32: throughput x{ov8['throughput'] / ref['throughput']:.2f}, "
                        f"batch-1 latency x{ref['latency_p50_ms'] / ov8['latency_p50_ms']:.2f} faster")
         for key, v in mine.items():  # only where one study is one inference (not tiles or many windows)
-            if key[0] != "torch-eager" and v.get("e2e_p50_ms") and v.get("items_per_study", 1) == 1:
+            if key[0] != "torch-eager" and not key[0].startswith(f"{SERVED}:") and v.get("e2e_p50_ms") and v.get("items_per_study", 1) == 1:
                 out.append(f"{model} {key[0]} {key[1]}: end-to-end / raw engine = "
                            f"{v['e2e_p50_ms'] / v['latency_p50_ms']:.2f} ({v['e2e_p50_ms']:.1f} / {v['latency_p50_ms']:.1f} ms)")
+        for key, v in mine.items():  # a served row beside the local row of the same artifact
+            local = mine.get((key[0].split(":", 1)[-1], key[1])) if key[0].startswith(f"{SERVED}:") else None
+            if local and local.get("e2e_p50_ms") and v.get("e2e_p50_ms"):
+                out.append(f"{model} {key[1]}: end to end through the server / here = "
+                           f"{v['e2e_p50_ms'] / local['e2e_p50_ms']:.2f} ({v['e2e_p50_ms']:.1f} / {local['e2e_p50_ms']:.1f} ms)")
     return out
 
 

@@ -23,8 +23,17 @@ def add_parsers(sub) -> None:
                                       "report every decision that would change")
     s.add_argument("candidate", help="the bundle that would replace the current one")
     s.add_argument("--current", required=True, help="the bundle in use now")
-    s.add_argument("--studies", required=True, help="folder of studies both read")
-    s.add_argument("--labels", help="labels.csv (file,label): sensitivity and specificity of both, with CIs")
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--studies", help="folder of studies both read")
+    where.add_argument("--spool", help="the spool of 'medexport listen --shadow CANDIDATE': summarise the runs it "
+                                       "kept (runs nothing)")
+    where.add_argument("--pacs", metavar="NODE", help="retrieve the studies --query finds on this PACS node "
+                                                      "(name, AET@HOST:PORT or DICOMweb URL) and run both on them")
+    s.add_argument("--query", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="with --pacs: patient_id, patient_name, date (YYYYMMDD[-YYYYMMDD]), modality, accession, "
+                        "study_uid, description")
+    s.add_argument("--labels", help="labels.csv (file,label): sensitivity and specificity of both, with CIs "
+                                    "(with --spool: file is the SOP Instance UID)")
     s.add_argument("-o", "--out", required=True, help="folder for changes.csv, shadow.json, shadow.pdf")
     s.add_argument("--trust", action="append", help=TRUST_HELP)
 
@@ -39,7 +48,7 @@ def _studies(values: list) -> dict:
 
 def cmd_commission(args) -> int:
     """Exit 0 when every bundle passes, 1 when one fails."""
-    from .commission import commission
+    from ..commission import commission
 
     if args.threads is not None and args.threads < 1:
         raise ConfigurationError(f"--threads is {args.threads}", expected="1 or more")
@@ -56,10 +65,34 @@ def cmd_commission(args) -> int:
     return 0 if report["verdict"] == "pass" else 1
 
 
-def cmd_shadow(args) -> int:
-    from .shadow import shadow
+def _query(values: list) -> dict:
+    out = {}
+    for value in values:
+        key, sep, wanted = value.partition("=")
+        if not sep or not key or not wanted:
+            raise ConfigurationError(f"--query {value!r}", expected="KEY=VALUE, e.g. modality=CR date=20260101-",
+                                     fix="name each query key with its value")
+        out[key] = wanted
+    return out
 
-    path, report = shadow(args.candidate, args.current, args.studies, args.out, labels=args.labels, trust=args.trust)
+
+def cmd_shadow(args) -> int:
+    from ..shadow import shadow, shadow_pacs, shadow_spool
+
+    if args.query and not args.pacs:
+        raise ConfigurationError("--query without --pacs", fix="add --pacs NODE, or drop --query")
+    if args.pacs:
+        from medexport.engine.pacs.nodes import get_node
+
+        if not args.query:
+            raise ConfigurationError("--pacs without --query", expected="which studies to retrieve",
+                                     fix="e.g. --query modality=CR date=20260101-20260131")
+        path, report = shadow_pacs(args.candidate, args.current, get_node(args.pacs), _query(args.query), args.out,
+                                   labels=args.labels, trust=args.trust)
+    elif args.spool:
+        path, report = shadow_spool(args.candidate, args.current, args.spool, args.out, labels=args.labels)
+    else:
+        path, report = shadow(args.candidate, args.current, args.studies, args.out, labels=args.labels, trust=args.trust)
     print(f"{report['changed']} of {report['compared']} decisions would change ({report['seconds']} s); {path}")
     return 0
 

@@ -1,9 +1,10 @@
 """One benchmark row, measured in its own process (runtimes sharing a process slow each other).
 
-    python -m medexport.export.bench_worker '{"bundle": ..., "backend": ..., "precision": ..., ...}'
+    python -m medexport.export.bench.worker '{"bundle": ..., "backend": ..., "precision": ..., ...}'
 
 Prints one JSON object: load times, batch-1 latency p50/p95, throughput at a batch size,
-end-to-end time (file on disk -> result) on a study, and the task metric if data is given.
+end-to-end time (file on disk -> result) on a study, and the task metric if data is given; for a
+served model (``"served": "triton://..."``) the same columns through its server.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 
 import numpy as np
 
-from .reencode import jpeg_baseline_copy
+from ..reencode import jpeg_baseline_copy
 
 
 def timed(fn, *, warmup: int = 5, min_iters: int = 20, min_seconds: float = 2.0) -> np.ndarray:
@@ -71,6 +72,41 @@ def bench_bundle(cfg: dict) -> dict:
     return out
 
 
+def bench_served(cfg: dict) -> dict:
+    """A served model end to end: the study file sent, the result back, one request at a time
+    (latency), and studies/s with ``batch`` requests in flight (Triton batches them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medexport.engine import open_bundle
+
+    t0 = time.perf_counter()
+    model = open_bundle(cfg["served"])
+    connect = time.perf_counter() - t0
+    study, batch = cfg.get("study"), max(1, int(cfg["batch"]))
+    if study:
+        one = lambda: model.predict(study)  # noqa: E731
+    else:  # no study: a preprocessed random input, the runtime pass and the round trip only
+        x = np.random.default_rng(0).standard_normal((1, *model.manifest.input.shape[1:])).astype(np.float32)
+        one = lambda: model.infer(x)  # noqa: E731
+    lat = timed(one, min_iters=10)
+    n = max(4 * batch, 16)
+    with ThreadPoolExecutor(batch) as pool:
+        list(pool.map(lambda _: one(), range(batch)))  # each thread's own connection
+        t0 = time.perf_counter()
+        list(pool.map(lambda _: one(), range(n)))
+        elapsed = time.perf_counter() - t0
+    out = {"load_cold_s": None, "load_warm_s": connect, "latency_p50_ms": float(np.median(lat)),
+           "latency_p95_ms": float(np.percentile(lat, 95)), "throughput": n / elapsed, "batch": batch,
+           "iterations": int(len(lat))}
+    if study:
+        out["e2e_p50_ms"] = out["latency_p50_ms"]
+    if cfg.get("data"):
+        out["metric"] = _metric(lambda x: np.concatenate([model.scores(x[i:i + 16]) for i in range(0, len(x), 16)]),
+                                model.manifest, cfg["data"])
+    model.close()
+    return out
+
+
 SYNTAXES = ("uncompressed", "jpeg_baseline", "jpeg2000_lossless", "jpeg_ls", "rle")
 
 
@@ -107,7 +143,7 @@ def bench_syntaxes(model, folder_size: int = 100) -> dict:
     import shutil
     from pathlib import Path
 
-    from medexport.engine.io.fast_decode import reduced_resolution
+    from medexport.engine.io.dicom import reduced_resolution
     from medexport.engine.pipeline import BatchStats, predicted
 
     one = np.zeros((1, *model.manifest.input.shape[1:]), np.float32)
@@ -212,7 +248,7 @@ def _metric(scores_fn, manifest, data) -> float | None:
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.get("threads") or os.cpu_count()))
-    result = bench_torch(cfg) if cfg.get("torch") else bench_bundle(cfg)
+    result = bench_torch(cfg) if cfg.get("torch") else bench_served(cfg) if cfg.get("served") else bench_bundle(cfg)
     print("BENCH " + json.dumps(result))
 
 

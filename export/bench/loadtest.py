@@ -5,7 +5,7 @@ server with batch-1 serving (``--max-batch-size 1``), and the server with dynami
 Each row reports throughput and p50 / p95 latency; the server rows also the mean batch Triton
 formed (from its Prometheus counters). Prints a table and writes JSON with ``--out``.
 
-    python -m medexport.engine.serve.loadtest bundles/pneumonia-cxr --study x.png --clients 16 --seconds 30
+    python -m medexport.export.bench.loadtest bundles/pneumonia-cxr --study x.png --clients 16 --seconds 30
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import open_bundle
-from ..errors import MedError
+from medexport.engine import open_bundle
+from medexport.engine.errors import MedError
 
 
 def drive(model, study, clients: int, seconds: float) -> dict:
@@ -107,7 +107,7 @@ def served(bundle, study, clients, seconds, extra: list[str], log: Path) -> dict
 
 
 def _model_id(bundle) -> str:
-    from ..bundle import read_manifest
+    from medexport.engine import read_manifest
 
     return read_manifest(bundle, verify=False)[0].model_id
 

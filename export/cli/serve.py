@@ -64,7 +64,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export_triton(args) -> int:
-    from .triton_repo import export_triton
+    from ..triton_repo import export_triton
 
     path = export_triton(args.bundle, args.out, target=args.target, precision=args.precision,
                          max_batch_size=args.max_batch_size, instances=args.instances,

@@ -1,4 +1,7 @@
-"""Decode a DICOM frame at the resolution a model needs, where the transfer syntax allows it.
+"""Decode a DICOM frame: in full, or at the resolution a model needs where the transfer syntax allows it.
+
+A full decode goes through pydicom, trying first the plugin the transfer-syntax table
+(io/dicom/syntaxes.py) names as the fastest installed one, with OpenJPEG on all cores.
 
 Uncompressed data is averaged over 2**r x 2**r blocks straight from the file's bytes. JPEG 2000
 keeps the image at every wavelet level: OpenJPEG's ``reduce`` decodes only the levels down to
@@ -30,9 +33,78 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codecs import use_all_cores_for_jpeg2000
-from .dicom import pixel_bytes, single_frame
-from .syntaxes import J2K, JPEG_BASELINE, NATIVE
+from ...errors import InvalidInputError
+from .header import FIX, PARSE_ERRORS, FrameShape, pixel_bytes, single_frame
+from .syntaxes import syntax_of
+
+
+def use_all_cores_for_jpeg2000() -> None:
+    """OpenJPEG (2.3+) decodes code-blocks on ``OPJ_NUM_THREADS`` threads, read when a decoder is
+    created; a site's own setting wins."""
+    os.environ.setdefault("OPJ_NUM_THREADS", str(os.cpu_count() or 1))
+
+
+def preferred_plugin(ds) -> str:
+    """The fastest installed pydicom decoding plugin for this dataset (the plugin column of
+    io/dicom/syntaxes.py), or "" for pydicom's own choice."""
+    syntax = syntax_of(ds)
+    if syntax is None or not syntax.plugin:
+        return ""
+    if syntax.family == "jpeg2000":  # Pillow's JPEG 2000 path: unsigned greyscale only (pydicom corrects signed data itself)
+        if ds.get("PixelRepresentation", 0) != 0 or ds.get("SamplesPerPixel", 1) != 1:
+            return ""
+        use_all_cores_for_jpeg2000()
+    from pydicom.pixels import get_decoder
+
+    return syntax.plugin if syntax.plugin in get_decoder(syntax.uid).available_plugins else ""
+
+
+class DecoderPanic(RuntimeError):
+    """A Rust decoder (pylibjpeg-rle, through pyo3) panicked on malformed data."""
+
+
+def _pixel_array(pixel_array, ds, index, plugin: str) -> np.ndarray:
+    """pydicom's pixel_array; a pyo3 ``PanicException`` (a BaseException, so no ``except
+    Exception`` sees it) becomes a DecoderPanic, one of PARSE_ERRORS. Found by tests/test_fuzz.py:
+    a malformed RLE segment made pylibjpeg-rle index out of bounds."""
+    try:
+        return pixel_array(ds, index=index, decoding_plugin=plugin)
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise DecoderPanic(str(exc)) from None
+
+
+def decode_pixels(ds, path: str, index: int | None = None, shape: FrameShape | None = None) -> np.ndarray:
+    """Decode one frame (``index``) of the pixel data, naming the transfer syntax when it cannot be."""
+    from pydicom.pixels import pixel_array
+
+    tsyntax = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
+    try:
+        plugin = preferred_plugin(ds)
+        try:
+            arr = _pixel_array(pixel_array, ds, index, plugin)
+        except PARSE_ERRORS:
+            if not plugin:
+                raise
+            arr = _pixel_array(pixel_array, ds, index, "")  # the fast plugin refused this file: pydicom's own order
+    except PARSE_ERRORS as exc:
+        name = getattr(tsyntax, "name", str(tsyntax))
+        raise InvalidInputError(
+            f"{path}: the pixel data in transfer syntax {name} ({tsyntax}) could not be decoded "
+            f"({type(exc).__name__}: {exc})",
+            expected="uncompressed, RLE, JPEG, JPEG-LS or JPEG 2000 data that decodes cleanly",
+            fix="re-export the image uncompressed from the PACS, or install pylibjpeg plugins for it",
+        ) from None
+    if shape is not None and arr.shape != (shape.rows, shape.columns):
+        raise InvalidInputError(f"{path}: the decoded frame has shape {arr.shape}",
+                                expected=f"({shape.rows}, {shape.columns}) from (0028,0010) Rows and "
+                                         "(0028,0011) Columns", fix=FIX)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InvalidInputError(f"{path}: (7FE0,0008) Float Pixel Data holds NaN or infinite values",
+                                expected="finite pixel values", fix=FIX)
+    return arr
+
 
 MAX_REDUCE = 5
 # what Pillow raises when a codestream does not decode the way this module asks
@@ -104,20 +176,20 @@ def reduced_frame(ds, rows: int, columns: int, frames: int, index: int | None,
     """The frame decoded at reduced resolution, or None where a full decode is needed."""
     if need is None:
         return None
-    syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
-    if syntax not in (*NATIVE, *J2K, JPEG_BASELINE) or ds.get("PixelRepresentation", 0) != 0 or "PixelData" not in ds:
+    syntax = syntax_of(ds)
+    if syntax is None or not syntax.reduced or ds.get("PixelRepresentation", 0) != 0 or "PixelData" not in ds:
         return None
     if levels_for((rows, columns), need) == 0:
         return None
     pixels = pixel_bytes(ds, data)
-    if syntax in NATIVE:
+    if syntax.reduced == "blocks":
         return _native(ds, pixels, rows, columns, index or 0, need)
     from pydicom.encaps import get_frame
 
     try:
         data = single_frame(pixels) if frames == 1 else None
         data = data if data is not None else get_frame(bytes(pixels), index or 0, number_of_frames=frames)
-        if syntax in J2K:
+        if syntax.reduced == "wavelet":
             return _j2k(data, ds, rows, columns, need)
         return _jpeg(data, ds, rows, columns, need)
     except PILLOW_ERRORS:

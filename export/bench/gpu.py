@@ -1,4 +1,4 @@
-"""``python -m medexport.export.gpu_bench MODEL``: TensorRT FP16/INT8 against torch CUDA eager.
+"""``python -m medexport.export.bench.gpu MODEL``: TensorRT FP16/INT8 against torch CUDA eager.
 
 Run by tests/gpu/run.sh on a machine with an NVIDIA GPU and TensorRT; not part of CI.
 """
@@ -9,8 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .bench import Row, _bench_bundle, _measure, render, write
-from .build import BuildOptions, build
+from ..build import BuildOptions, build
+from .side_by_side import Row, _bench_bundle, _measure, render, write
 
 
 def main(argv=None) -> int:
