@@ -42,7 +42,7 @@ orthanc:
 
 test: install orthanc
 	$(VENV)/bin/lint-imports
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q --durations=15
 
 # The fast loop beside the full suite: the import contracts and every test that needs no bundle built
 # by torch, no Orthanc, no Triton server and no load (tests/conftest.py marks the others `slow` from the

@@ -61,6 +61,7 @@ class BuildOptions:
     sign_key: str | None = None  # ECDSA private key (PEM): sign the finished bundle (bundle.sig)
     robustness: bool = False  # with --val: the guard's metric under perturbations, per artifact (export/robustness.py)
     robustness_studies: int = 200  # validation studies the robustness report uses (a seeded subset)
+    skip: tuple = ()  # "target-precision" artifacts of the cross product not to build (e.g. "onnxruntime-int8")
     # for ONNX sources
     task: str | None = None
     labels: list | None = None
@@ -74,6 +75,20 @@ class BuildOptions:
     intended_use: str | None = None
     intended_for: dict | None = None  # engine.manifest.IntendedUse fields, for ONNX sources
 
+
+
+def _check_skip(options: BuildOptions) -> None:
+    """Skipped artifacts must be ones the build would make, and never an fp32 rung a quantized artifact needs."""
+    built = {f"{t}-{p}" for t in options.targets for p in options.precisions}
+    unknown = sorted(set(options.skip) - built)
+    if unknown:
+        raise ConfigurationError(f"asked to skip {', '.join(unknown)}, which this build does not make",
+                                 expected=f"some of {', '.join(sorted(built))}")
+    for target in options.targets:
+        if f"{target}-fp32" in options.skip and any(f"{target}-{p}" in built - set(options.skip)
+                                                   for p in options.precisions if p != "fp32"):
+            raise ConfigurationError(f"{target}-fp32 cannot be skipped: the quantized artifact of {target} needs it "
+                                     "(the precision ladder)", fix=f"skip {target}'s quantized artifacts too")
 
 class Log:
     """Prints each step with its time; the CLI passes ``print`` to stderr, tests pass a list."""
@@ -119,6 +134,7 @@ def build(model: str, out, options: BuildOptions, emit=print) -> Path:
         check_options(options.targets, options.precisions, clinical=source.clinical, calib=options.calib,
                       calib_size=options.calib_size, val=options.val, max_drop=options.max_drop,
                       max_decision_drop=options.max_decision_drop)
+        _check_skip(options)
         if options.robustness and not options.val:
             raise ConfigurationError("--robustness measures the metric on labelled validation studies, and no --val "
                                      "was given", fix="add --val DATA (labelled), or drop --robustness")
@@ -220,6 +236,9 @@ def _build_into(stage: Path, source, options: BuildOptions, guard, log: Log) -> 
         compiler = _compiler(target)
         for precision in sorted(options.precisions, key=lambda p: p != "fp32"):  # the fp32 rung first
             key = f"{name}-{precision}"
+            if key in options.skip:
+                log.emit(f"[build]   {key}: not built (asked to skip it)")
+                continue
             with log.step(f"compile {key}"):
                 files = compiler(source, precision, stage / key,
                                  context.with_tolerance(task.golden_tolerance[precision]))

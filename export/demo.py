@@ -29,7 +29,11 @@ DEMOS = {
     "blood-cell-det": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"], keep_passing=True),
     "fetal-head-us": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"], keep_passing=True),
     # INT8 guarded by Dice and the total-volume error on the 40 held-out volumes (VolumeDiceGuard)
-    "hippocampus-mr": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"], keep_passing=True),
+    # ONNX Runtime's INT8 3-D convolutions run slower than its FP32 here (618 vs 451 ms per volume in the
+    # build's self-test): that artifact is not shipped, though the build makes and proves it within budget
+    # (`medexport build hippocampus-mr --target onnxruntime --precision int8 ...`); OpenVINO INT8 is the fastest
+    "hippocampus-mr": dict(targets=["openvino", "onnxruntime"], precisions=["fp32", "int8"], keep_passing=True,
+                           skip=("onnxruntime-int8",)),
 }
 
 
@@ -75,7 +79,7 @@ def is_current(bundle: Path, model: str, options: dict) -> bool:
         return False
     config = get_config(model)
     refused = {r["artifact"] for r in manifest.provenance.get("refused_artifacts", [])}
-    want = {f"{t}-{p}" for t in options["targets"] for p in options["precisions"]} - refused
+    want = {f"{t}-{p}" for t in options["targets"] for p in options["precisions"]} - refused - set(options.get("skip", ()))
     return (signed_by_demo_key and want <= {a.key for a in manifest.artifacts}
             and manifest.provenance.get("source_sha256") == sha256_file(config.weights_path)
             and manifest.provenance.get("tools", {}).get("medexport") == version("medexport")

@@ -41,3 +41,15 @@ def test_headless_demo_prints_the_three_volumes_of_a_series_and_a_nifti(hippo_bu
         assert 1.0 < float(anterior) < 3.0 and 1.0 < float(posterior) < 3.0
         assert float(total) == pytest.approx(float(anterior) + float(posterior), abs=0.011)
     assert "32 x 51 x 35 voxels" in out and "dicom" in out and "nifti" in out
+
+
+def test_a_skipped_artifact_must_be_one_the_build_makes_and_never_a_needed_fp32_rung():
+    from medexport.engine.errors import ConfigurationError
+    from medexport.export.build import BuildOptions, _check_skip
+
+    _check_skip(BuildOptions(**demo.DEMOS["hippocampus-mr"]))  # the demo's own skip is valid
+    with pytest.raises(ConfigurationError, match="tensorrt-int8, which this build does not make"):
+        _check_skip(BuildOptions(targets=["openvino"], precisions=["fp32", "int8"], skip=("tensorrt-int8",)))
+    with pytest.raises(ConfigurationError, match="openvino-fp32 cannot be skipped"):
+        _check_skip(BuildOptions(targets=["openvino"], precisions=["fp32", "int8"], skip=("openvino-fp32",)))
+    _check_skip(BuildOptions(targets=["openvino"], precisions=["fp32", "int8"], skip=("openvino-fp32", "openvino-int8")))
