@@ -16,6 +16,7 @@ from pacs_fixtures import orthanc  # noqa: F401 (session fixture)
 from pydicom.uid import generate_uid
 from test_listener import Listen
 from test_listener_kinds import wrap
+from waiting import wait_for
 
 from medexport.engine.pacs import scu
 
@@ -54,15 +55,6 @@ def instances_in_orthanc(orthanc, patient: str) -> dict:  # noqa: F811
     return out
 
 
-def wait_for(predicate, timeout: float = 120) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_a_series_runs_once_on_the_volume_bundle_and_a_film_goes_to_the_image_bundle(
         orthanc, two_bundles, shared, cxr, tmp_path):  # noqa: F811
     series = mr_series(shared, "SERIESMR1")
@@ -71,7 +63,7 @@ def test_a_series_runs_once_on_the_volume_bundle_and_a_film_goes_to_the_image_bu
     try:
         sent = series[:20] + [film] + series[20:]  # one association: MR slices with a chest film among them
         assert scu.send(listen.node("MRI1"), sent) == [str(d.SOPInstanceUID) for d in sent]
-        assert wait_for(lambda: listen.count("done") + listen.count("failed") >= 2)
+        assert wait_for(lambda: listen.count("done") + listen.count("failed") >= 2, timeout=120)
         time.sleep(3)  # nothing else may run: one job per series, not one per slice
         assert listen.count("done") == 2 and listen.count("failed") == 0 and listen.count("pending") == 0
         events = listen.audit()
@@ -141,7 +133,7 @@ def test_kill_9_while_gathering_keeps_the_slices_and_the_series_completes(orthan
     try:
         assert [p.name for p in gathering.iterdir()] == [folder.name]  # still there after the restart
         assert scu.send(listen.node(), series[20:]) == [str(d.SOPInstanceUID) for d in series[20:]]  # the rest
-        assert wait_for(lambda: listen.count("done") + listen.count("failed") >= 1)
+        assert wait_for(lambda: listen.count("done") + listen.count("failed") >= 1, timeout=120)
         time.sleep(6)
         assert listen.count("done") == 1 and listen.count("failed") == 0
         [ran] = [e for e in listen.audit() if e["event"] == "ran"]

@@ -7,24 +7,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 from pacs_fixtures import free_port, orthanc  # noqa: F401 (session fixture)
 from test_listener import Listen, ecg_template, results_in_orthanc, studies  # noqa: F401 (fixture)
+from waiting import wait_for
 
 
 def medexport(*args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medexport.export.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=120, env=env)
-
-
-def wait_for(predicate, timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_sighup_reloads_the_bundles_and_the_log_file_gets_every_line(ecg_bundle, fetal_bundle, tmp_path):
